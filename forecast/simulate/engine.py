@@ -1,0 +1,221 @@
+"""The Python side of the simulator: build the kernel's arrays, seed the paths, run in chunks.
+
+Everything the kernels need is derived here from a :class:`~forecast.model.FunnelModel`, a
+:class:`~forecast.parameters.Parameters` and a :class:`Pipeline`; the kernels see only arrays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from forecast.hazards import absorption, transition_tables
+from forecast.model import FunnelModel
+from forecast.parameters import Parameters
+from forecast.simulate import kernels
+from forecast.simulate.rng import path_states
+
+DEFAULT_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Open leads at the as-of date, one entry per lead (all arrays of equal length).
+
+    ``state``: index of the active stage or nurture; ``age``: whole days in that state as of
+    the as-of date (0 if it entered that day); ``segment``, ``recycle``: indices; ``amount``:
+    the known deal amount, NaN where not known yet.
+    """
+
+    state: np.ndarray
+    age: np.ndarray
+    segment: np.ndarray
+    recycle: np.ndarray
+    amount: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Pipeline:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                   np.zeros(0, np.int64), np.zeros(0))
+
+    def __len__(self) -> int:
+        return int(self.state.shape[0])
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Per-path outputs of a run. Day ``t`` of the horizon is the date ``as_of + 1 + t``.
+
+    Daily arrays are ``[path, day]``; ``expired`` is ``[path, day, active stage]``;
+    ``occupancy`` is ``[path, occupancy day, state]``: how many leads are in each state (won and
+    lost count cumulatively) at the end of each day in ``occupancy_days``.
+    """
+
+    model: FunnelModel
+    as_of: dt.date
+    seed: int
+    set_index: np.ndarray
+    bookings: np.ndarray
+    won: np.ndarray
+    expired: np.ndarray
+    recaptured: np.ndarray
+    lost_to_expiry: np.ndarray
+    arrivals: np.ndarray
+    occupancy: np.ndarray
+    occupancy_days: np.ndarray
+    n_open: int
+
+    @property
+    def n_paths(self) -> int:
+        return self.bookings.shape[0]
+
+    @property
+    def horizon(self) -> int:
+        return self.bookings.shape[1]
+
+    @property
+    def dates(self) -> pd.DatetimeIndex:
+        return pd.date_range(self.as_of + dt.timedelta(days=1), periods=self.horizon, freq="D")
+
+
+@dataclass(frozen=True)
+class KernelTables:
+    """The parameter-derived arrays the kernels read (one row per parameter set)."""
+
+    total: np.ndarray
+    cumdest: np.ndarray
+    band_lo: np.ndarray
+    kinds: np.ndarray
+    winprob: np.ndarray
+    deal_mean: np.ndarray
+    deal_mu: np.ndarray
+    deal_sigma: np.ndarray
+    arr_mean: np.ndarray
+    arr_size: np.ndarray
+    dow: np.ndarray
+    entry: int
+    amount_stage: int
+
+
+def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
+    """Derive the simulator's tables from the hazard table (``forecast.hazards``)."""
+    total, cumdest = transition_tables(params.hazards)
+    winprob = np.stack([np.transpose(absorption(model, h).win, (1, 0, 2))
+                        for h in params.hazards])  # [set, state, g, r]
+    amount_stage = model.state_index(model.amount_stage) if model.amount_stage else -1
+    return KernelTables(
+        total=np.ascontiguousarray(total), cumdest=np.ascontiguousarray(cumdest),
+        band_lo=np.asarray(model.age_bands, dtype=np.int64), kinds=model.move_kinds(),
+        winprob=np.ascontiguousarray(winprob), deal_mean=params.deal_mean,
+        deal_mu=params.deal_mu, deal_sigma=params.deal_sigma,
+        arr_mean=params.arrivals_mean, arr_size=params.arrivals_dispersion,
+        dow=params.day_of_week, entry=model.state_index(model.entry), amount_stage=amount_stage,
+    )
+
+
+def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: dt.date,
+             horizon: int, n_paths: int, seed: int, *, set_index: np.ndarray | None = None,
+             occupancy_days: np.ndarray | None = None, chunk_size: int = DEFAULT_CHUNK,
+             parallel: bool = True,
+             progress: Callable[[int, int], None] | None = None) -> SimulationResult:
+    """Run ``n_paths`` Monte Carlo paths of the funnel over ``horizon`` days after ``as_of``.
+
+    Path ``p`` uses parameter set ``set_index[p]`` (default: ``p % n_sets``) and its own
+    random stream from ``(seed, p)``, so the result does not depend on ``chunk_size``, on
+    ``parallel`` or on the number of threads. ``occupancy_days`` (sorted day indices) default
+    to the last day of the horizon.
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be at least 1 day, got {horizon}")
+    if n_paths < 1:
+        raise ValueError(f"paths must be at least 1, got {n_paths}")
+    if set_index is None:
+        set_index = np.arange(n_paths, dtype=np.int64) % params.n_sets
+    set_index = np.asarray(set_index, dtype=np.int64)
+    if set_index.shape != (n_paths,) or set_index.min() < 0 or set_index.max() >= params.n_sets:
+        raise ValueError("set_index needs one parameter-set index per path")
+    if occupancy_days is None:
+        occupancy_days = np.array([horizon - 1], dtype=np.int64)
+    occupancy_days = np.asarray(occupancy_days, dtype=np.int64)
+    if np.any(np.diff(occupancy_days) <= 0) or occupancy_days.min() < 0 \
+            or occupancy_days.max() >= horizon:
+        raise ValueError("occupancy_days must be increasing day indices inside the horizon")
+
+    tab = kernel_tables(model, params)
+    n_active, n_states = model.n_active, len(model.states)
+    bookings = np.zeros((n_paths, horizon))
+    won = np.zeros((n_paths, horizon), dtype=np.int64)
+    expired = np.zeros((n_paths, horizon, n_active), dtype=np.int64)
+    recaptured = np.zeros((n_paths, horizon), dtype=np.int64)
+    lost = np.zeros((n_paths, horizon))
+    arrivals = np.zeros((n_paths, horizon), dtype=np.int64)
+    occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
+    weekday0 = (as_of + dt.timedelta(days=1)).weekday()
+    run = kernels.forecast_parallel if parallel else kernels.forecast_serial
+    pl = pipeline
+    for start in range(0, n_paths, chunk_size):
+        stop = min(start + chunk_size, n_paths)
+        sl = slice(start, stop)
+        run(path_states(seed, start, stop), set_index[sl], weekday0, tab.entry,
+            pl.state.astype(np.int64), pl.age.astype(np.int64), pl.segment.astype(np.int64),
+            pl.recycle.astype(np.int64), pl.amount.astype(np.float64),
+            tab.total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
+            tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
+            occupancy_days, bookings[sl], won[sl], expired[sl], recaptured[sl], lost[sl],
+            arrivals[sl], occupancy[sl])
+        if progress is not None:
+            progress(stop, n_paths)
+    return SimulationResult(
+        model=model, as_of=as_of, seed=seed, set_index=set_index, bookings=bookings, won=won,
+        expired=expired, recaptured=recaptured, lost_to_expiry=lost, arrivals=arrivals,
+        occupancy=occupancy, occupancy_days=occupancy_days, n_open=len(pipeline),
+    )
+
+
+def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, days: int,
+                     seed: int, *, set_index: int = 0) -> pd.DataFrame:
+    """Simulate an event log from an empty funnel: ``days`` days of arrivals from ``start``.
+
+    Returns the event-log contract's columns (``lead_id, stage, entered_at, amount,
+    segment``), one row per stage entered, in time order per lead. Amounts appear on rows of
+    the model's ``amount_stage`` and on ``won`` rows. Same seed, same log.
+    """
+    tab = kernel_tables(model, params)
+    expected = float(params.arrivals_mean[set_index].sum()) * days
+    capacity = int(expected * 4 + 1000)
+    while True:
+        events = np.zeros((capacity, 4), dtype=np.int64)
+        amounts = np.zeros(capacity)
+        counter = np.zeros(1, dtype=np.int64)
+        st = path_states(seed, 0, 1)[0]
+        h = days
+        n_active, n_states = model.n_active, len(model.states)
+        e = Pipeline.empty()
+        kernels.simulate_path(
+            st, set_index, start.weekday(), tab.entry, e.state, e.age, e.segment, e.recycle,
+            e.amount, tab.total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
+            tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
+            np.array([h - 1], dtype=np.int64), np.zeros(h), np.zeros(h, np.int64),
+            np.zeros((h, n_active), np.int64), np.zeros(h, np.int64), np.zeros(h),
+            np.zeros(h, np.int64), np.zeros((1, n_states), np.int64), events, amounts, counter)
+        if counter[0] <= capacity:
+            break
+        capacity = int(counter[0]) + 1000
+    n = int(counter[0])
+    ev = events[:n]
+    frame = pd.DataFrame({
+        "lead_id": ev[:, 0],
+        "stage": np.asarray(model.states, dtype=object)[ev[:, 1]],
+        "entered_at": pd.Timestamp(start) + pd.to_timedelta(ev[:, 2], unit="D"),
+        "amount": amounts[:n],
+        "segment": np.asarray(model.segment_names, dtype=object)[ev[:, 3]],
+    })
+    frame = frame.sort_values(["lead_id", "entered_at"], kind="stable").reset_index(drop=True)
+    width = len(str(max(int(frame["lead_id"].max()) if n else 0, 1)))
+    frame["lead_id"] = "L" + frame["lead_id"].astype(str).str.zfill(max(width, 6))
+    frame["entered_at"] = frame["entered_at"].dt.date
+    return frame

@@ -1,0 +1,224 @@
+"""Numba kernels of the simulator: numpy arrays and scalars in, preallocated arrays out.
+
+The process (see ``forecast.hazards`` for the conventions) is simulated lead by lead: leads do
+not interact, so each one's whole trajectory over the horizon can be drawn at once. Instead of a
+uniform draw per lead per day, the day a lead leaves its state is drawn by inverting the
+piecewise-constant cumulative hazard: with ``E ~ Exp(1)`` and band total ``Λ``, the lead leaves
+on the ``floor(E / Λ)``-th day of the band if that falls inside it, else carries ``E - Λ·L``
+into the next band. ``P(floor(E/Λ) >= j) = e^{-jΛ}``, exactly the day-by-day survival, so this
+is the same process in distribution; ``tests/reference.py`` keeps the plain day-by-day kernel
+and ``tests/test_equivalence.py`` compares the two.
+
+State numbering: active stages ``0..S-1``, nurture ``S``, won ``S+1``, lost ``S+2``.
+Move kinds (``kinds[s, d]``): 1 advance/skip, 2 expiry, 3 recapture, 4 lost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from forecast.simulate.rng import exponential, lognormal, negative_binomial, uniform
+
+KIND_EXPIRY = 2
+KIND_RECAPTURE = 3
+
+
+@njit(cache=True)
+def _band_of(age, band_lo):
+    b = band_lo.shape[0] - 1
+    while b > 0 and age < band_lo[b]:
+        b -= 1
+    return b
+
+
+@njit(cache=True)
+def sample_exit(st, total, k, s, g, r, band_lo, age, t, horizon):
+    """Day on which a lead in state ``s`` at ``age`` on day ``t`` leaves, and its age band.
+
+    Returns ``(-1, band)`` when it is still there at the end of the horizon.
+    """
+    n_b = band_lo.shape[0]
+    e = exponential(st)
+    b = _band_of(age, band_lo)
+    while True:
+        lam = total[k, s, b, g, r]
+        last = b == n_b - 1
+        span = 0 if last else band_lo[b + 1] - age
+        if lam > 0.0:
+            x = e / lam
+            if last or x < span:
+                if x >= horizon - t:
+                    return -1, b
+                off = int(x)
+                if not last and off >= span:  # guard against rounding at the band edge
+                    off = span - 1
+                return t + off, b
+            e -= lam * span
+        elif last:
+            return -1, b
+        t += span
+        if t >= horizon:
+            return -1, b
+        age += span
+        b += 1
+
+
+@njit(cache=True)
+def sample_destination(st, cumdest, k, s, b, g, r):
+    """Destination of a lead leaving ``s`` in band ``b``: ``k`` with probability ``λ_k / Λ``."""
+    u = uniform(st)
+    d = 0
+    while u >= cumdest[k, s, b, g, r, d]:
+        d += 1
+    return d
+
+
+@njit(cache=True, inline="always")
+def simulate_lead(st, k, s, age, t, entry_day, g, r, amount,
+                  total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
+                  amount_stage, bookings, won, expired, recaptured, lost_value, occ_diff,
+                  lead_id, events, event_amounts, n_events):
+    """Simulate one lead from its current state to absorption or the end of the horizon.
+
+    The lead is in state ``s`` (age ``age`` on day ``t``, the first day it is at risk) and is
+    counted in that state from the end of day ``entry_day`` (-1: already at the start).
+    Accumulates into the path's output rows. When ``events`` has rows, every state entered is
+    also recorded there as ``(lead_id, state, day, segment)``, with the deal amount where known.
+    """
+    horizon = bookings.shape[0]
+    n_active = kinds.shape[0] - 1
+    won_state = n_active + 1
+    lost_state = n_active + 2
+    n_rec = total.shape[4]
+    pend_val = 0.0
+    pend_day = -1
+    pend_stage = -1
+    while True:
+        occ_diff[max(entry_day, 0), s] += 1
+        exit_day, b = sample_exit(st, total, k, s, g, r, band_lo, age, t, horizon)
+        if exit_day < 0:
+            break
+        occ_diff[exit_day, s] -= 1
+        d = sample_destination(st, cumdest, k, s, b, g, r)
+        kind = kinds[s, d]
+        if d == won_state or d == amount_stage:
+            if amount != amount:  # NaN: not known yet, draw it now
+                amount = lognormal(st, deal_mu[k, g], deal_sigma[k, g])
+        if events.shape[0] > 0:
+            i = n_events[0]
+            if i < events.shape[0]:
+                events[i, 0] = lead_id
+                events[i, 1] = d
+                events[i, 2] = exit_day
+                events[i, 3] = g
+                event_amounts[i] = amount if (d == won_state or d == amount_stage) else np.nan
+            n_events[0] = i + 1
+        if d == won_state:
+            bookings[exit_day] += amount
+            won[exit_day] += 1
+            occ_diff[exit_day, d] += 1
+            pend_stage = -1
+            break
+        if d == lost_state:
+            occ_diff[exit_day, d] += 1
+            break
+        if kind == KIND_EXPIRY:
+            expired[exit_day, s] += 1
+            if pend_stage < 0:
+                value = amount if amount == amount else deal_mean[k, g]
+                pend_val = winprob[k, s, g, r] * value
+                pend_day = exit_day
+                pend_stage = s
+            r = min(r + 1, n_rec - 1)
+        elif kind == KIND_RECAPTURE:
+            recaptured[exit_day] += 1
+        if pend_stage >= 0 and pend_stage <= d < n_active:
+            pend_stage = -1  # came back to the stage it went cold from (or further)
+        s = d
+        age = 0
+        t = exit_day + 1
+        entry_day = exit_day
+    if pend_stage >= 0:
+        lost_value[pend_day] += pend_val
+
+
+@njit(cache=True)
+def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_rec, open_amount,
+                  total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
+                  amount_stage, arr_mean, arr_size, dow, occ_days,
+                  bookings, won, expired, recaptured, lost_value, arrivals, occupancy,
+                  events, event_amounts, n_events):
+    """One Monte Carlo path: the open pipeline (as "day -1"), then each day's arrivals."""
+    horizon = bookings.shape[0]
+    n_states = kinds.shape[1]
+    n_seg = arr_mean.shape[1]
+    n_open = open_state.shape[0]
+    occ_diff = np.zeros((horizon + 1, n_states), dtype=np.int64)
+    lead_id = 0
+    for t in range(-1, horizon):
+        wd = (weekday0 + t) % 7
+        for g in range(n_seg if t >= 0 else 1):
+            if t < 0:
+                n = n_open
+            else:
+                n = negative_binomial(st, arr_mean[k, g] * dow[k, wd], arr_size[k, g])
+                arrivals[t] += n
+            for j in range(n):
+                if t < 0:  # an open lead of the starting pipeline
+                    s, age, t0, seg, rec, amount = (open_state[j], open_age[j], 0, open_seg[j],
+                                                    open_rec[j], open_amount[j])
+                else:  # a new arrival: in the entry stage from the end of day t
+                    s, age, t0, seg, rec, amount = entry, 0, t + 1, g, 0, np.nan
+                    if events.shape[0] > 0:
+                        i = n_events[0]
+                        if i < events.shape[0]:
+                            events[i, 0] = lead_id
+                            events[i, 1] = entry
+                            events[i, 2] = t
+                            events[i, 3] = g
+                            event_amounts[i] = np.nan
+                        n_events[0] = i + 1
+                simulate_lead(st, k, s, age, t0, t, seg, rec, amount, total, cumdest,
+                              band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
+                              amount_stage, bookings, won, expired, recaptured, lost_value,
+                              occ_diff, lead_id, events, event_amounts, n_events)
+                lead_id += 1
+    running = np.zeros(n_states, dtype=np.int64)
+    m = 0
+    for t in range(horizon):
+        running += occ_diff[t]
+        while m < occ_days.shape[0] and occ_days[m] == t:
+            occupancy[m, :] = running
+            m += 1
+
+
+def _make_forecast(parallel: bool):
+    """Compile the all-paths loop, parallel over paths or as its serial twin.
+
+    The loop is a closure over ``loop`` so the two compilations have distinct cache keys
+    (numba's on-disk cache key ignores the ``parallel`` flag but includes closure variables).
+    """
+    loop = prange if parallel else range
+
+    def forecast(rng_states, set_index, weekday0, entry, open_state, open_age, open_seg,
+                 open_rec, open_amount, total, cumdest, band_lo, kinds, winprob, deal_mean,
+                 deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow, occ_days,
+                 bookings, won, expired, recaptured, lost_value, arrivals, occupancy):
+        no_events = np.zeros((0, 4), dtype=np.int64)
+        no_amounts = np.zeros(0)
+        for p in loop(rng_states.shape[0]):
+            st = rng_states[p].copy()
+            counter = np.zeros(1, dtype=np.int64)
+            simulate_path(st, set_index[p], weekday0, entry, open_state, open_age, open_seg,
+                          open_rec, open_amount, total, cumdest, band_lo, kinds, winprob,
+                          deal_mean, deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow,
+                          occ_days, bookings[p], won[p], expired[p], recaptured[p],
+                          lost_value[p], arrivals[p], occupancy[p], no_events, no_amounts,
+                          counter)
+
+    return njit(parallel=parallel, cache=True)(forecast)
+
+
+forecast_parallel = _make_forecast(parallel=True)
+forecast_serial = _make_forecast(parallel=False)
