@@ -5,11 +5,13 @@ simulator's per-day transition tables, exit probabilities from a stage, eventual
 (absorption probabilities of the embedded chain), expected days to win, median days in stage
 and shelf life. The simulator and every report use these functions, so they cannot disagree.
 
-Discrete-time convention. A lead that entered a stage at day ``t0`` has age ``a = t - t0`` on
-day ``t``. With total hazard ``Λ = Σ_k λ_k`` of its age band, it leaves on that day with
-probability ``1 - exp(-Λ)``, to destination ``k`` with probability ``(λ_k / Λ)(1 - exp(-Λ))``,
-and enters the destination the next day. Its time in stage ``T`` (whole days, ``T >= 1``) is
-therefore ``P(T > n) = exp(-Σ_{a<n} Λ(a))``.
+Discrete-time convention. A lead that entered a stage on date ``d0`` is at risk on each
+following day: on day ``d0 + 1 + a`` it has age ``a`` and, with total hazard ``Λ = Σ_k λ_k`` of
+the age band of ``a``, it leaves with probability ``1 - exp(-Λ)``, to destination ``k`` with
+probability ``(λ_k / Λ)(1 - exp(-Λ))``; the date it leaves is the date it enters the
+destination. Its time in stage ``T`` (whole days between the two entry dates, ``T >= 1``) thus
+has ``P(T > n) = exp(-Σ_{a<n} Λ(a))``. A lead open at the as-of date with age
+``as_of - d0`` days is at risk from the next day with that age.
 """
 
 from __future__ import annotations

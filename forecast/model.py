@@ -13,6 +13,7 @@ States are numbered for the simulator: active stages ``0 .. S-1`` in funnel orde
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -115,7 +116,7 @@ class FunnelModel:
         return ADVANCE if j == i + 1 else SKIP
 
     def move_kinds(self) -> np.ndarray:
-        """``kinds[s, d]`` as small integers: 0 none, 1 advance/skip, 2 expiry, 3 recapture, 4 lost."""
+        """``kinds[s, d]`` as codes: 0 none, 1 advance/skip, 2 expiry, 3 recapture, 4 lost."""
         code = {ADVANCE: 1, SKIP: 1, EXPIRY: 2, RECAPTURE: 3, CLOSE_LOST: 4}
         out = np.zeros((self.n_transient, len(self.states)), dtype=np.int8)
         for s, dests in self.hazards.items():
@@ -173,7 +174,7 @@ def load_model(name_or_path: str | Path | None = None) -> FunnelModel:
     return _parse(raw, str(path), hashlib.sha256(raw_bytes).hexdigest())
 
 
-def _parse(raw: dict, path: str, sha: str) -> FunnelModel:  # noqa: C901 - one linear validation
+def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
     def err(key: str, msg: str) -> ModelError:
         return ModelError(f"{path}: [{key}] {msg}")
 
@@ -228,7 +229,7 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:  # noqa: C901 - one l
         raise err("funnel.age_bands", "must be a list of whole days, starting at 0")
     if bands[0] != 0:
         raise err("funnel.age_bands", f"must start at 0, got {bands[0]}")
-    if any(b2 <= b1 for b1, b2 in zip(bands, bands[1:], strict=False)):
+    if any(b2 <= b1 for b1, b2 in itertools.pairwise(bands)):
         raise err("funnel.age_bands", f"must be strictly increasing, got {bands}")
     n_bands = len(bands)
 
@@ -238,7 +239,8 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:  # noqa: C901 - one l
     for source, dests in moves.items():
         key = f"moves.{source}"
         if source not in (*stages, NURTURE):
-            raise err(key, f"unknown source stage {source!r} (stages: {', '.join(stages)}, nurture)")
+            raise err(key, f"unknown source stage {source!r} "
+                           f"(stages: {', '.join(stages)}, nurture)")
         if not isinstance(dests, dict) or not dests:
             raise err(key, "must be a table of destination = [hazard per age band]")
         hazards[source] = {}

@@ -50,7 +50,8 @@ class Pipeline:
 class SimulationResult:
     """Per-path outputs of a run. Day ``t`` of the horizon is the date ``as_of + 1 + t``.
 
-    Daily arrays are ``[path, day]``; ``expired`` is ``[path, day, active stage]``;
+    Daily arrays are ``[path, day]`` (``moves``: transitions of any kind); ``expired`` is
+    ``[path, day, active stage]``;
     ``occupancy`` is ``[path, occupancy day, state]``: how many leads are in each state (won and
     lost count cumulatively) at the end of each day in ``occupancy_days``.
     """
@@ -64,6 +65,7 @@ class SimulationResult:
     expired: np.ndarray
     recaptured: np.ndarray
     lost_to_expiry: np.ndarray
+    moves: np.ndarray
     arrivals: np.ndarray
     occupancy: np.ndarray
     occupancy_days: np.ndarray
@@ -106,6 +108,9 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
     total, cumdest = transition_tables(params.hazards)
     winprob = np.stack([np.transpose(absorption(model, h).win, (1, 0, 2))
                         for h in params.hazards])  # [set, state, g, r]
+    # "Bookings lost to expiry" counts leads that went cold from the qualified stage (the SQL)
+    # or later, valued at their eventual win probability there: earlier stages weigh nothing.
+    winprob[:, :model.state_index(model.qualified_stage)] = 0.0
     amount_stage = model.state_index(model.amount_stage) if model.amount_stage else -1
     return KernelTables(
         total=np.ascontiguousarray(total), cumdest=np.ascontiguousarray(cumdest),
@@ -152,6 +157,7 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     expired = np.zeros((n_paths, horizon, n_active), dtype=np.int64)
     recaptured = np.zeros((n_paths, horizon), dtype=np.int64)
     lost = np.zeros((n_paths, horizon))
+    moves = np.zeros((n_paths, horizon), dtype=np.int64)
     arrivals = np.zeros((n_paths, horizon), dtype=np.int64)
     occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
     weekday0 = (as_of + dt.timedelta(days=1)).weekday()
@@ -166,12 +172,13 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
             tab.total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
             occupancy_days, bookings[sl], won[sl], expired[sl], recaptured[sl], lost[sl],
-            arrivals[sl], occupancy[sl])
+            moves[sl], arrivals[sl], occupancy[sl])
         if progress is not None:
             progress(stop, n_paths)
     return SimulationResult(
         model=model, as_of=as_of, seed=seed, set_index=set_index, bookings=bookings, won=won,
-        expired=expired, recaptured=recaptured, lost_to_expiry=lost, arrivals=arrivals,
+        expired=expired, recaptured=recaptured, lost_to_expiry=lost, moves=moves,
+        arrivals=arrivals,
         occupancy=occupancy, occupancy_days=occupancy_days, n_open=len(pipeline),
     )
 
@@ -201,7 +208,8 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
             np.array([h - 1], dtype=np.int64), np.zeros(h), np.zeros(h, np.int64),
             np.zeros((h, n_active), np.int64), np.zeros(h, np.int64), np.zeros(h),
-            np.zeros(h, np.int64), np.zeros((1, n_states), np.int64), events, amounts, counter)
+            np.zeros(h, np.int64), np.zeros(h, np.int64), np.zeros((1, n_states), np.int64),
+            events, amounts, counter)
         if counter[0] <= capacity:
             break
         capacity = int(counter[0]) + 1000

@@ -77,14 +77,15 @@ def sample_destination(st, cumdest, k, s, b, g, r):
 @njit(cache=True, inline="always")
 def simulate_lead(st, k, s, age, t, entry_day, g, r, amount,
                   total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                  amount_stage, bookings, won, expired, recaptured, lost_value, occ_diff,
+                  amount_stage, bookings, won, expired, recaptured, lost_value, moves, occ_diff,
                   lead_id, events, event_amounts, n_events):
     """Simulate one lead from its current state to absorption or the end of the horizon.
 
     The lead is in state ``s`` (age ``age`` on day ``t``, the first day it is at risk) and is
     counted in that state from the end of day ``entry_day`` (-1: already at the start).
-    Accumulates into the path's output rows. When ``events`` has rows, every state entered is
-    also recorded there as ``(lead_id, state, day, segment)``, with the deal amount where known.
+    Accumulates into the path's output rows (``moves`` counts every transition by day).
+    When ``events`` has rows, every state entered is also recorded there as
+    ``(lead_id, state, day, segment)``, with the deal amount where known.
     """
     horizon = bookings.shape[0]
     n_active = kinds.shape[0] - 1
@@ -101,6 +102,7 @@ def simulate_lead(st, k, s, age, t, entry_day, g, r, amount,
             break
         occ_diff[exit_day, s] -= 1
         d = sample_destination(st, cumdest, k, s, b, g, r)
+        moves[exit_day] += 1
         kind = kinds[s, d]
         if d == won_state or d == amount_stage:
             if amount != amount:  # NaN: not known yet, draw it now
@@ -147,7 +149,7 @@ def simulate_lead(st, k, s, age, t, entry_day, g, r, amount,
 def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_rec, open_amount,
                   total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                   amount_stage, arr_mean, arr_size, dow, occ_days,
-                  bookings, won, expired, recaptured, lost_value, arrivals, occupancy,
+                  bookings, won, expired, recaptured, lost_value, moves, arrivals, occupancy,
                   events, event_amounts, n_events):
     """One Monte Carlo path: the open pipeline (as "day -1"), then each day's arrivals."""
     horizon = bookings.shape[0]
@@ -182,7 +184,7 @@ def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_r
                 simulate_lead(st, k, s, age, t0, t, seg, rec, amount, total, cumdest,
                               band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                               amount_stage, bookings, won, expired, recaptured, lost_value,
-                              occ_diff, lead_id, events, event_amounts, n_events)
+                              moves, occ_diff, lead_id, events, event_amounts, n_events)
                 lead_id += 1
     running = np.zeros(n_states, dtype=np.int64)
     m = 0
@@ -204,7 +206,7 @@ def _make_forecast(parallel: bool):
     def forecast(rng_states, set_index, weekday0, entry, open_state, open_age, open_seg,
                  open_rec, open_amount, total, cumdest, band_lo, kinds, winprob, deal_mean,
                  deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow, occ_days,
-                 bookings, won, expired, recaptured, lost_value, arrivals, occupancy):
+                 bookings, won, expired, recaptured, lost_value, moves, arrivals, occupancy):
         no_events = np.zeros((0, 4), dtype=np.int64)
         no_amounts = np.zeros(0)
         for p in loop(rng_states.shape[0]):
@@ -214,8 +216,8 @@ def _make_forecast(parallel: bool):
                           open_rec, open_amount, total, cumdest, band_lo, kinds, winprob,
                           deal_mean, deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow,
                           occ_days, bookings[p], won[p], expired[p], recaptured[p],
-                          lost_value[p], arrivals[p], occupancy[p], no_events, no_amounts,
-                          counter)
+                          lost_value[p], moves[p], arrivals[p], occupancy[p], no_events,
+                          no_amounts, counter)
 
     return njit(parallel=parallel, cache=True)(forecast)
 

@@ -148,7 +148,7 @@ def poisson(st, lam):
         u = uniform(st) - 0.5
         v = uniform(st)
         us = 0.5 - abs(u)
-        k = int(math.floor((2.0 * a / us + b) * u + lam + 0.43))
+        k = int(math.floor((2.0 * a / us + b) * u + lam + 0.43))  # noqa: RUF046
         if us >= 0.07 and v <= vr:
             return k
         if k < 0 or (us < 0.013 and v > us):

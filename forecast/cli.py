@@ -1,0 +1,221 @@
+"""The ``forecast`` command line. Each command parses, calls the library, and renders."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from forecast import __version__
+from forecast.model import FunnelModel, ModelError, load_model
+from forecast.parameters import default_parameters
+from forecast.samples import sample_history_path
+
+HORIZON_DEFAULT = 90
+PATHS_DEFAULT = 2000
+
+
+class Progress:
+    """A progress bar on stderr, shown only on a terminal and only once a run passes 1 s."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label = label
+        self.enabled = enabled and sys.stderr.isatty()
+        self.start = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or time.monotonic() - self.start < 1.0:
+            return
+        self.shown = True
+        width = 30
+        filled = int(width * done / total)
+        elapsed = time.monotonic() - self.start
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done}/{total} paths  {elapsed:.0f}s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def fail(message: str) -> None:
+    """Print a one-line error on stderr and exit with code 1."""
+    click.echo(f"forecast: error: {message}", err=True)
+    sys.exit(1)
+
+
+def parse_date(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} {value!r} is not a date (expected YYYY-MM-DD)")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="forecast")
+def main() -> None:
+    """Monte Carlo pipeline forecasts: bands, not point estimates."""
+
+
+@main.command()
+@click.option("--model", "model_name", default=None, metavar="MODEL",
+              help="Funnel model file, or a bundled model name (b2b, consumer). Default: b2b.")
+@click.option("--history", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Event log (CSV / Parquet); the open pipeline at --as-of is taken from it. "
+                   "Default: the bundled sample history.")
+@click.option("--as-of", "as_of_text", default=None, metavar="DATE",
+              help="Forecast from the end of this day. Default: the last date in the history.")
+@click.option("--horizon", type=click.IntRange(1, 3660), default=HORIZON_DEFAULT,
+              show_default=True, help="Days to simulate after --as-of.")
+@click.option("--paths", type=click.IntRange(1, 10_000_000), default=PATHS_DEFAULT,
+              show_default=True, help="Monte Carlo paths.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Root seed; the same seed gives the same numbers, bit for bit.")
+@click.option("--by", type=click.Choice(["day", "week", "month", "quarter"]), default="month",
+              show_default=True, help="Period of the bands.")
+@click.option("--quantiles", default="0.1,0.5,0.9", show_default=True,
+              help="Quantiles of the bands, comma-separated.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Write bands.csv, bands.parquet, summary.json, fan_chart.png.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="What to print on stdout.")
+@click.option("--threads", type=click.IntRange(1, 512), default=None,
+              help="Threads for the simulation (results do not depend on it).")
+@click.option("--quiet", is_flag=True, help="No progress bar or notes on stderr.")
+def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, out_dir, fmt,
+        threads, quiet):
+    """Forecast bookings: bands per period over a horizon, from an open pipeline."""
+    from forecast import outputs, summarize
+    from forecast.eventlog import InputError, latest_date, open_pipeline, read_event_log
+    from forecast.simulate import simulate
+
+    note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    try:
+        qs = summarize.parse_quantiles(quantiles)
+    except ValueError as exc:
+        fail(str(exc))
+    as_of = parse_date(as_of_text, "--as-of")
+    try:
+        model: FunnelModel = load_model(model_name)
+        history_path = history if history is not None else sample_history_path(model)
+        if history_path is None:
+            fail(f"model {model.name!r} has no bundled sample history; pass --history")
+        log = read_event_log(history_path, model, as_of=as_of)
+    except (ModelError, InputError) as exc:
+        fail(str(exc))
+    if as_of is None:
+        as_of = latest_date(log)
+        note(f"as of {as_of} (the last date in {history_path.name})")
+    pipeline = open_pipeline(log, model, as_of)
+    params = default_parameters(model)
+    per = summarize.periods(as_of, horizon, by)
+    if threads is not None:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    progress = Progress("simulating", enabled=not quiet)
+    started = time.perf_counter()
+    try:
+        result = simulate(model, params, pipeline, as_of, horizon, paths, seed,
+                          occupancy_days=per.last_day, progress=progress)
+    finally:
+        progress.close()
+    elapsed = time.perf_counter() - started
+    bands = summarize.bands(result, by=by, quantiles=qs)
+    counts = np.bincount(pipeline.state, minlength=model.n_transient)
+    open_text = ", ".join(f"{s} {counts[i]:,}" for i, s in enumerate((*model.stages, "nurture")))
+    header = [
+        f"Bookings forecast: model {model.name} ({model.path}), as of {as_of}, "
+        f"{horizon} days, {paths:,} paths, seed {seed}",
+        f"Open pipeline from {history_path}: {len(pipeline):,} leads ({open_text}); "
+        f"parameters: model defaults",
+    ]
+    meta = {
+        "version": __version__, "model": model.name, "model_path": model.path,
+        "model_sha256": model.sha256, "history": str(history_path), "history_sha256": log.sha256,
+        "as_of": as_of.isoformat(), "horizon_days": horizon, "paths": paths, "seed": seed,
+        "by": by, "quantiles": list(qs), "currency": model.currency,
+        "open_leads": len(pipeline), "parameters": "model defaults",
+        "simulation_seconds": round(elapsed, 3),
+    }
+    if out_dir is not None:
+        _write_run_outputs(out_dir, result, bands, meta, qs, model)
+        note(f"wrote {out_dir}/bands.csv, bands.parquet, summary.json, fan_chart.png")
+    if fmt == "table":
+        click.echo(outputs.render_table(bands, header, model.currency, model.qualified_stage))
+    elif fmt == "csv":
+        click.echo(outputs.wide_bands(bands).to_csv(index=False), nl=False)
+    else:
+        click.echo(outputs.summary_json(meta, bands))
+
+
+def _write_run_outputs(out_dir, result, bands, meta, qs, model) -> None:
+    from forecast import outputs
+
+    def csv(path):
+        outputs.wide_bands(bands).to_csv(path, index=False)
+
+    def parquet(path):
+        outputs.wide_bands(bands).to_parquet(path, index=False)
+
+    def summary(path):
+        path.write_text(outputs.summary_json(meta, bands))
+
+    def chart(path):
+        title = (f"{model.name}: bookings from {meta['as_of']} over {meta['horizon_days']} days "
+                 f"({meta['paths']:,} paths)")
+        outputs.fan_chart(path, result.dates, np.cumsum(result.bookings, axis=1), bands, qs,
+                          title, model.currency)
+
+    try:
+        outputs.write_outputs(out_dir, {"bands.csv": csv, "bands.parquet": parquet,
+                                        "summary.json": summary, "fan_chart.png": chart})
+    except OSError as exc:
+        fail(f"{out_dir}: could not write outputs ({exc}); nothing was changed there")
+
+
+@main.command("simulate-history")
+@click.option("--model", "model_name", default=None, metavar="MODEL",
+              help="Funnel model file or bundled name. Default: b2b.")
+@click.option("--start", "start_text", required=True, metavar="DATE",
+              help="First day of the history (the funnel starts empty).")
+@click.option("--days", type=click.IntRange(1, 36600), required=True, help="Days of history.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Event log to write (.csv, .csv.gz or .parquet).")
+def simulate_history_cmd(model_name, start_text, days, seed, out_path):
+    """Simulate an event log from a model's defaults (synthetic CRM history)."""
+    from forecast.simulate import simulate_history
+
+    start = parse_date(start_text, "--start")
+    try:
+        model = load_model(model_name)
+    except ModelError as exc:
+        fail(str(exc))
+    log = simulate_history(model, default_parameters(model), start, days, seed)
+    suffix = "".join(out_path.suffixes[-2:])
+    if suffix not in (".csv", ".csv.gz", ".parquet"):
+        fail(f"{out_path}: --out must end in .csv, .csv.gz or .parquet")
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    try:
+        if suffix == ".parquet":
+            log.to_parquet(tmp, index=False)
+        else:
+            log.to_csv(tmp, index=False, float_format="%.2f",
+                       compression={"method": "gzip", "mtime": 0} if suffix == ".csv.gz"
+                       else None)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    click.echo(f"wrote {len(log):,} rows for {log['lead_id'].nunique():,} leads to {out_path}",
+               err=True)

@@ -1,0 +1,179 @@
+"""Rendering and writing results: the stdout table, CSV / Parquet / JSON files, the fan chart.
+
+Files are written atomically as a set: everything goes to a temporary directory beside the
+target first, and only when all of it is written are the files moved into place, so a failed
+run leaves the output directory as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecast.summarize import quantile_label
+
+# ---- the table on stdout ---------------------------------------------------------------------
+
+
+def money(x: float, currency: str = "USD") -> str:
+    """Compact currency: 1234567 -> '$1.23M' (USD), other currencies as a suffix."""
+    sign = "-" if x < 0 else ""
+    x = abs(x)
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if x >= div:
+            text = f"{x / div:.3g}{unit}" if x / div < 100 else f"{x / div:.0f}{unit}"
+            break
+    else:
+        text = f"{x:.0f}"
+    return f"{sign}${text}" if currency == "USD" else f"{sign}{text} {currency}"
+
+
+def render_table(bands: pd.DataFrame, header: list[str], currency: str,
+                 qualified_stage: str) -> str:
+    """The human table: bookings bands per period, then won deals, expired SQLs, lost value."""
+    qcols = [c for c in bands.columns if c.startswith("p") and c[1:2].isdigit()]
+    by = {m: g.set_index("period") for m, g in bands.groupby("metric", sort=False)}
+    periods = list(by["bookings"].index)
+    mid = next((c for c in qcols if c == "p50"), qcols[len(qcols) // 2] if qcols else None)
+    lo, hi = (qcols[0], qcols[-1]) if len(qcols) >= 2 else (None, None)
+    cols = ["period", "days", "bookings mean", *(f"{c.upper()}" for c in qcols),
+            "won deals" + (f" {mid.upper()} [{lo.upper()}-{hi.upper()}]" if lo else ""),
+            f"expired {qualified_stage.upper()}s", "lost to expiry"]
+    rows = []
+    for p in periods:
+        b = by["bookings"].loc[p]
+        w = by["won_deals"].loc[p]
+        won_txt = f"{w[mid]:.0f}" if mid else f"{w['mean']:.1f}"
+        if lo:
+            won_txt += f" [{w[lo]:.0f}-{w[hi]:.0f}]"
+        exp = by[f"expired_{qualified_stage}"].loc[p]["mean"]
+        lost = by["lost_to_expiry"].loc[p]["mean"]
+        rows.append([p, str(int(b["days"])), money(b["mean"], currency),
+                     *(money(b[c], currency) for c in qcols), won_txt, f"{exp:.1f}",
+                     money(lost, currency)])
+    widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows, strict=True)]
+    lines = [*header, ""]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    lines.append(fmt.format(*cols))
+    lines.append("  ".join("-" * w for w in widths))
+    for i, r in enumerate(rows):
+        if i == len(rows) - 1:
+            lines.append("  ".join("-" * w for w in widths))
+        lines.append(fmt.format(*r))
+    lines.append("")
+    lines.append("bookings: won deal value per period; expired / lost to expiry: means over paths "
+                 "(lost to expiry = expected value of leads that went cold and did not come back "
+                 "within the horizon).")
+    return "\n".join(lines)
+
+
+def wide_bands(bands: pd.DataFrame) -> pd.DataFrame:
+    """Bands as they are written to CSV / Parquet: one row per period and metric."""
+    out = bands.copy()
+    out["start"] = pd.to_datetime(out["start"]).dt.date.astype(str)
+    out["end"] = pd.to_datetime(out["end"]).dt.date.astype(str)
+    return out
+
+
+def summary_json(meta: dict, bands: pd.DataFrame) -> str:
+    """Run metadata plus the bands, as JSON (NaN written as null)."""
+    records = wide_bands(bands).to_dict(orient="records")
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, np.integer):
+            return int(v)
+        if isinstance(v, np.floating):
+            return float(v)
+        return v
+
+    payload = {**meta, "bands": [{k: clean(v) for k, v in r.items()} for r in records]}
+    return json.dumps(payload, indent=2, default=str)
+
+
+# ---- the fan chart ---------------------------------------------------------------------------
+
+
+def fan_chart(path: Path, dates: pd.DatetimeIndex, cumulative: np.ndarray,
+              period_bands: pd.DataFrame, quantiles: tuple[float, ...], title: str,
+              currency: str) -> None:
+    """Cumulative bookings fan (quantile bands over days) above per-period bookings bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = FuncFormatter(lambda v, _: money(v, currency))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7.5), height_ratios=[3, 2],
+                                   constrained_layout=True)
+    qs = sorted(set(quantiles) | {0.5})
+    levels = np.quantile(cumulative, qs, axis=0)
+    pairs = [(i, len(qs) - 1 - i) for i in range(len(qs) // 2)]
+    for n, (i, j) in enumerate(pairs):
+        ax1.fill_between(dates, levels[i], levels[j], color="tab:blue",
+                         alpha=0.18 + 0.17 * n, lw=0,
+                         label=f"{quantile_label(qs[i]).upper()}-{quantile_label(qs[j]).upper()}")
+    ax1.plot(dates, levels[qs.index(0.5)], color="tab:blue", lw=2, label="P50")
+    ax1.plot(dates, cumulative.mean(axis=0), color="black", lw=1, ls="--", label="mean")
+    ax1.set_title(title, loc="left", fontsize=11)
+    ax1.set_ylabel(f"cumulative bookings ({currency})")
+    ax1.yaxis.set_major_formatter(fmt)
+    ax1.grid(alpha=0.3)
+    ax1.legend(loc="upper left", frameon=False)
+    ax1.set_xlim(dates[0], dates[-1])
+
+    b = period_bands[(period_bands["metric"] == "bookings")
+                     & (period_bands["period"] != "total")]
+    x = np.arange(len(b))
+    lo_c, hi_c = quantile_label(qs[0]), quantile_label(qs[-1])
+    mid = b[quantile_label(0.5)] if quantile_label(0.5) in b else b["mean"]
+    lo = b[lo_c] if lo_c in b else mid
+    hi = b[hi_c] if hi_c in b else mid
+    ax2.bar(x, b["mean"], color="tab:blue", alpha=0.35, label="mean")
+    ax2.errorbar(x, mid, yerr=[mid - lo, hi - mid], fmt="o", color="tab:blue",
+                 capsize=4, label=f"P50 with {lo_c.upper()}-{hi_c.upper()}")
+    ax2.set_xticks(x, [f"{p}\n({d} d)" for p, d in zip(b["period"], b["days"], strict=True)])
+    ax2.set_ylabel(f"bookings per period ({currency})")
+    ax2.yaxis.set_major_formatter(fmt)
+    ax2.grid(alpha=0.3, axis="y")
+    ax2.legend(loc="upper left", frameon=False)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- atomic output directory -----------------------------------------------------------------
+
+
+def write_outputs(out_dir: Path, writers: dict[str, Callable[[Path], None]]) -> list[Path]:
+    """Write every ``{file name: writer(path)}`` into ``out_dir``, all or nothing.
+
+    The writers run in a temporary directory beside ``out_dir``; if any fails, nothing in
+    ``out_dir`` changes. Then each file is moved into place with an atomic rename.
+    """
+    out_dir = Path(out_dir)
+    parent = out_dir.resolve().parent
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir}: exists and is not a directory")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+    try:
+        for name, writer in writers.items():
+            writer(tmp / name)
+        out_dir.mkdir(exist_ok=True)
+        written = []
+        for name in writers:
+            os.replace(tmp / name, out_dir / name)
+            written.append(out_dir / name)
+        return written
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
