@@ -113,7 +113,7 @@ def test_consumer_model_runs():
 
 def test_history_and_as_of(tmp_path):
     log = tmp_path / "log.csv"
-    res = invoke("simulate-history", "--start", "2026-01-01", "--days", "120", "--seed", "3",
+    res = invoke("simulate-history", "--start", "2026-01-01", "--days", "90", "--seed", "3",
                  "--out", str(log))
     assert res.exit_code == 0, res.output
     frame = pd.read_csv(log)
