@@ -1,0 +1,218 @@
+"""The simulator against answers known in closed form, and exact conservation of leads.
+
+- Eventual win / loss probabilities and expected days to win from ``forecast.hazards.absorption``
+  (the embedded Markov chain) against many fresh leads simulated until nearly all are absorbed,
+  within 4 Monte Carlo standard errors computed from the data.
+- Hand-solvable models: constant hazards (time in stage geometric,
+  ``P(T = n) = e^{-Λ(n-1)}(1 - e^{-Λ})``, mean ``1/(1 - e^{-Λ})``, outcome ``k`` with
+  probability ``λ_k / Λ``) and a two-band hazard.
+- Conservation: every day of every path, the leads in all states add up to the open pipeline
+  plus the arrivals so far, exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import AS_OF
+from scipy import stats
+
+from forecast.hazards import absorption
+from forecast.model import LOST, WON, load_model
+from forecast.parameters import default_parameters
+from forecast.simulate import Pipeline, simulate
+
+N_SE = 4.0
+
+
+def fresh_leads(n: int, state: int, segment: int = 0, recycle: int = 0, age: int = 0):
+    return Pipeline(np.full(n, state, np.int64), np.full(n, age, np.int64),
+                    np.full(n, segment, np.int64), np.full(n, recycle, np.int64),
+                    np.full(n, np.nan))
+
+
+def absorbed_outcomes(res, model):
+    """Pooled over paths: number of leads, won and lost counts, still open, won-day indices."""
+    n = res.n_open * res.n_paths
+    end = res.occupancy[:, -1].sum(0)
+    n_won, n_lost = end[model.state_index(WON)], end[model.state_index(LOST)]
+    assert n_won == res.won.sum()
+    days = np.repeat(np.tile(np.arange(res.horizon), res.n_paths), res.won.ravel())
+    return n, n_won, n_lost, n - n_won - n_lost, days
+
+
+def assert_within(observed, expected, se, what, slack=0.0):
+    assert abs(observed - expected) <= N_SE * se + slack, (
+        f"{what}: simulated {observed:.6g}, closed form {expected:.6g}, "
+        f"difference {(observed - expected) / se:+.2f} standard errors")
+
+
+# ---- absorption probabilities of the bundled model ---------------------------------------------
+
+@pytest.mark.parametrize(("stage", "segment", "recycle", "n_leads", "n_paths"), [
+    ("sql", "organic", 0, 20_000, 3),
+    ("opportunity", "partner", 1, 20_000, 2),
+    ("mql", "paid_search", 2, 20_000, 3),
+    ("nurture", "events", 0, 20_000, 3),
+])
+def test_b2b_win_probability_and_days_to_win(b2b, b2b_params, stage, segment, recycle,
+                                             n_leads, n_paths):
+    params = b2b_params.with_arrivals_scaled(0.0)
+    s, g = b2b.state_index(stage), b2b.segment_names.index(segment)
+    res = simulate(b2b, params, fresh_leads(n_leads, s, g, recycle), AS_OF, 3000, n_paths,
+                   seed=11)
+    assert res.arrivals.sum() == 0
+    n, n_won, n_lost, n_open, days = absorbed_outcomes(res, b2b)
+    ab = absorption(b2b, params.hazards[0])
+    p_win, p_lose = ab.win[g, s, recycle], ab.lose[g, s, recycle]
+    # Leads still open after 3000 days could only move the fractions by their share.
+    assert n_open / n < 1e-3
+    for name, count, p in (("win probability", n_won, p_win), ("loss probability", n_lost,
+                                                                p_lose)):
+        frac = count / n
+        assert_within(frac, p, math.sqrt(frac * (1 - frac) / n), f"{stage} {name}",
+                      slack=n_open / n)
+    # Won on day index w = (days from entering the state, on the as-of date) - 1.
+    t_win = days + 1.0
+    assert_within(t_win.mean(), ab.days_to_win[g, s, recycle],
+                  t_win.std(ddof=1) / math.sqrt(len(t_win)), f"{stage} days to win")
+
+
+# ---- hand-solvable models ----------------------------------------------------------------------
+
+CONSTANT_TOML = """
+[funnel]
+stages = ["s"]
+entry = "s"
+qualified_stage = "s"
+age_bands = [0]
+[moves.s]
+won = 0.03
+lost = 0.05
+[segments.only]
+arrivals_per_day = 0
+deal_mean = 100
+"""
+
+TWO_BAND_TOML = """
+[funnel]
+stages = ["s"]
+entry = "s"
+qualified_stage = "s"
+age_bands = [0, 5]
+[moves.s]
+won = [0.0, 0.2]
+lost = [0.1, 0.0]
+[segments.only]
+arrivals_per_day = 0
+deal_mean = 100
+"""
+
+
+@pytest.fixture(scope="module")
+def constant_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hand") / "constant.toml"
+    path.write_text(CONSTANT_TOML)
+    return load_model(path)
+
+
+@pytest.fixture(scope="module")
+def two_band_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hand") / "two_band.toml"
+    path.write_text(TWO_BAND_TOML)
+    return load_model(path)
+
+
+def test_absorption_by_hand(constant_model, two_band_model):
+    lam_won, lam_lost = 0.03, 0.05
+    total = lam_won + lam_lost
+    ab = absorption(constant_model, default_parameters(constant_model).hazards[0])
+    assert ab.win[0, 0, 0] == pytest.approx(lam_won / total, rel=1e-12)
+    assert ab.lose[0, 0, 0] == pytest.approx(lam_lost / total, rel=1e-12)
+    assert ab.days_to_win[0, 0, 0] == pytest.approx(1 / -math.expm1(-total), rel=1e-12)
+    # Two bands: lost at 0.1/day for 5 days, then won at 0.2/day.
+    ab = absorption(two_band_model, default_parameters(two_band_model).hazards[0])
+    assert ab.win[0, 0, 0] == pytest.approx(math.exp(-0.5), rel=1e-12)
+    assert ab.days_to_win[0, 0, 0] == pytest.approx(5 + 1 / -math.expm1(-0.2), rel=1e-12)
+
+
+def _geometric_gof(t: np.ndarray, pmf, n_max: int) -> float:
+    """Chi-square goodness of fit of whole days ``t`` to ``pmf(n)``, tail merged."""
+    n = np.arange(1, n_max + 1)
+    expected = pmf(n) * len(t)
+    observed = np.bincount(t.astype(np.int64), minlength=n_max + 2)[1:n_max + 1].astype(float)
+    # Merge the tail (everything from the first day whose expected count is below 20).
+    cut = int(np.argmax(expected < 20)) if np.any(expected < 20) else n_max
+    obs = np.append(observed[:cut], len(t) - observed[:cut].sum())
+    exp = np.append(expected[:cut], len(t) - expected[:cut].sum())
+    return float(stats.chisquare(obs, exp).pvalue)
+
+
+@pytest.mark.parametrize("age", [0, 17])
+def test_constant_hazard_geometric_time_in_stage(constant_model, age):
+    """Memoryless: the open leads' age does not matter."""
+    lam_won, lam_lost = 0.03, 0.05
+    total = lam_won + lam_lost
+    q = -math.expm1(-total)
+    res = simulate(constant_model, default_parameters(constant_model),
+                   fresh_leads(20_000, 0, age=age), AS_OF, 500, 2, seed=5)
+    n, n_won, _, n_open, days = absorbed_outcomes(res, constant_model)
+    assert n_open == 0  # P(T > 500) = e^-40
+    p = lam_won / total
+    assert_within(n_won / n, p, math.sqrt(p * (1 - p) / n), "win probability")
+    t = days + 1
+    mean_t, sd_t = 1 / q, math.sqrt(1 - q) / q
+    assert_within(t.mean(), mean_t, sd_t / math.sqrt(len(t)), "mean days to win")
+    pmf = lambda k: np.exp(-total * (k - 1)) * q  # noqa: E731
+    assert _geometric_gof(t, pmf, 500) > 1e-3
+
+
+def test_two_band_hazard_by_hand(two_band_model):
+    """No win for 5 days (lost at 0.1/day), then won at 0.2/day: T - 5 is geometric."""
+    res = simulate(two_band_model, default_parameters(two_band_model),
+                   fresh_leads(20_000, 0), AS_OF, 400, 2, seed=6,
+                   occupancy_days=np.array([3, 4, 5, 399]))
+    n, n_won, _, n_open, days = absorbed_outcomes(res, two_band_model)
+    assert n_open == 0
+    p = math.exp(-0.5)
+    assert_within(n_won / n, p, math.sqrt(p * (1 - p) / n), "win probability")
+    t = days + 1
+    assert t.min() == 6
+    q = -math.expm1(-0.2)
+    assert_within(t.mean(), 5 + 1 / q, math.sqrt(1 - q) / q / math.sqrt(len(t)), "days to win")
+    pmf = lambda k: np.exp(-0.2 * (k - 6)) * q  # noqa: E731
+    assert _geometric_gof(t - 5, lambda k: pmf(k + 5), 400) > 1e-3
+    # Losses happen only on days 0-4 (ages 0-4), wins only from day 5 on.
+    lost = res.occupancy[:, :, two_band_model.state_index(LOST)]
+    assert np.all(lost[:, 1] == lost[:, -1]) and np.all(lost[:, 0] < lost[:, 1])
+    assert res.won[:, :5].sum() == 0 and np.all(res.won[:, 5] > 0)
+    p_lost = -math.expm1(-0.5)
+    assert_within(lost[:, -1].sum() / n, p_lost, math.sqrt(p_lost * (1 - p_lost) / n),
+                  "loss probability")
+
+
+# ---- conservation --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["two_stage", "b2b"])
+def test_leads_are_conserved_every_day(request, which):
+    model = request.getfixturevalue(which)
+    params = request.getfixturevalue(f"{which}_params")
+    pipeline = request.getfixturevalue(f"{which}_pipeline")
+    if which == "b2b":
+        params = params.with_arrivals_scaled(0.2)
+    horizon = 120
+    res = simulate(model, params, pipeline, AS_OF, horizon, 200, seed=3,
+                   occupancy_days=np.arange(horizon))
+    occ = res.occupancy  # [path, day, state]
+    present = occ.sum(-1)
+    np.testing.assert_array_equal(present, len(pipeline) + np.cumsum(res.arrivals, axis=1))
+    won, lost = model.state_index(WON), model.state_index(LOST)
+    np.testing.assert_array_equal(occ[:, :, won], np.cumsum(res.won, axis=1))
+    assert np.all(np.diff(occ[:, :, lost], axis=1) >= 0)
+    # Won deals, expiries and recaptures are all moves.
+    assert np.all(res.moves >= res.won + res.expired.sum(-1) + res.recaptured)
+    # Bookings on exactly the days with won deals (amounts are positive).
+    np.testing.assert_array_equal(res.bookings > 0, res.won > 0)
+    assert res.arrivals.sum() > 0 and res.recaptured.sum() > 0 and res.expired.sum() > 0

@@ -1,0 +1,283 @@
+"""The fast simulator equals the day-by-day reference (``tests/reference.py``) in distribution.
+
+Both simulate the same inputs with independent random streams; every output is reduced to
+per-path statistics (totals, totals per window of the horizon, occupancy per state on a
+mid-horizon day and the last day) and each statistic is compared with several two-sample tests:
+Welch's test on the means, the Brown-Forsythe test on the spread, a chi-square test of
+homogeneity on the binned distribution and, for amounts, Kolmogorov-Smirnov. Where leads are
+independent (one parameter set, Poisson arrivals) the days of all won deals are also pooled and
+their distributions compared day by day. A run fails when any p-value falls below
+``FAMILY_ALPHA / number of p-values`` (Bonferroni). ``test_power_*`` show the same comparison
+rejects a fast run with a slightly wrong hazard, so a pass means something.
+
+Seeds are fixed: the outcome is deterministic; the thresholds only matter when the kernel's
+random streams change.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import AS_OF
+from reference import reference_simulate
+from scipy import stats
+
+from forecast.model import EXPIRY, WON
+from forecast.parameters import Parameters
+from forecast.simulate import simulate
+
+FAMILY_ALPHA = 1e-3
+DAILY = ("won", "bookings", "recaptured", "lost_to_expiry", "moves", "arrivals")
+AMOUNTS = ("bookings", "lost_to_expiry")
+
+pytestmark = pytest.mark.slow
+
+
+# ---- the statistics --------------------------------------------------------------------------
+
+def path_statistics(res, model, paths=None) -> dict[str, np.ndarray]:
+    """Per-path scalar statistics of a run (optionally of a subset of its paths)."""
+    sel = slice(None) if paths is None else paths
+    out: dict[str, np.ndarray] = {}
+    windows = [w for w in np.array_split(np.arange(res.horizon), 3) if 0 < len(w) < res.horizon]
+    halves = [w for w in np.array_split(np.arange(res.horizon), 2) if 0 < len(w) < res.horizon]
+    for name in DAILY:
+        if not hasattr(res, name):
+            continue
+        a = getattr(res, name)[sel]
+        out[f"{name} total"] = a.sum(1)
+        for w in windows:
+            out[f"{name} days {w[0]}-{w[-1]}"] = a[:, w].sum(1)
+    for s, stage in enumerate(model.stages):
+        e = res.expired[sel][:, :, s]
+        out[f"expired[{stage}] total"] = e.sum(1)
+        for w in halves:
+            out[f"expired[{stage}] days {w[0]}-{w[-1]}"] = e[:, w].sum(1)
+    for m, day in enumerate(res.occupancy_days):
+        for j, state in enumerate(model.states):
+            out[f"occupancy[{state}] day {day}"] = res.occupancy[sel][:, m, j]
+    return out
+
+
+def _chi2_homogeneity(x: np.ndarray, y: np.ndarray) -> float:
+    """Chi-square test that ``x`` and ``y`` share one distribution, on pooled-quantile bins.
+
+    Bins are runs of consecutive pooled values holding at least ``max(50, n/25)`` observations
+    (ties never split), so every expected count is large.
+    """
+    values, counts = np.unique(np.concatenate([x, y]), return_counts=True)
+    target = max(50, (len(x) + len(y)) // 25)
+    upper, acc = [], 0
+    for v, c in zip(values, counts, strict=True):
+        acc += c
+        if acc >= target:
+            upper.append(v)
+            acc = 0
+    if acc and upper:
+        upper[-1] = values[-1]  # the short remainder joins the last bin
+    if len(upper) < 2:
+        return 1.0
+    upper = np.asarray(upper)
+    table = np.array([np.bincount(np.searchsorted(upper, z), minlength=len(upper))
+                      for z in (x, y)])
+    return float(stats.chi2_contingency(table, correction=False).pvalue)
+
+
+def _p_or_equal(p: float, x: np.ndarray, y: np.ndarray) -> float:
+    """A NaN p-value comes from two constant samples: 1 if they are the same constant."""
+    if np.isnan(p):
+        return 1.0 if np.all(x == x[0]) and np.all(y == x[0]) else 0.0
+    return float(p)
+
+
+def two_sample_pvalues(x: np.ndarray, y: np.ndarray, *, amount: bool) -> dict[str, float]:
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = {
+            "welch": _p_or_equal(stats.ttest_ind(x, y, equal_var=False).pvalue, x, y),
+            "brown-forsythe": _p_or_equal(stats.levene(x, y, center="median").pvalue, x, y),
+            "chi2": _chi2_homogeneity(x, y),
+        }
+    if amount:
+        out["ks"] = float(stats.ks_2samp(x, y).pvalue)
+    return out
+
+
+def pooled_day_pvalue(a: np.ndarray, b: np.ndarray) -> float:
+    """Chi-square: the days of all events in ``a`` vs ``b`` (``[path, day]`` counts)."""
+    ca, cb = a.sum(0), b.sum(0)
+    # Merge consecutive days until each merged bin holds at least 40 events in total.
+    bins, acc = np.zeros(len(ca), dtype=np.int64), 0
+    k = 0
+    for t in range(len(ca)):
+        bins[t] = k
+        acc += ca[t] + cb[t]
+        if acc >= 40:
+            k, acc = k + 1, 0
+    if acc and k:
+        bins[bins == k] = k - 1
+    table = np.array([np.bincount(bins, weights=c) for c in (ca, cb)])
+    table = table[:, table.sum(0) > 0]
+    if table.shape[1] < 2:
+        return 1.0
+    return float(stats.chi2_contingency(table, correction=False).pvalue)
+
+
+def compare(fast, ref, model, *, by_set: bool = False, pooled: bool = True) -> dict[str, float]:
+    """All p-values of fast vs reference, keyed ``"statistic: test"``."""
+    groups = [(None, None, None)]
+    if by_set:
+        groups = [(f"set {k} ", fast.set_index == k, ref.set_index == k)
+                  for k in np.unique(fast.set_index)]
+    out = {}
+    for label, pf, pr in groups:
+        sf, sr = path_statistics(fast, model, pf), path_statistics(ref, model, pr)
+        assert sf.keys() == sr.keys()
+        for name in sf:
+            amount = name.split()[0] in AMOUNTS
+            for test, p in two_sample_pvalues(sf[name], sr[name], amount=amount).items():
+                out[f"{label or ''}{name}: {test}"] = p
+    if pooled:
+        out["days of won deals (pooled): chi2"] = pooled_day_pvalue(fast.won, ref.won)
+        out["days of arrivals (pooled): chi2"] = pooled_day_pvalue(fast.arrivals, ref.arrivals)
+    return out
+
+
+def worst(pvalues: dict[str, float], n: int = 8) -> str:
+    smallest = sorted(pvalues.items(), key=lambda kv: kv[1])[:n]
+    return "\n".join(f"  {p:.3g}  {k}" for k, p in smallest)
+
+
+def assert_same_distribution(pvalues: dict[str, float]) -> None:
+    threshold = FAMILY_ALPHA / len(pvalues)
+    assert min(pvalues.values()) > threshold, (
+        f"fast kernel differs from the reference (threshold {threshold:.2g} on "
+        f"{len(pvalues)} p-values); smallest p-values:\n{worst(pvalues)}")
+
+
+def assert_outputs_consistent(fast, ref):
+    for name in ("bookings", "won", "expired", "recaptured", "lost_to_expiry", "arrivals",
+                 "occupancy"):
+        assert getattr(fast, name).shape == getattr(ref, name).shape, name
+    np.testing.assert_array_equal(fast.set_index, ref.set_index)
+
+
+# ---- the cases -------------------------------------------------------------------------------
+
+def _run_both(model, params, pipeline, horizon, n_paths, occ_days):
+    fast = simulate(model, params, pipeline, AS_OF, horizon, n_paths, seed=101,
+                    occupancy_days=occ_days)
+    ref = reference_simulate(model, params, pipeline, AS_OF, horizon, n_paths, seed=202,
+                             occupancy_days=occ_days)
+    assert_outputs_consistent(fast, ref)
+    return fast, ref
+
+
+TWO_STAGE_PATHS, TWO_STAGE_HORIZON = 2500, 60
+B2B_PATHS, B2B_HORIZON = 2000, 90
+
+
+@pytest.fixture(scope="module")
+def two_stage_runs(two_stage, two_stage_params, two_stage_pipeline):
+    return _run_both(two_stage, two_stage_params, two_stage_pipeline, TWO_STAGE_HORIZON,
+                     TWO_STAGE_PATHS, [TWO_STAGE_HORIZON // 2 - 1, TWO_STAGE_HORIZON - 1])
+
+
+def two_sets(model, params: Parameters) -> Parameters:
+    """Set 0: the model's defaults. Set 1: other hazards, over-dispersed (negative-binomial)
+    arrivals with another weekly pattern, bigger deals."""
+    h = params.hazards.copy()
+    won = model.state_index(WON)
+    h[..., won] *= 2.0
+    for s in (*model.stages, "nurture"):
+        for d in model.states:
+            if d != s and model.move_kind(s, d) == EXPIRY:
+                h[:, model.state_index(s), ..., model.state_index(d)] *= 0.5
+    return Parameters(
+        hazards=np.concatenate([params.hazards, h]),
+        arrivals_mean=np.concatenate([params.arrivals_mean, params.arrivals_mean * 1.5]),
+        arrivals_dispersion=np.concatenate([params.arrivals_dispersion,
+                                            np.full_like(params.arrivals_dispersion, 2.0)]),
+        day_of_week=np.concatenate([params.day_of_week,
+                                    [[0.5, 1.0, 1.5, 1.0, 2.0, 0.5, 0.5]]]),
+        deal_mu=np.concatenate([params.deal_mu, params.deal_mu + 0.3]),
+        deal_sigma=np.concatenate([params.deal_sigma, params.deal_sigma * 0.5]),
+    )
+
+
+def test_two_stage_model(two_stage, two_stage_runs):
+    """Expiry back and to nurture, recapture into both stages, three recycle levels, known
+    amounts, a band with no hazard at all, Poisson arrivals with a weekday pattern."""
+    fast, ref = two_stage_runs
+    pvalues = compare(fast, ref, two_stage)
+    assert_same_distribution(pvalues)
+    # The case exercises what it is meant to: expiries, recaptures and lost value happen.
+    for res in (fast, ref):
+        assert res.expired.sum(axis=(0, 1)).min() > 1000
+        assert res.recaptured.sum() > 1000 and res.lost_to_expiry.sum() > 0
+
+
+def test_two_stage_two_parameter_sets(two_stage, two_stage_params, two_stage_pipeline):
+    """Each path uses its own parameter set (``p % 2``); NB arrivals in set 1."""
+    params = two_sets(two_stage, two_stage_params)
+    fast, ref = _run_both(two_stage, params, two_stage_pipeline, 40, 2400, [19, 39])
+    pvalues = compare(fast, ref, two_stage, by_set=True, pooled=False)
+    assert_same_distribution(pvalues)
+    # The two sets really differ (so per-set statistics were needed).
+    assert fast.bookings[fast.set_index == 1].sum(1).mean() > \
+        1.3 * fast.bookings[fast.set_index == 0].sum(1).mean()
+
+
+def test_b2b_model(b2b, b2b_params, b2b_pipeline):
+    """The bundled model: 4 stages, 5 segments, NB arrivals (scaled down), an open pipeline
+    with leads in every state at ages in every band, all recycle levels, some known amounts."""
+    params = b2b_params.with_arrivals_scaled(0.05)
+    fast, ref = _run_both(b2b, params, b2b_pipeline, B2B_HORIZON, B2B_PATHS,
+                          [B2B_HORIZON // 2 - 1, B2B_HORIZON - 1])
+    # NB arrivals: events of a path are not independent, so no pooled tests.
+    pvalues = compare(fast, ref, b2b, pooled=False)
+    assert_same_distribution(pvalues)
+    for res in (fast, ref):
+        assert res.won.sum() > 1000 and res.recaptured.sum() > 1000
+        assert np.all(res.expired.sum(axis=(0, 1)) > 1000)
+
+
+@pytest.mark.parametrize("horizon", [1, 4])
+def test_very_short_horizons(two_stage, two_stage_params, two_stage_pipeline, horizon):
+    """The edges of the horizon: the first day's moves, arrivals and occupancy."""
+    fast, ref = _run_both(two_stage, two_stage_params, two_stage_pipeline, horizon, 4000,
+                          np.arange(horizon))
+    assert_same_distribution(compare(fast, ref, two_stage))
+
+
+def _scaled(params: Parameters, model, source: str | None, dest: str, factor: float):
+    h = params.hazards.copy()
+    d = model.state_index(dest)
+    if source is None:
+        h[..., d] *= factor
+    else:
+        h[:, model.state_index(source), ..., d] *= factor
+    return Parameters(h, params.arrivals_mean, params.arrivals_dispersion, params.day_of_week,
+                      params.deal_mu, params.deal_sigma)
+
+
+@pytest.mark.parametrize(("source", "dest", "factor", "statistic"), [
+    (None, "won", 1.15, "won total"),
+    ("b", "a", 1.15, "expired[b] total"),
+])
+def test_power_a_slightly_wrong_hazard_is_rejected(two_stage, two_stage_params,
+                                                   two_stage_pipeline, two_stage_runs,
+                                                   source, dest, factor, statistic):
+    """The same comparison fails when the fast kernel runs with one hazard 15% too high."""
+    _, ref = two_stage_runs
+    wrong = _scaled(two_stage_params, two_stage, source, dest, factor)
+    fast = simulate(two_stage, wrong, two_stage_pipeline, AS_OF, TWO_STAGE_HORIZON,
+                    TWO_STAGE_PATHS, seed=101, occupancy_days=ref.occupancy_days)
+    pvalues = compare(fast, ref, two_stage)
+    threshold = FAMILY_ALPHA / len(pvalues)
+    assert pvalues[f"{statistic}: welch"] < threshold, worst(pvalues)
+    assert min(pvalues.values()) < 1e-12, worst(pvalues)
