@@ -19,7 +19,7 @@ from forecast.parameters import Parameters
 from forecast.simulate import kernels
 from forecast.simulate.rng import path_states
 
-DEFAULT_CHUNK = 256
+MIN_CHUNK = 256  # paths per kernel call at least; about 20 calls per run otherwise
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
 
 def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: dt.date,
              horizon: int, n_paths: int, seed: int, *, set_index: np.ndarray | None = None,
-             occupancy_days: np.ndarray | None = None, chunk_size: int = DEFAULT_CHUNK,
+             occupancy_days: np.ndarray | None = None, chunk_size: int | None = None,
              parallel: bool = True,
              progress: Callable[[int, int], None] | None = None) -> SimulationResult:
     """Run ``n_paths`` Monte Carlo paths of the funnel over ``horizon`` days after ``as_of``.
@@ -150,6 +150,8 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
             or occupancy_days.max() >= horizon:
         raise ValueError("occupancy_days must be increasing day indices inside the horizon")
 
+    if chunk_size is None:  # few kernel calls (each has a fixed cost), enough for a progress bar
+        chunk_size = max(MIN_CHUNK, -(-n_paths // 20))
     tab = kernel_tables(model, params)
     n_active, n_states = model.n_active, len(model.states)
     bookings = np.zeros((n_paths, horizon))
