@@ -196,14 +196,13 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
     tab = kernel_tables(model, params)
     expected = float(params.arrivals_mean[set_index].sum()) * days
     capacity = int(expected * 4 + 1000)
-    while True:
+    h, n_active, n_states = days, model.n_active, len(model.states)
+    e = Pipeline.empty()
+    while True:  # retried with the exact size if the first guess of the event count was short
         events = np.zeros((capacity, 4), dtype=np.int64)
         amounts = np.zeros(capacity)
         counter = np.zeros(1, dtype=np.int64)
-        st = path_states(seed, 0, 1)[0]
-        h = days
-        n_active, n_states = model.n_active, len(model.states)
-        e = Pipeline.empty()
+        st = path_states(seed, 0, 1)[0]  # a fresh stream on every try: the kernel consumes it
         kernels.simulate_path(
             st, set_index, start.weekday(), tab.entry, e.state, e.age, e.segment, e.recycle,
             e.amount, tab.total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
