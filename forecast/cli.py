@@ -61,6 +61,66 @@ def parse_date(value: str | None, option: str) -> dt.date | None:
         fail(f"{option} {value!r} is not a date (expected YYYY-MM-DD)")
 
 
+# Column options of the CRM importers (forecast.importers), shared by `fit` and `run`.
+_IMPORT_OPTIONS = (
+    ("--id-column", "id_column", "Column of the lead / deal id."),
+    ("--created-column", "created_column", "opportunities: column of the created date."),
+    ("--closed-column", "closed_column", "opportunities: column of the closed date."),
+    ("--status-column", "status_column", "opportunities: column of the won / lost / open status."),
+    ("--stage-column", "stage_column", "salesforce: column of the stage name."),
+    ("--date-column", "date_column", "salesforce: column of the stage change date."),
+    ("--amount-column", "amount_column", "Column of the deal amount."),
+    ("--segment-column", "segment_column", "Column of the segment (e.g. product or channel)."),
+    ("--won-values", "won_values", "opportunities: status values meaning won, comma-separated."),
+    ("--lost-values", "lost_values", "opportunities: status values meaning lost, comma-separated."),
+)
+_LIST_OPTIONS = ("won_values", "lost_values")
+
+
+def history_options(func, flag: str = "--history-format"):
+    """Add the history layout option (``flag``) and the importers' column options."""
+    for name, dest, text in reversed(_IMPORT_OPTIONS):
+        func = click.option(name, dest, default=None, metavar="NAME", help=text)(func)
+    return click.option(
+        flag, "history_format",
+        type=click.Choice(["eventlog", "hubspot", "salesforce", "opportunities"]),
+        default="eventlog", show_default=True, help="Layout of the history file.")(func)
+
+
+def import_options(kwargs: dict) -> dict:
+    """Pop the importer options given on the command line (unset ones keep their defaults)."""
+    out = {}
+    for _, dest, _ in _IMPORT_OPTIONS:
+        value = kwargs.pop(dest, None)
+        if value is not None:
+            out[dest] = tuple(v.strip() for v in value.split(",")) if dest in _LIST_OPTIONS \
+                else value
+    return out
+
+
+def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
+                         options: dict, as_of: dt.date | None,
+                         flag: str = "--history-format"):
+    """Read a history in the given layout; any problem is a one-line error and exit code 1."""
+    import inspect
+
+    from forecast import importers
+    from forecast.eventlog import InputError, read_event_log
+
+    reader = {"eventlog": read_event_log, "hubspot": importers.read_hubspot,
+              "salesforce": importers.read_salesforce,
+              "opportunities": importers.read_opportunities}[history_format]
+    accepted = inspect.signature(reader).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        fail(f"{', '.join('--' + k.replace('_', '-') for k in unknown)}: not an option of "
+             f"{flag} {history_format}")
+    try:
+        return reader(path, model, as_of=as_of, **options)
+    except InputError as exc:
+        fail(str(exc))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="forecast")
 def main() -> None:
@@ -92,11 +152,12 @@ def main() -> None:
 @click.option("--threads", type=click.IntRange(1, 512), default=None,
               help="Threads for the simulation (results do not depend on it).")
 @click.option("--quiet", is_flag=True, help="No progress bar or notes on stderr.")
+@history_options
 def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, out_dir, fmt,
-        threads, quiet):
+        threads, quiet, history_format, **kwargs):
     """Forecast bookings: bands per period over a horizon, from an open pipeline."""
     from forecast import outputs, summarize
-    from forecast.eventlog import InputError, latest_date, open_pipeline, read_event_log
+    from forecast.eventlog import latest_date, open_pipeline
     from forecast.simulate import simulate
 
     note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
@@ -105,19 +166,22 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
     except ValueError as exc:
         fail(str(exc))
     as_of = parse_date(as_of_text, "--as-of")
+    options = import_options(kwargs)
     try:
         model: FunnelModel = load_model(model_name)
-        history_path = history if history is not None else sample_history_path(model)
-        if history_path is None:
-            fail(f"model {model.name!r} has no bundled sample history; pass --history")
-        log = read_event_log(history_path, model, as_of=as_of)
-    except (ModelError, InputError) as exc:
+    except ModelError as exc:
         fail(str(exc))
+    history_path = history if history is not None else sample_history_path(model)
+    if history_path is None:
+        fail(f"model {model.name!r} has no bundled sample history; pass --history")
+    if history is None and history_format != "eventlog":
+        fail("--history-format needs --history")
+    params, parameters_text = default_parameters(model), "model defaults"
+    log = read_history_or_fail(history_path, model, history_format, options, as_of)
     if as_of is None:
         as_of = latest_date(log)
         note(f"as of {as_of} (the last date in {history_path.name})")
     pipeline = open_pipeline(log, model, as_of)
-    params = default_parameters(model)
     per = summarize.periods(as_of, horizon, by)
     if threads is not None:
         import numba
@@ -138,14 +202,14 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
         f"Bookings forecast: model {model.name} ({model.path}), as of {as_of}, "
         f"{horizon} days, {paths:,} paths, seed {seed}",
         f"Open pipeline from {history_path}: {len(pipeline):,} leads ({open_text}); "
-        f"parameters: model defaults",
+        f"parameters: {parameters_text}",
     ]
     meta = {
         "version": __version__, "model": model.name, "model_path": model.path,
         "model_sha256": model.sha256, "history": str(history_path), "history_sha256": log.sha256,
         "as_of": as_of.isoformat(), "horizon_days": horizon, "paths": paths, "seed": seed,
         "by": by, "quantiles": list(qs), "currency": model.currency,
-        "open_leads": len(pipeline), "parameters": "model defaults",
+        "open_leads": len(pipeline), "parameters": parameters_text,
         "simulation_seconds": round(elapsed, 3),
     }
     if out_dir is not None:

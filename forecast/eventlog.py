@@ -81,12 +81,16 @@ class EventLog:
         The as-of date the log was checked against (no row after it), if any.
     sha256 : str
         Hex digest of the file's bytes.
+    notes : tuple of str
+        What an importer (``forecast.importers``) did beyond a one-to-one translation, e.g.
+        rows it skipped and why; empty for an event log read as it is.
     """
 
     frame: pd.DataFrame
     path: str
     as_of: dt.date | None
     sha256: str
+    notes: tuple[str, ...] = ()
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -126,7 +130,7 @@ def read_event_log(path: str | Path, model: FunnelModel, *,
     columns, pos = _drop_blank(columns, label, unit)
     if as_of is not None:
         as_of = _as_date(as_of)
-    frame = _validate(columns, pos, model, as_of, at)
+    frame = validate_events(columns, pos, model, at, as_of=as_of)
     return EventLog(frame=frame, path=label, as_of=as_of,
                     sha256=hashlib.sha256(data).hexdigest())
 
@@ -204,8 +208,13 @@ def _csv_header(data: bytes, label: str) -> list[str]:
                          "check its quoting") from exc
 
 
-def _parse_csv(data: bytes, label: str, *, gz: bool) -> dict[str, pa.Array]:
-    """The contract's columns as text, one entry per data row (blank lines included)."""
+def _parse_csv(data: bytes, label: str, *, gz: bool,
+               match: Callable[[list[str], str], dict[str, int]] = _match_columns,
+               ) -> dict[str, pa.Array]:
+    """The columns ``match`` picks from the header (by default the contract's), as text.
+
+    One entry per data row (blank lines included); keys are those of ``match``'s answer.
+    """
     import pyarrow.csv as pcsv
 
     if gz:
@@ -215,7 +224,7 @@ def _parse_csv(data: bytes, label: str, *, gz: bool) -> dict[str, pa.Array]:
             raise InputError(f"{label}: not a valid gzip file ({exc}); "
                              "re-compress it or pass the plain .csv") from exc
     header = _csv_header(data, label)
-    found = _match_columns(header, label)
+    found = match(header, label)
     names = [f"f{i}" for i in range(len(header))]
     bad_rows: list = []
 
@@ -255,18 +264,21 @@ def _ragged_row(data: bytes, row, label: str) -> InputError:
                       "on that row")
 
 
-def _parse_parquet(data: bytes, label: str) -> dict[str, pa.Array]:
-    """The contract's columns as stored, one entry per record."""
+def _parse_parquet(data: bytes, label: str,
+                   match: Callable[[list[str], str], dict[str, int]] = _match_columns,
+                   ) -> dict[str, pa.Array]:
+    """The columns ``match`` picks (by default the contract's), as stored, one per record."""
     import pyarrow.parquet as pq
 
     try:
         source = pq.ParquetFile(io.BytesIO(data))
-        found = _match_columns(list(source.schema_arrow.names), label)
-        table = source.read(columns=[source.schema_arrow.names[i] for i in found.values()])
+        names = list(source.schema_arrow.names)
+        found = match(names, label)
+        table = source.read(columns=[names[i] for i in found.values()])
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{label}: not a readable Parquet file ({_one_line(exc)}); "
                          "export the event log again") from exc
-    return {key: table.column(j).combine_chunks() for j, key in enumerate(found)}
+    return {key: table.column(names[i]).combine_chunks() for key, i in found.items()}
 
 
 def _drop_blank(columns: dict[str, pa.Array], label: str,
@@ -483,8 +495,8 @@ def _segment_codes(columns: dict[str, pa.Array], model: FunnelModel, pos: np.nda
     if "segment" not in columns:
         return np.full(pos.size, -1, dtype=np.int64)
     index, names = _encode(_text(columns["segment"]))
-    known = {name.casefold(): i for i, name in enumerate(model.segment_names)}
-    lookup = np.array([known.get(n.casefold(), -2) if n else -1 for n in names],
+    known = {name: i for i, name in enumerate(model.segment_names)}
+    lookup = np.array([known.get(model.map_segment(n), -2) if n else -1 for n in names],
                       dtype=np.int64)
     codes = lookup[index]
     i = _first(codes == -2)
@@ -577,9 +589,42 @@ def _fill_segments(segment: np.ndarray, lead: np.ndarray, default: int) -> np.nd
     return out
 
 
-def _validate(columns: dict[str, pa.Array], pos: np.ndarray, model: FunnelModel,
-              as_of: dt.date | None, at: Locator) -> pd.DataFrame:
-    """Check every column and row rule; return the contract frame sorted by lead."""
+def validate_events(columns: dict[str, pa.Array], pos: np.ndarray, model: FunnelModel,
+                    at: Locator, *, as_of: dt.date | None = None) -> pd.DataFrame:
+    """Check every column and row rule of already-parsed columns; return the contract frame.
+
+    The event log reader and the CRM importers (``forecast.importers``) share this: an importer
+    builds the contract's columns from another layout and passes a locator that names the
+    original file's row and column, so every message points at what the user can fix.
+
+    Parameters
+    ----------
+    columns : dict of str to pyarrow.Array
+        ``lead_id``, ``stage`` and ``entered_at``, optionally ``amount`` and ``segment``, one
+        entry per row. Text, numbers, dates or timestamps, as :func:`read_event_log` accepts
+        them.
+    pos : numpy.ndarray of int
+        Per row, a distinct position that increases in file order: what ``at`` locates, and
+        how the first offending row in the file is chosen.
+    model : FunnelModel
+        Maps stage and segment names.
+    at : callable
+        ``at(position, column)`` -> ``"file, row 14, column stage"`` and ``at(position)`` ->
+        ``"row 14"``, where ``column`` is a contract column name.
+    as_of : datetime.date, optional
+        When given, a row dated after it is an error.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The contract frame (see :class:`EventLog`), sorted by ``lead_id`` and then by the
+        order of ``columns``.
+
+    Raises
+    ------
+    InputError
+        For the first problem found, located with ``at``.
+    """
     lead, sorted_ids = _lead_codes(columns["lead_id"], pos, at)
     state = _stage_codes(columns["stage"], model, pos, at)
     days = _check_dates(columns["entered_at"], pos, at, as_of)

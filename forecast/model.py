@@ -77,6 +77,7 @@ class FunnelModel:
     priors: dict = field(default_factory=dict)
     documented: dict = field(default_factory=dict)
     sha256: str = ""
+    segment_aliases: dict[str, str] = field(default_factory=dict)
 
     # ---- numbering -------------------------------------------------------------------------
     @property
@@ -136,6 +137,17 @@ class FunnelModel:
     def _crm_lookup(self) -> dict[str, str]:
         return {k.strip().casefold(): v for k, v in self.crm_stages.items()}
 
+    def map_segment(self, name: str) -> str | None:
+        """Map a segment name or a ``[segment_aliases]`` spelling to a segment (any case)."""
+        key = name.strip().casefold()
+        for segment in self.segment_names:
+            if segment.casefold() == key:
+                return segment
+        for alias, segment in self.segment_aliases.items():
+            if alias.strip().casefold() == key:
+                return segment
+        return None
+
 
 # ---- loading ---------------------------------------------------------------------------------
 
@@ -192,8 +204,8 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
             raise err(key, f"must be {'>' if strict else '>='} {low:g}, got {value!r}")
         return v
 
-    known_top = {"funnel", "crm_stages", "moves", "recycle", "segments", "arrivals", "priors",
-                 "documented"}
+    known_top = {"funnel", "crm_stages", "moves", "recycle", "segments", "segment_aliases",
+                 "arrivals", "priors", "documented"}
     for key in raw:
         if key not in known_top:
             raise err(key, f"unknown table (expected one of {', '.join(sorted(known_top))})")
@@ -299,6 +311,20 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
         raise err("funnel.default_segment",
                   f"{default_segment!r} is not a segment ({', '.join(seg_names)})")
 
+    # Other spellings of segment names in the data (e.g. "GTXPro" for "GTX Pro").
+    aliases = raw.get("segment_aliases", {})
+    if not isinstance(aliases, dict):
+        raise err("segment_aliases", "must be a table of spelling = segment name")
+    folded = {n.casefold(): n for n in seg_names}
+    for alias, target in aliases.items():
+        key = f"segment_aliases.{alias}"
+        if target not in seg_names:
+            raise err(key, f"maps to {target!r}, which is not a segment ({', '.join(seg_names)})")
+        other = folded.get(alias.strip().casefold())
+        if other is not None and other != target:
+            raise err(key, f"already means segment {other!r}; a spelling names one segment")
+        folded[alias.strip().casefold()] = target
+
     arrivals = raw.get("arrivals", {})
     dow = arrivals.get("day_of_week", [1.0] * 7)
     if not isinstance(dow, list) or len(dow) != 7:
@@ -320,6 +346,7 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
         recycle_levels=len(mult), recycle_advance_multiplier=mult, segments=tuple(segments),
         default_segment=default_segment, day_of_week=dow, hazards=hazards, crm_stages=dict(crm),
         priors=dict(raw.get("priors", {})), documented=dict(raw.get("documented", {})), sha256=sha,
+        segment_aliases=dict(aliases),
     )
     _check_reachability(model, err)
     return model

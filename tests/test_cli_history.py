@@ -1,0 +1,48 @@
+"""`forecast run` on CRM exports: `--history-format` and the importers' column flags."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from forecast.cli import main
+
+DEALS = """opportunity_id,product,deal_stage,engage_date,close_date,close_value
+D1,GTX Basic,Won,10/20/2016,11/1/2016,550
+D2,GTXPro,Lost,10/21/2016,11/3/2016,0
+D3,MG Special,Engaging,10/25/2016,,
+D4,GTX Pro,Engaging,10/28/2016,,
+D5,GTX Basic,Prospecting,,,
+"""
+
+
+def test_run_reads_a_deal_table_with_products_as_segments(tmp_path):
+    path = tmp_path / "deals.csv"
+    path.write_text(DEALS)
+    out = CliRunner().invoke(main, [
+        "run", "--model", "opportunities", "--history", str(path), "--history-format",
+        "opportunities", "--segment-column", "product", "--paths", "50", "--horizon", "30",
+        "--format", "json", "--quiet"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.output)
+    assert summary["open_leads"] == 2  # D3, D4 open; D5 (no engage date) not yet in the funnel
+    assert summary["as_of"] == "2016-11-03"
+
+
+def test_a_column_flag_the_format_does_not_take_is_an_error(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("lead_id,stage,entered_at\n1,lead,2024-01-01\n")
+    out = CliRunner().invoke(main, ["run", "--history", str(path), "--created-column", "x"])
+    assert out.exit_code == 1
+    assert "--created-column: not an option of --history-format eventlog" in out.output
+
+
+def test_a_bad_export_row_is_reported_by_file_row_and_column(tmp_path):
+    path = tmp_path / "deals.csv"
+    path.write_text(DEALS.replace("11/1/2016", "11/31/2016"))
+    out = CliRunner().invoke(main, [
+        "run", "--model", "opportunities", "--history", str(path), "--history-format",
+        "opportunities", "--segment-column", "product", "--paths", "5"])
+    assert out.exit_code == 1
+    assert "deals.csv" in out.output and "row 2" in out.output and "close_date" in out.output

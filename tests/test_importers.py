@@ -1,0 +1,587 @@
+"""CRM importers (``forecast.importers``) and the plain-deal model (``models/opportunities.toml``).
+
+Every test runs in its own temporary directory and names files relatively, so error messages
+can be compared word for word (``crm.csv, row 3, column CloseDate: ...``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import math
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast import hazards as hz
+from forecast.eventlog import EventLog, InputError, read_event_log
+from forecast.importers import read_history, read_hubspot, read_opportunities, read_salesforce
+from forecast.model import ModelError, bundled_models_dir, load_model
+from forecast.parameters import default_parameters
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def deals():
+    return load_model("opportunities")
+
+
+@pytest.fixture(scope="module")
+def consumer():
+    return load_model("consumer")
+
+
+def write(text: str, name: str = "crm.csv") -> str:
+    """Write ``text`` (dedented, leading newline dropped) to ``name``."""
+    with open(name, "w", encoding="utf-8", newline="") as f:
+        f.write(textwrap.dedent(text).lstrip("\n"))
+    return name
+
+
+def error(path: str, model, format: str, **options) -> str:
+    with pytest.raises(InputError) as exc:
+        read_history(path, model, format=format, **options)
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+def rows(log: EventLog) -> list[tuple]:
+    """The frame as (lead_id, stage, date, amount or None, segment) tuples."""
+    f = log.frame
+    return [(r.lead_id, r.stage, r.entered_at.strftime("%Y-%m-%d"),
+             None if math.isnan(r.amount) else r.amount, r.segment) for r in f.itertuples()]
+
+
+# ---- the entry point -------------------------------------------------------------------------
+
+def test_eventlog_format_is_the_event_log_reader(b2b):
+    path = write("lead_id,stage,entered_at\nL1,lead,2026-01-01\nL1,MQL,2026-01-02\n",
+                 "history.csv")
+    log = read_history(path, b2b, as_of=dt.date(2026, 1, 2))
+    assert log.frame.equals(read_event_log(path, b2b).frame)
+    assert log.as_of == dt.date(2026, 1, 2) and log.notes == ()
+    with pytest.raises(TypeError, match="takes no options"):
+        read_history(path, b2b, id_column="x")
+
+
+def test_unknown_format(b2b):
+    assert error(write("a\n1\n"), b2b, "pipedrive").startswith(
+        "crm.csv: unknown history format 'pipedrive' (formats: eventlog, hubspot, salesforce, "
+        "opportunities)")
+
+
+# ---- HubSpot ---------------------------------------------------------------------------------
+
+def dates(*stages: str) -> str:
+    """HubSpot lifecycle date column names."""
+    return ",".join(f"hs_lifecyclestage_{s}_date" for s in stages)
+
+
+HUBSPOT = "\n".join([
+    "hs_object_id,email," + dates("subscriber", "lead", "marketingqualifiedlead",
+                                  "salesqualifiedlead", "opportunity", "customer", "other")
+    + ",amount,source",
+    "101,a@x.com,2024-01-02T09:00:00.000Z,2024-01-02T10:00:00Z,2024-01-05T00:00:00Z,"
+    "2024-01-09T12:00:00Z,2024-01-20T08:30:00Z,2024-02-01T16:00:00Z,,25000,partner",
+    "102,b@x.com,,2024-01-10T00:00:00Z,2024-01-08T15:00:00Z,,,,2024-02-10T00:00:00Z,,Paid_Search",
+    "103,c@x.com,,,,,,,,,",
+    "104,d@x.com,,2024-01-03,,,,,,120.5,",
+    "",
+])
+
+
+def test_hubspot_happy_path(b2b):
+    log = read_history(write(HUBSPOT), b2b, format="hubspot", segment_column="source")
+    assert rows(log) == [
+        # subscriber and lead are both `lead`: one stay, from the first date
+        ("101", "lead", "2024-01-02", None, "partner"),
+        ("101", "mql", "2024-01-05", None, "partner"),
+        ("101", "sql", "2024-01-09", None, "partner"),
+        ("101", "opportunity", "2024-01-20", None, "partner"),
+        ("101", "won", "2024-02-01", 25000.0, "partner"),  # the amount goes on the last event
+        # the MQL date precedes the lead date: sorted by date, not an error
+        ("102", "mql", "2024-01-08", None, "paid_search"),
+        ("102", "lead", "2024-01-10", None, "paid_search"),
+        ("102", "nurture", "2024-02-10", None, "paid_search"),
+        ("104", "lead", "2024-01-03", 120.5, "organic"),
+    ]
+    assert log.notes == ("skipped 1 contact without any lifecycle date",)
+    assert log.path == "crm.csv" and len(log.sha256) == 64
+
+
+def test_hubspot_ui_labels_and_exported_date_forms(b2b):
+    labels = ("Became a Lead Date,Became a Marketing Qualified Lead Date,"
+              "Became an Opportunity Date,Became a Customer Date")
+    path = write(f"""\
+        Record ID,First Name,{labels},Recent Deal Amount
+        7,Ann,3/9/2024,2024-03-10 14:05,03/12/2024 9:30 PM,2024-03-31T23:59:59+02:00,
+        8,Bob,2024-03-01 00:00,,,,
+        """)
+    log = read_history(path, b2b, format="hubspot", as_of=dt.date(2024, 3, 31))
+    assert rows(log) == [
+        ("7", "lead", "2024-03-09", None, "organic"),
+        ("7", "mql", "2024-03-10", None, "organic"),
+        ("7", "opportunity", "2024-03-12", None, "organic"),
+        ("7", "won", "2024-03-31", None, "organic"),  # the date as written, offset ignored
+        ("8", "lead", "2024-03-01", None, "organic"),
+    ]
+
+
+def test_hubspot_same_day_ties_follow_the_lifecycle(b2b):
+    path = write(f"""\
+        vid,{dates("customer", "opportunity", "lead")}
+        1,2024-05-01T09:00:00Z,2024-05-01T10:00:00Z,2024-05-01T11:00:00Z
+        """)
+    log = read_hubspot(path, b2b)
+    assert log.frame["stage"].tolist() == ["lead", "opportunity", "won"]
+
+
+def test_hubspot_id_column_option_and_evangelist_ignored(b2b):
+    path = write(f"""\
+        Contact,{dates("lead", "customer", "evangelist")}
+        c1,2024-01-01,2024-01-05,2024-02-01
+        """)
+    log = read_history(path, b2b, format="hubspot", id_column="contact")
+    assert log.frame["stage"].tolist() == ["lead", "won"]
+    # Read the evangelist column and the model (no such CRM stage) refuses it.
+    message = error(path, b2b, "hubspot", id_column="contact", skip_stages=())
+    assert message.startswith("crm.csv, row 2, column hs_lifecyclestage_evangelist_date: the "
+                              "HubSpot lifecycle stage 'Evangelist' is not a stage of model b2b")
+    assert "skip_stages" in error(path, b2b, "hubspot", id_column="contact",
+                                  skip_stages=("champion",))
+    log = read_hubspot(path, b2b, id_column="contact", skip_stages="Evangelist")  # one name
+    assert log.frame["stage"].tolist() == ["lead", "won"]
+
+
+def test_hubspot_parquet_with_timestamps(b2b):
+    pd.DataFrame({
+        "hs_object_id": [5, 6],
+        "hs_lifecyclestage_lead_date": pd.to_datetime(["2024-01-01 23:30", "2024-01-02 00:00"]),
+        "hs_lifecyclestage_marketingqualifiedlead_date": pd.to_datetime([None, "2024-01-03"]),
+    }).to_parquet("contacts.parquet")
+    assert rows(read_hubspot("contacts.parquet", b2b)) == [
+        ("5", "lead", "2024-01-01", None, "organic"),
+        ("6", "lead", "2024-01-02", None, "organic"),
+        ("6", "mql", "2024-01-03", None, "organic")]
+
+
+def test_hubspot_csv_gz(b2b):
+    with gzip.open("contacts.csv.gz", "wt", encoding="utf-8") as f:
+        f.write("hs_object_id,hs_lifecyclestage_lead_date\n1,2024-01-01\n")
+    assert read_hubspot("contacts.csv.gz", b2b).frame["stage"].tolist() == ["lead"]
+
+
+HUB_HEADER = (f"hs_object_id,{dates('lead', 'marketingqualifiedlead')},Recent Deal Amount,"
+              "Original Source\n")
+
+
+@pytest.mark.parametrize(("body", "options", "expected"), [
+    ("1,2024-01-01,,,\n2,2024-13-01,,,\n", {},
+     "crm.csv, row 3, column hs_lifecyclestage_lead_date: '2024-13-01' is not a date"),
+    ("1,2024-01-01,2/30/2024,,\n", {},
+     "crm.csv, row 2, column hs_lifecyclestage_marketingqualifiedlead_date: '2/30/2024' is not "
+     "a date"),
+    ("1,0001-01-01,,,\n", {},
+     "crm.csv, row 2, column hs_lifecyclestage_lead_date: '0001-01-01' is not a plausible date"),
+    ("1,2024-01-01,,-5,\n", {},
+     "crm.csv, row 2, column Recent Deal Amount: '-5' is negative"),
+    ("1,2024-01-01,,$5,\n", {},
+     "crm.csv, row 2, column Recent Deal Amount: '$5' is not a number"),
+    ("1,2024-01-01,,,\n,2024-01-01,,,\n", {},
+     "crm.csv, row 3, column hs_object_id: hs_object_id is empty"),
+    ("1,2024-01-01,,,\n2,2024-01-01,,,\n1,2024-01-02,,,\n", {},
+     "crm.csv, row 4, column hs_object_id: contact '1' is also on row 2; a contacts export has "
+     "one row per contact"),
+    ("1,2024-01-01,,,\n2,2024-01-01,2024-01-08,,\n", {"as_of": dt.date(2024, 1, 7)},
+     "crm.csv, row 3, column hs_lifecyclestage_marketingqualifiedlead_date: 2024-01-08 is after "
+     "--as-of 2024-01-07"),
+    ("1,2024-01-01,,,TV\n", {"segment_column": "original source"},
+     "crm.csv, row 2, column Original Source: 'TV' is not a segment of model b2b"),
+])
+def test_hubspot_errors(b2b, body, options, expected):
+    assert error(write(HUB_HEADER + body), b2b, "hubspot", **options).startswith(expected)
+
+
+def test_hubspot_event_after_a_close(b2b):
+    path = write("""\
+        hs_object_id,hs_lifecyclestage_customer_date,hs_lifecyclestage_other_date
+        1,2024-01-05,2024-01-09
+        """)
+    assert error(path, b2b, "hubspot").startswith(
+        "crm.csv, row 2, column hs_lifecyclestage_other_date: lead '1' was already closed (won "
+        "at row 2)")
+
+
+def test_hubspot_unknown_stage(consumer):
+    # The consumer model has no MQL stage and does not map "Marketing Qualified Lead".
+    message = error(write(HUB_HEADER + "1,2024-01-01,,,\n2,2024-01-01,2024-01-02,,\n"),
+                    consumer, "hubspot")
+    assert message.startswith(
+        "crm.csv, row 3, column hs_lifecyclestage_marketingqualifiedlead_date: the HubSpot "
+        "lifecycle stage 'Marketing Qualified Lead' is not a stage of model consumer")
+    assert "[crm_stages]" in message
+
+
+def test_hubspot_missing_columns(b2b):
+    message = error(write("email,hs_lifecyclestage_lead_date\nx,2024-01-01\n"), b2b, "hubspot")
+    assert message.startswith("crm.csv: missing column hs_object_id or Record ID or vid or "
+                              "Contact ID (the contact id; columns found: 'email', ")
+    assert "pass id_column= to name it" in message
+    message = error(write("hs_object_id,email\n1,x\n"), b2b, "hubspot")
+    assert message.startswith("crm.csv: no lifecycle date columns")
+    message = error(write("Record ID,hs_lifecyclestage_lead_date\n1,\n"), b2b, "hubspot")
+    assert message.startswith("crm.csv: no contact has a lifecycle date")
+    assert "column Contact" in error(write("hs_object_id,x\n1,2\n"), b2b, "hubspot",
+                                     id_column="Contact").replace("missing column", "column")
+
+
+@pytest.mark.parametrize(("text", "start"), [
+    ("", "crm.csv: the file is empty"),
+    ("hs_object_id,hs_lifecyclestage_lead_date\n", "crm.csv: no data rows"),
+])
+def test_hubspot_empty_file(b2b, text, start):
+    assert error(write(text), b2b, "hubspot").startswith(start)
+
+
+# ---- Salesforce ------------------------------------------------------------------------------
+
+SF_HEADER = "OpportunityId,StageName,CreatedDate,Amount,CloseDate\n"
+
+
+def test_salesforce_happy_path(b2b):
+    path = write(SF_HEADER + textwrap.dedent("""\
+        006B,Prospecting,2024-02-01T09:00:00.000+0000,,2024-06-30
+        006A,Negotiation/Review,2024-01-20T10:00:00.000+0000,1500,2024-03-31
+        006A,Prospecting,2024-01-05T09:00:00.000+0000,1000,2024-03-31
+        006A,Qualification,2024-01-05T11:00:00.000+0000,1000,2024-03-31
+        006A,Needs Analysis,2024-01-10T11:00:00.000+0000,1000,2024-04-30
+        006A,Closed Won,2024-02-03T08:00:00.000+0000,1500,2024-02-01
+        006A,Closed Won,2024-02-10T08:00:00.000+0000,1700,2024-02-01
+        006C,Qualification,2024-01-02T00:00:00.000+0000,200,
+        006C,Closed Lost,2024-01-09T00:00:00.000+0000,200,
+        """))
+    log = read_history(path, b2b, format="salesforce")
+    assert rows(log) == [
+        ("006A", "opportunity", "2024-01-05", 1000.0, "organic"),  # in CreatedDate order
+        ("006A", "opportunity", "2024-01-20", 1500.0, "organic"),  # a new amount
+        ("006A", "won", "2024-02-01", 1700.0, "organic"),  # CloseDate; the later edit folded
+        ("006B", "opportunity", "2024-02-01", None, "organic"),
+        ("006C", "opportunity", "2024-01-02", 200.0, "organic"),
+        ("006C", "lost", "2024-01-09", 200.0, "organic"),  # no CloseDate: CreatedDate
+    ]
+    assert log.notes == ("folded 3 history rows that stay in the same model state without a "
+                         "new amount",)
+
+
+def test_salesforce_report_labels_and_segment(b2b):
+    path = write("""\
+        Opportunity ID,Stage,Created Date,Amount,Lead Source
+        1,Prospecting,1/5/2024 9:00 AM,,Partner
+        1,Closed Won,1/5/2024 8:00 AM,300,
+        """)
+    # Same day: the earlier time comes first, whatever the file order.
+    assert error(path, b2b, "salesforce", segment_column="Lead Source").startswith(
+        "crm.csv, row 2, column Stage: lead '1' was already closed (won at row 3)")
+    path = write("""\
+        Opportunity ID,Stage,Created Date,Amount,Lead Source
+        1,Closed Won,1/5/2024 3:00 PM,300,
+        1,Prospecting,1/5/2024 9:00 AM,,Partner
+        """)
+    assert rows(read_salesforce(path, b2b, segment_column="Lead Source")) == [
+        ("1", "opportunity", "2024-01-05", None, "partner"),
+        ("1", "won", "2024-01-05", 300.0, "partner")]
+
+
+@pytest.mark.parametrize(("body", "options", "expected"), [
+    ("1,Prospecting,2024-01-01,,\n1,Demo Booked,2024-01-02,,\n", {},
+     "crm.csv, row 3, column StageName: 'Demo Booked' is not a stage of model b2b"),
+    ("1,Prospecting,01/32/2024,,\n", {},
+     "crm.csv, row 2, column CreatedDate: '01/32/2024' is not a date"),
+    ("1,Prospecting,,,\n", {},
+     "crm.csv, row 2, column CreatedDate: the date is empty"),
+    ("1,Prospecting,2024-01-01,,\n1,Closed Won,2024-01-03,,2024-1-3\n", {},
+     "crm.csv, row 3, column CloseDate: '2024-1-3' is not a date"),
+    ("1,Prospecting,2024-01-01,-10,\n", {},
+     "crm.csv, row 2, column Amount: '-10' is negative"),
+    ("1,Prospecting,2024-01-01,\"1,000\",\n", {},
+     "crm.csv, row 2, column Amount: '1,000' is not a number"),
+    ("1,Prospecting,2024-01-01,,\n2,Prospecting,2024-01-09,,\n", {"as_of": dt.date(2024, 1, 8)},
+     "crm.csv, row 3, column CreatedDate: 2024-01-09 is after --as-of 2024-01-08"),
+    ("1,Prospecting,2024-01-01,,\n1,Closed Won,2024-01-05,,2024-01-09\n",
+     {"as_of": dt.date(2024, 1, 8)},
+     "crm.csv, row 3, column CloseDate: 2024-01-09 is after --as-of 2024-01-08"),
+    ("1,Prospecting,2024-01-01,5,\n2,Prospecting,2024-01-01,,\n1,Prospecting,2024-01-01,5,\n", {},
+     "crm.csv, row 4, column OpportunityId: this row repeats row 2 (same OpportunityId, "
+     "StageName, CreatedDate, Amount and CloseDate); delete the duplicate"),
+    ("1,Closed Lost,2024-01-05,,\n1,Prospecting,2024-01-08,,\n", {},
+     "crm.csv, row 3, column StageName: lead '1' was already closed (lost at row 2)"),
+    (" ,Prospecting,2024-01-01,,\n", {},
+     "crm.csv, row 2, column OpportunityId: OpportunityId is empty"),
+])
+def test_salesforce_errors(b2b, body, options, expected):
+    assert error(write(SF_HEADER + body), b2b, "salesforce", **options).startswith(expected)
+
+
+def test_salesforce_close_date_before_an_earlier_stage_change(b2b):
+    path = write(SF_HEADER + "1,Prospecting,2024-01-01,,\n1,Negotiation/Review,2024-01-10,,\n"
+                 "1,Closed Won,2024-01-12,10,2024-01-08\n")
+    assert error(path, b2b, "salesforce") == (
+        "crm.csv, row 4, column CloseDate: 2024-01-08 is earlier than the deal's previous stage "
+        "change (row 3, CreatedDate 2024-01-10); correct the CloseDate, or leave it empty to "
+        "date the close by CreatedDate")
+    # Sorted by CreatedDate first: the file order does not matter.
+    path = write(SF_HEADER + "1,Closed Won,2024-01-12,10,2024-01-08\n1,Prospecting,2024-01-01,,\n"
+                 "1,Negotiation/Review,2024-01-10,,\n")
+    assert error(path, b2b, "salesforce").startswith(
+        "crm.csv, row 2, column CloseDate: 2024-01-08 is earlier than the deal's previous stage "
+        "change (row 4, CreatedDate 2024-01-10)")
+
+
+def test_salesforce_missing_column_and_empty_file(b2b):
+    message = error(write("OpportunityId,CreatedDate,Amount\n1,2024-01-01,\n"), b2b,
+                    "salesforce")
+    assert message.startswith("crm.csv: missing column StageName or Stage or To Stage (the "
+                              "stage name; columns found: 'OpportunityId', 'CreatedDate', "
+                              "'Amount'); pass stage_column= to name it")
+    assert error(write(""), b2b, "salesforce").startswith("crm.csv: the file is empty")
+    assert error(write(SF_HEADER + ",,,,\n"), b2b, "salesforce").startswith(
+        "crm.csv: no data rows")
+
+
+def test_salesforce_columns_can_be_turned_off(b2b):
+    path = write(SF_HEADER + "1,Prospecting,2024-01-01,-1,x\n1,Closed Won,2024-01-05,,y\n")
+    log = read_salesforce(path, b2b, amount_column=None, close_column=None)
+    assert rows(log) == [("1", "opportunity", "2024-01-01", None, "organic"),
+                         ("1", "won", "2024-01-05", None, "organic")]
+
+
+# ---- plain deal tables -----------------------------------------------------------------------
+
+DEALS = """\
+    opportunity_id,sales_agent,product,deal_stage,engage_date,close_date,close_value
+    D1,Ann,GTXPro,Won,10/20/2016,3/1/2017,4514
+    D2,Bob,MG Special,Lost,10/25/2016,3/11/2017,0
+    D3,Ann,gtx basic,Engaging,11/2/2016,,
+    D4,Cy,GTX Plus Pro,Prospecting,,,
+    D5,Cy,,Engaging,12/1/2016,,800
+    """
+
+
+def test_opportunities_happy_path(deals):
+    log = read_history(write(DEALS), deals, format="opportunities", segment_column="product")
+    assert rows(log) == [
+        ("D1", "opportunity", "2016-10-20", None, "GTX Pro"),  # alias GTXPro -> GTX Pro
+        ("D1", "won", "2017-03-01", 4514.0, "GTX Pro"),
+        ("D2", "opportunity", "2016-10-25", None, "MG Special"),
+        ("D2", "lost", "2017-03-11", None, "MG Special"),  # close_value 0 is no amount
+        ("D3", "opportunity", "2016-11-02", None, "GTX Basic"),
+        ("D5", "opportunity", "2016-12-01", 800.0, "GTX Basic"),  # default segment
+    ]
+    assert log.notes == ("skipped 1 open row without engage_date (not yet in the modelled "
+                         "funnel)",)
+
+
+def test_opportunities_custom_columns_statuses_and_entry_stage(b2b):
+    path = write("""\
+        Deal,Opened,Closed,Result,Value
+        a,2024-01-01,2024-02-01,Booked,100
+        b,2024-01-02,2024-01-03,Dropped,0
+        c,2024-01-03,2024-12-31,pending,50
+        """)
+    options = dict(id_column="Deal", created_column="Opened", closed_column="Closed",
+                   status_column="Result", amount_column="Value", won_values=["booked"],
+                   lost_values="dropped")
+    log = read_opportunities(path, b2b, entry_stage="SQL", **options)
+    assert rows(log) == [("a", "sql", "2024-01-01", None, "organic"),
+                         ("a", "won", "2024-02-01", 100.0, "organic"),
+                         ("b", "sql", "2024-01-02", None, "organic"),
+                         ("b", "lost", "2024-01-03", None, "organic"),
+                         ("c", "sql", "2024-01-03", 50.0, "organic")]
+    # The model's entry stage by default; an open deal's expected close date is no event.
+    log = read_opportunities(path, b2b, as_of=dt.date(2024, 2, 1), **options)
+    assert log.frame["stage"].tolist()[::2] == ["lead", "lead", "lead"]
+    message = error(path, b2b, "opportunities", open_values=["open"], **options)
+    assert message.startswith("crm.csv, row 4, column Result: 'pending' is not a won, lost or "
+                              "open status")
+    message = error(path, b2b, "opportunities", entry_stage="won", **options)
+    assert message.startswith("crm.csv: entry_stage 'won' is not an active stage of model b2b")
+    options["lost_values"] = ["booked"]
+    assert "is in two of won_values, lost_values and open_values" in error(
+        path, b2b, "opportunities", **options)
+
+
+OPP_HEADER = "opportunity_id,product,deal_stage,engage_date,close_date,close_value\n"
+
+
+@pytest.mark.parametrize(("body", "options", "expected"), [
+    ("D1,GTX Basic,Won,10/20/2016,3/1/2017,abc\n", {},
+     "crm.csv, row 2, column close_value: 'abc' is not a number"),
+    ("D1,GTX Basic,Won,10/20/2016,3/1/2017,-4\n", {},
+     "crm.csv, row 2, column close_value: '-4' is negative"),
+    ("D1,GTX Basic,Won,10/20/2016,3/1/2017,1\nD2,GTX Basic,Lost,20/10/2016,3/1/2017,0\n", {},
+     "crm.csv, row 3, column engage_date: '20/10/2016' is not a date"),
+    ("D1,GTX Basic,Won,10/20/2016,,1\n", {},
+     "crm.csv, row 2, column close_date: close_date is empty, but the deal is won (deal_stage "
+     "'Won'); a closed deal needs its closed date"),
+    ("D1,GTX Basic,Lost,,3/1/2017,0\n", {},
+     "crm.csv, row 2, column engage_date: engage_date is empty, but the deal is lost"),
+    ("D1,GTX Basic,Won,10/20/2016,10/19/2016,5\n", {},
+     "crm.csv, row 2, column close_date: 2016-10-19 is before engage_date 2016-10-20 on the "
+     "same row; a deal cannot close before it was created"),
+    ("D1,GTX Basic,Won,10/20/2016,3/1/2017,5\n", {"as_of": dt.date(2017, 2, 28)},
+     "crm.csv, row 2, column close_date: 2017-03-01 is after --as-of 2017-02-28"),
+    ("D1,GTX Basic,Engaging,10/20/2016,,\nD2,GTX Basic,Engaging,10/21/2016,,\n"
+     "D1,GTX Basic,Won,10/20/2016,3/1/2017,5\n", {},
+     "crm.csv, row 4, column opportunity_id: deal 'D1' is also on row 2; the table has one row "
+     "per deal"),
+    ("D1,GTX Ultra,Engaging,10/20/2016,,\n", {"segment_column": "product"},
+     "crm.csv, row 2, column product: 'GTX Ultra' is not a segment of model opportunities"),
+    ("D1,GTX Basic,Prospecting,,,\n", {},
+     "crm.csv: no row has a engage_date date"),
+])
+def test_opportunities_errors(deals, body, options, expected):
+    assert error(write(OPP_HEADER + body), deals, "opportunities", **options).startswith(expected)
+
+
+def test_opportunities_missing_column_and_empty_file(deals):
+    message = error(write("opportunity_id,deal_stage,engage_date\nD1,Won,1/1/2017\n"), deals,
+                    "opportunities")
+    assert message.startswith("crm.csv: missing column closed_date or closed_at or close_date "
+                              "(the closed date; columns found: ")
+    message = error(write("opportunity_id,deal_stage,engage_date\nD1,Won,1/1/2017\n"), deals,
+                    "opportunities", closed_column="Closed On")
+    assert message.startswith("crm.csv: missing column Closed On (the closed date;")
+    assert error(write(""), deals, "opportunities").startswith("crm.csv: the file is empty")
+    assert error(write(OPP_HEADER), deals, "opportunities").startswith("crm.csv: no data rows")
+
+
+def test_same_column_for_two_purposes(deals):
+    path = write(OPP_HEADER + "D1,GTX Basic,Engaging,10/20/2016,,\n")
+    assert "cannot be both the status and the segment" in error(
+        path, deals, "opportunities", segment_column="deal_stage")
+
+
+# ---- dates -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "day"), [
+    ("2017-03-01", "2017-03-01"), ("2017-03-01T23:59:59.123Z", "2017-03-01"),
+    ("2017-03-01 14:05", "2017-03-01"), ("2017-03-01T14:05:00-08:00", "2017-03-01"),
+    ("3/1/2017", "2017-03-01"), ("03/01/2017 14:05", "2017-03-01"),
+    ("3/1/2017 12:05 am", "2017-03-01"), ("2/29/2016", "2016-02-29"),
+])
+def test_accepted_dates(deals, text, day):
+    path = write(OPP_HEADER + f'D1,GTX Basic,Engaging,"{text}",,\n')
+    assert rows(read_opportunities(path, deals))[0][2] == day
+
+
+@pytest.mark.parametrize("text", ["2/29/2017", "13/1/2017", "1/5/17", "3/1/2017 13:00 PM",
+                                  "3/1/2017 24:00", "2017-03-01T24:00", "March 1, 2017",
+                                  "20170301"])
+def test_rejected_dates(deals, text):
+    path = write(OPP_HEADER + f'D1,GTX Basic,Engaging,"{text}",,\n')
+    assert error(path, deals, "opportunities").startswith(
+        f"crm.csv, row 2, column engage_date: '{text}' is not a date")
+
+
+# ---- the plain-deal model and segment aliases ------------------------------------------------
+
+def test_opportunities_model_matches_the_sample_facts(deals):
+    """Win rate, median days to win and deal sizes from the hazards alone (documented)."""
+    assert deals.stages == ("opportunity",) and deals.entry == "opportunity"
+    assert deals.age_bands == (0, 14, 30, 60, 90, 180, 365)
+    assert set(deals.segment_names) == {"GTX Basic", "GTX Pro", "MG Special", "MG Advanced",
+                                        "GTX Plus Basic", "GTX Plus Pro", "GTK 500"}
+    params = default_parameters(deals)
+    h = params.hazards[0]
+    doc = deals.documented
+    win = hz.absorption(deals, h).win[:, 0, 0]
+    assert np.all(np.abs(win - doc["lead_to_won"]) <= doc["lead_to_won_tolerance"])
+    # Day by day: P(won on day n) = P(T >= n) * (1 - e^-Λ) * λ_won / Λ at age n - 1.
+    ages = np.arange(5000)
+    band = np.searchsorted(deals.age_bands, ages, side="right") - 1
+    won = np.asarray(deals.hazards["opportunity"]["won"])[band]
+    total = won + np.asarray(deals.hazards["opportunity"]["lost"])[band]
+    alive = np.exp(-np.r_[0.0, np.cumsum(total)[:-1]])
+    p_won = alive * -np.expm1(-total) * won / total
+    assert p_won.sum() == pytest.approx(win[0], abs=1e-9)
+    median = int(np.searchsorted(np.cumsum(p_won) / p_won.sum(), 0.5)) + 1
+    assert abs(median - doc["median_days_to_win"]) <= doc["median_days_to_win_tolerance"]
+    wins = params.arrivals_mean[0] * win
+    average = float((wins * params.deal_mean[0]).sum() / wins.sum())
+    assert abs(average - doc["average_deal"]) <= doc["average_deal_tolerance"]
+    grid = np.linspace(1.0, 40000.0, 80001)
+    z = (np.log(grid)[:, None] - params.deal_mu[0]) / params.deal_sigma[0]
+    cdf = (0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2))) * wins / wins.sum()).sum(1)
+    median_deal = grid[np.searchsorted(cdf, 0.5)]
+    assert abs(median_deal - doc["median_deal"]) <= doc["median_deal_tolerance"]
+
+
+def test_segment_aliases(deals):
+    assert deals.segment_aliases == {"GTXPro": "GTX Pro"}
+    assert deals.map_segment(" gtxpro ") == "GTX Pro"
+    assert deals.map_segment("mg special") == "MG Special"
+    assert deals.map_segment("GTX Ultra") is None
+    # The event log reader accepts the aliases too.
+    write("lead_id,stage,entered_at,segment\nD1,Engaging,2017-01-01,GTXPro\n", "log.csv")
+    assert read_event_log("log.csv", deals).frame["segment"].tolist() == ["GTX Pro"]
+
+
+DEALS_TOML = (bundled_models_dir() / "opportunities.toml").read_text()
+
+
+@pytest.mark.parametrize(("new", "key", "what"), [
+    ('"GTXPro" = "GTX Ultra"', "segment_aliases.GTXPro",
+     "maps to 'GTX Ultra', which is not a segment"),
+    ('"gtx basic" = "GTX Pro"', "segment_aliases.gtx basic", "already means segment 'GTX Basic'"),
+    ('"x" = "GTX Pro"\n"X" = "MG Special"', "segment_aliases.X", "already means segment"),
+])
+def test_bad_segment_aliases(new, key, what):
+    Path("m.toml").write_text(DEALS_TOML.replace('"GTXPro" = "GTX Pro"', new))
+    with pytest.raises(ModelError, match=rf"m\.toml: \[{key}\] {what}"):
+        load_model("m.toml")
+
+
+def test_segment_aliases_must_be_a_table():
+    text = DEALS_TOML.replace('[segment_aliases]\n"GTXPro" = "GTX Pro"', "")
+    Path("m.toml").write_text('segment_aliases = "GTXPro"\n' + text)
+    with pytest.raises(ModelError, match=r"\[segment_aliases\] must be a table"):
+        load_model("m.toml")
+
+
+# ---- the real CRM sample ---------------------------------------------------------------------
+
+def shared_data() -> Path:
+    root = os.environ.get("FORECAST_SHARED_DATA")
+    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared/data"
+    return base / "crm_opportunities"
+
+
+def test_real_crm_sample(deals):
+    path = shared_data() / "sales_pipeline.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    log = read_history(path, deals, format="opportunities", segment_column="product")
+    f = log.frame
+    last = f.groupby("lead_id", sort=False)["stage"].last()
+    assert f["lead_id"].nunique() == 8300  # opportunities with an engage date
+    assert (f["stage"] == "opportunity").sum() == 8300
+    assert (last == "won").sum() == 4238 and (last == "lost").sum() == 2473
+    assert (last == "opportunity").sum() == 1589
+    assert log.notes == ("skipped 500 open rows without engage_date (not yet in the modelled "
+                         "funnel)",)
+    won = f.loc[f["stage"] == "won", "amount"]
+    assert won.notna().all() and won.median() == 1117 and won.min() == 38
+    assert f.loc[f["stage"] != "won", "amount"].isna().all()
+    assert set(f["segment"]) == set(deals.segment_names)  # GTXPro read as GTX Pro
+    days = (f.groupby("lead_id")["entered_at"].agg(["first", "last"]).diff(axis=1)["last"]
+            .dt.days[last == "won"])
+    assert days.median() == 57
