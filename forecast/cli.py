@@ -61,7 +61,7 @@ def parse_date(value: str | None, option: str) -> dt.date | None:
         fail(f"{option} {value!r} is not a date (expected YYYY-MM-DD)")
 
 
-# Column options of the CRM importers (forecast.importers), shared by `fit` and `run`.
+# Column options of the CRM importers (forecast.importers) for commands that read a history.
 _IMPORT_OPTIONS = (
     ("--id-column", "id_column", "Column of the lead / deal id."),
     ("--created-column", "created_column", "opportunities: column of the created date."),
