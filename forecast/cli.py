@@ -152,9 +152,12 @@ def main() -> None:
 @click.option("--threads", type=click.IntRange(1, 512), default=None,
               help="Threads for the simulation (results do not depend on it).")
 @click.option("--quiet", is_flag=True, help="No progress bar or notes on stderr.")
+@click.option("--posterior", "posterior_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="A posterior from `forecast fit`: each path uses its own draw "
+                                 "(path p takes draw p mod the number of draws).")
 @history_options
 def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, out_dir, fmt,
-        threads, quiet, history_format, **kwargs):
+        threads, quiet, posterior_path, history_format, **kwargs):
     """Forecast bookings: bands per period over a horizon, from an open pipeline."""
     from forecast import outputs, summarize
     from forecast.eventlog import latest_date, open_pipeline
@@ -177,10 +180,17 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
     if history is None and history_format != "eventlog":
         fail("--history-format needs --history")
     params, parameters_text = default_parameters(model), "model defaults"
+    fitted = None
+    if posterior_path is not None:
+        params, fitted = posterior_or_fail(posterior_path, model, paths)
+        parameters_text = (f"posterior {posterior_path} ({fitted['draws']:,} draws, fitted as of "
+                           f"{fitted['as_of']})")
     log = read_history_or_fail(history_path, model, history_format, options, as_of)
     if as_of is None:
         as_of = latest_date(log)
         note(f"as of {as_of} (the last date in {history_path.name})")
+    if fitted is not None and fitted["history_sha256"] != log.sha256:
+        note(f"note: the posterior was fitted on {fitted['history_path']}, not on this history")
     pipeline = open_pipeline(log, model, as_of)
     per = summarize.periods(as_of, horizon, by)
     if threads is not None:
@@ -210,6 +220,8 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
         "as_of": as_of.isoformat(), "horizon_days": horizon, "paths": paths, "seed": seed,
         "by": by, "quantiles": list(qs), "currency": model.currency,
         "open_leads": len(pipeline), "parameters": parameters_text,
+        "posterior": str(posterior_path) if posterior_path else None,
+        "posterior_sha256": fitted["sha256"] if fitted else None,
         "simulation_seconds": round(elapsed, 3),
     }
     if out_dir is not None:
@@ -246,6 +258,160 @@ def _write_run_outputs(out_dir, result, bands, meta, qs, model) -> None:
                                         "summary.json": summary, "fan_chart.png": chart})
     except OSError as exc:
         fail(f"{out_dir}: could not write outputs ({exc}); nothing was changed there")
+
+
+def posterior_or_fail(path: Path, model: FunnelModel, paths: int | None = None):
+    """The posterior's parameter sets (the first ``paths`` draws suffice) and its provenance."""
+    import hashlib
+
+    from forecast.fit import PosteriorError, load_posterior, posterior_parameters, provenance
+
+    try:
+        idata = load_posterior(path)
+        params = posterior_parameters(idata, model, str(path))
+    except PosteriorError as exc:
+        fail(str(exc))
+    info = provenance(idata)
+    info["draws"] = params.n_sets
+    info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    if paths is not None and paths < params.n_sets:  # path p uses draw p mod n: same result
+        params = params.take(np.arange(paths))
+    return params, info
+
+
+@main.command()
+@click.option("--history", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The history to learn from: an event log or a CRM export (--history-format).")
+@click.option("--model", "model_name", default=None, metavar="MODEL",
+              help="Funnel model file or bundled name (its structure and [priors]). Default: b2b.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Posterior file to write (netCDF, e.g. posterior.nc).")
+@click.option("--as-of", "as_of_text", default=None, metavar="DATE",
+              help="Fit on the history up to the end of this day. Default: its last date.")
+@click.option("--window", type=click.IntRange(1, 36600), default=None, metavar="DAYS",
+              help="Learn only from the last DAYS days before --as-of (rates drift).")
+@click.option("--undeclared", type=click.Choice(["raise", "censor"]), default="raise",
+              show_default=True,
+              help="A move the model does not declare: an error, or end that stay there.")
+@click.option("--draws", type=click.IntRange(10, 100_000), default=1000, show_default=True,
+              help="Posterior draws per chain.")
+@click.option("--tune", type=click.IntRange(10, 100_000), default=1000, show_default=True,
+              help="Tuning steps per chain (discarded).")
+@click.option("--chains", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Sampler seed; the same seed gives the same posterior.")
+@click.option("--sampler", type=click.Choice(["nutpie", "pymc"]), default="nutpie",
+              show_default=True, help="NUTS implementation (nutpie is several times faster).")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@history_options
+def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tune, chains,
+        seed, sampler, quiet, history_format, **kwargs):
+    """Learn the funnel's rates from history: a posterior for `run --posterior`."""
+    from forecast import describe as describe_mod
+    from forecast import fit as fit_mod
+    from forecast.eventlog import InputError, latest_date
+    from forecast.statistics import sufficient_statistics
+
+    note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    as_of = parse_date(as_of_text, "--as-of")
+    options = import_options(kwargs)
+    try:
+        model: FunnelModel = load_model(model_name)
+        fit_mod.priors_of(model)
+    except (ModelError, fit_mod.PosteriorError) as exc:
+        fail(str(exc))
+    if out_path.suffix not in (".nc", ".netcdf", ".h5"):
+        fail(f"{out_path}: --out must end in .nc")
+    if not out_path.parent.is_dir():
+        fail(f"{out_path}: directory {out_path.parent} does not exist")
+    t0 = time.perf_counter()
+    log = read_history_or_fail(history, model, history_format, options, as_of)
+    if as_of is None:
+        as_of = latest_date(log)
+        note(f"as of {as_of} (the last date in {history.name})")
+    since = as_of - dt.timedelta(days=window) if window else None
+    try:
+        stats = sufficient_statistics(log, model, as_of, since=since, on_undeclared=undeclared)
+    except (InputError, ValueError) as exc:
+        fail(str(exc))
+    read_s = time.perf_counter() - t0
+    for line in log.notes:
+        note(f"note: {line}")
+    if stats.events.sum() == 0:
+        fail(f"{history}: no moves between stages on or before {as_of}"
+             + (f" in the last {window} days" if window else "") + "; nothing to fit")
+    if stats.undeclared:
+        note(f"note: {stats.undeclared:,} moves the model does not declare were censored")
+    if stats.unpriced_wins:
+        note(f"note: {stats.unpriced_wins:,} won deals without an amount (not used for deal size)")
+    note(f"fitting {model.name} to {stats.n_rows:,} rows ({stats.n_leads:,} leads), "
+         f"{int(stats.events.sum()):,} moves, {int(stats.arrivals.sum()):,} arrivals, "
+         f"{stats.deal_amounts.size:,} deal amounts; {chains} chains x ({tune} tune + {draws} "
+         f"draws) with {sampler}")
+    result = fit_mod.fit(stats, model, draws=draws, tune=tune, chains=chains, seed=seed,
+                         sampler=sampler, progress=not quiet, history_path=str(history),
+                         history_sha256=log.sha256)
+    try:
+        fit_mod.save_posterior(result.idata, out_path)
+    except OSError as exc:
+        fail(f"{out_path}: could not write the posterior ({exc}); nothing was written")
+    diag, tm = result.diagnostics, result.timings
+    for warning in diag["warnings"]:
+        click.echo(f"forecast: warning: {warning}", err=True)
+    params = fit_mod.posterior_parameters(result.idata, model, str(out_path))
+    window_text = f", window {window} days" if window else ""
+    header = [
+        f"Posterior: model {model.name} ({model.path}) fitted to {history} as of {as_of}"
+        f"{window_text}; wrote {out_path}",
+        f"{stats.n_rows:,} rows read and summarised in {read_s:.1f} s; sampling "
+        f"({sampler}, {chains} chains x {draws} draws, seed {seed}) {tm['compile_s']:.0f} s "
+        f"compile + {tm['sampling_s']:.0f} s",
+        f"diagnostics: max R-hat {diag['max_rhat']:.3f}, min bulk ESS "
+        f"{diag['min_ess_bulk']:.0f}, {diag['divergences']} divergences",
+    ]
+    click.echo(describe_mod.render(describe_mod.describe(model, params), model, header))
+
+
+@main.command()
+@click.argument("posterior_path", type=click.Path(dir_okay=False, path_type=Path),
+                required=False)
+@click.option("--model", "model_name", default=None, metavar="MODEL",
+              help="Funnel model file or bundled name. Default: the one the posterior was "
+                   "fitted with, or b2b without a posterior.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+def describe(posterior_path, model_name, fmt):
+    """Conversion, days in stage, shelf life, recapture, arrivals and deal size, with ranges.
+
+    From a posterior (median and 90% interval over its draws) or, without one, from the
+    model file's defaults.
+    """
+    from forecast import describe as describe_mod
+    from forecast.fit import PosteriorError, load_posterior, provenance
+
+    if posterior_path is not None and model_name is None:
+        try:
+            model_name = provenance(load_posterior(posterior_path))["model_path"]
+        except PosteriorError as exc:
+            fail(str(exc))
+    try:
+        model = load_model(model_name)
+    except ModelError as exc:
+        fail(str(exc))
+    if posterior_path is None:
+        params, source = default_parameters(model), "model defaults"
+    else:
+        params, info = posterior_or_fail(posterior_path, model)
+        source = (f"posterior {posterior_path}: {info['draws']:,} draws, fitted to "
+                  f"{info['history_path']} as of {info['as_of']}")
+    table = describe_mod.describe(model, params)
+    if fmt == "table":
+        header = [f"Model {model.name} ({model.path}); parameters: {source}"]
+        click.echo(describe_mod.render(table, model, header))
+    elif fmt == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    else:
+        click.echo(table.to_json(orient="records", indent=2))
 
 
 @main.command("simulate-history")

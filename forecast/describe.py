@@ -1,0 +1,155 @@
+"""What a parameter set says about the funnel, in the terms revenue teams use.
+
+For each parameter set (one posterior draw, or the model file's defaults) the quantities below
+are computed with ``forecast.hazards`` (the same functions the simulator's closed-form tests
+use), then summarised across sets by the median and a 90% interval (the 5% and 95% quantiles).
+A lead is taken to enter each stage fresh (age 0) and unrecycled, in each segment:
+
+- ``conversion_to_won``: eventual probability of becoming a customer from the stage;
+- ``median_days_in_stage``: median whole days before it leaves the stage, whatever the move;
+- ``expiry_share``: probability that it leaves the stage by going cold (back or to nurture);
+- ``shelf_life_days``: for the qualified stage, days until half of unworked leads go cold
+  (only expiry moves acting); ``inf`` when they never do;
+- ``recapture``: probability that a lead entering nurture (after its first expiry) comes back;
+- ``arrivals_per_day``: mean new leads per day; ``mean_deal``: mean deal size.
+
+Rows with segment ``all`` mix the segments by their arrival rates in each set (exact for the
+entry stage; a fair summary for later stages, whose segment mix drifts with conversion).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from forecast.hazards import absorption, median_days_in_stage, shelf_life, stage_exit
+from forecast.model import EXPIRY, NURTURE, FunnelModel
+from forecast.parameters import Parameters
+
+INTERVAL = (0.05, 0.95)
+MAX_SETS = 4000  # more draws than this are thinned evenly: the summary does not need them
+
+
+def describe(model: FunnelModel, params: Parameters) -> pd.DataFrame:
+    """One row per quantity, stage and segment: ``median``, ``lo`` (5%), ``hi`` (95%), ``sets``.
+
+    Columns: ``quantity, stage, segment, median, lo, hi, sets``.
+    """
+    n = params.n_sets
+    if n > MAX_SETS:
+        params = params.take(np.linspace(0, n - 1, MAX_SETS).round().astype(np.int64))
+    values = _per_set(model, params)
+    rows = []
+    for (quantity, stage, segment), v in values.items():
+        v = np.asarray(v, dtype=float)
+        q = np.quantile(v, [0.5, *INTERVAL], method="inverted_cdf")
+        rows.append({"quantity": quantity, "stage": stage, "segment": segment,
+                     "median": q[0], "lo": q[1], "hi": q[2], "sets": v.size})
+    table = pd.DataFrame(rows)
+    order = {
+        "quantity": list(_LABELS),
+        "stage": [*model.states],
+        "segment": ["all", *model.segment_names],
+    }
+    keys = [table[c].map({v: i for i, v in enumerate(order[c])}) for c in order]
+    return table.iloc[np.lexsort(keys[::-1])].reset_index(drop=True)
+
+
+def _per_set(model: FunnelModel, params: Parameters) -> dict[tuple[str, str, str], list]:
+    """Every quantity's value in every parameter set, keyed by (quantity, stage, segment)."""
+    segs = list(model.segment_names)
+    active = list(model.stages)
+    nurture = model.state_index(NURTURE)
+    expiry = np.array([[model.move_kind(s, d) == EXPIRY if d != s else False
+                        for d in model.states] for s in (*model.stages, NURTURE)])
+    qualified = model.state_index(model.qualified_stage)
+    # Rows only for what the model has: a funnel without expiry has no shelf life.
+    has_nurture = any(NURTURE in dests for dests in model.hazards.values())
+    has_recapture = any(model.state_index(d) < model.n_active
+                        for d in model.hazards.get(NURTURE, {}))
+    out: dict[tuple[str, str, str], list] = {}
+
+    def add(key, value):
+        out.setdefault(key, []).append(float(value))
+
+    for k in range(params.n_sets):
+        h = params.hazards[k]
+        weight = params.arrivals_mean[k] / params.arrivals_mean[k].sum()
+        win = absorption(model, h).win[:, :, 0]  # [g, state]
+        days = median_days_in_stage(model, h)[:, :, 0]  # [state, g]
+        exit_prob = stage_exit(h, model.age_bands).prob  # [state, g, r, dest]
+        exp_share = (exit_prob[:, :, 0, :] * expiry[:, None, :]).sum(-1)  # [state, g]
+        shelf = shelf_life(model, h, model.qualified_stage)[:, 0]  # [g]
+        r1 = min(1, model.recycle_levels - 1)
+        recap = exit_prob[nurture, :, r1, :model.n_active].sum(-1)  # [g]
+        deal = params.deal_mean[k]
+        for i, stage in enumerate(active):
+            for j, seg in enumerate(segs):
+                add(("conversion_to_won", stage, seg), win[j, i])
+                add(("median_days_in_stage", stage, seg), days[i, j])
+                if expiry[i].any():
+                    add(("expiry_share", stage, seg), exp_share[i, j])
+            add(("conversion_to_won", stage, "all"), weight @ win[:, i])
+            if expiry[i].any():
+                add(("expiry_share", stage, "all"), weight @ exp_share[i])
+        for j, seg in enumerate(segs):
+            if has_nurture:
+                add(("median_days_in_stage", NURTURE, seg), days[nurture, j])
+            if expiry[qualified].any():
+                add(("shelf_life_days", model.qualified_stage, seg), shelf[j])
+            if has_recapture:
+                add(("recapture", NURTURE, seg), recap[j])
+            add(("arrivals_per_day", model.entry, seg), params.arrivals_mean[k, j])
+            add(("mean_deal", "won", seg), deal[j])
+        if has_recapture:
+            add(("recapture", NURTURE, "all"), weight @ recap)
+        add(("arrivals_per_day", model.entry, "all"), params.arrivals_mean[k].sum())
+        add(("mean_deal", "won", "all"), weight @ deal)
+    return out
+
+
+_LABELS = {
+    "conversion_to_won": "conversion to won",
+    "median_days_in_stage": "median days in stage",
+    "expiry_share": "leaves by expiry",
+    "shelf_life_days": "shelf life (days)",
+    "recapture": "recaptured from nurture",
+    "arrivals_per_day": "arrivals per day",
+    "mean_deal": "mean deal",
+}
+
+
+def _fmt(quantity: str, value: float, currency: str) -> str:
+    if not np.isfinite(value):
+        return "never"
+    if quantity in ("conversion_to_won", "expiry_share", "recapture"):
+        return f"{value:.1%}" if value >= 0.001 else f"{value:.3%}"
+    if quantity == "mean_deal":
+        return f"{value:,.0f} {currency}"
+    if quantity == "arrivals_per_day":
+        return f"{value:,.1f}"
+    return f"{value:,.0f}"
+
+
+def render(table: pd.DataFrame, model: FunnelModel, header: list[str]) -> str:
+    """A plain-text table: quantity, stage, segment, median [5% - 95%]."""
+    lines = [*header, ""]
+    single = table["sets"].max() == 1
+    rows = []
+    for r in table.itertuples(index=False):
+        med = _fmt(r.quantity, r.median, model.currency)
+        band = "" if single else \
+            f"[{_fmt(r.quantity, r.lo, model.currency)} - {_fmt(r.quantity, r.hi, model.currency)}]"
+        rows.append((_LABELS[r.quantity], r.stage, r.segment, med, band))
+    heads = ("quantity", "stage", "segment", "median", "" if single else "90% interval")
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines.append(fmt.format(*heads).rstrip())
+    lines.append(fmt.format(*("-" * w for w in widths)).rstrip())
+    previous = None
+    for row in rows:
+        if previous is not None and row[:2] != previous:
+            lines.append("")
+        lines.append(fmt.format(*row).rstrip())
+        previous = row[:2]
+    return "\n".join(lines)

@@ -1,0 +1,435 @@
+"""Fit a funnel model's rates to a company's history with PyMC: a posterior for every forecast.
+
+Three independent parts, all on the sufficient statistics of ``forecast.statistics`` (never on
+raw rows, so a million-row history fits as fast as a small one):
+
+- **Hazards**: the piecewise-constant competing-risks model of ``forecast.hazards``. For a
+  declared move ``m`` (source ``s`` to destination ``d``), age band ``b``, segment ``g`` and
+  recycle level ``r``::
+
+      log λ[m, b, g, r] = α[m, b] + τ[m]·z[m, g] + 1{m moves towards won}·γ[r]
+
+  ``α ~ Normal(log_hazard_mu, log_hazard_sigma)``; segments are partially pooled per move
+  (``τ ~ HalfNormal(segment_effect_sigma)``, ``z ~ Normal(0, 1)``, non-centred); the recycle
+  effect ``γ[0] = 0``, ``γ[r] ~ Normal(0, recycle_effect_sigma)`` multiplies advances, skips and
+  recaptures as in the model file's ``[recycle]``. The likelihood is the simulator's own daily
+  process, not its continuous-time approximation: in a cell with ``E`` lead-days at risk (exit
+  days included), ``Y`` exits of which ``y_m`` by move ``m``, and ``Λ = Σ λ``,
+  ``log L = -(E - Y)Λ + Y·log(1 - e^{-Λ}) - Y·log Λ + Σ_m y_m log λ_m``. (The Poisson
+  likelihood ``Σ y log λ - EΛ`` is its limit for small ``Λ``; it biases fast hazards, e.g. the
+  consumer model's SQLs that go cold within a day.)
+- **Arrivals**: negative binomial per segment and day, mean ``μ_g · w[weekday]`` with
+  ``w = 7·softmax(η)``, ``η ~ ZeroSumNormal(day_of_week_sigma)``, ``log μ_g ~ Normal(log of the
+  model file's arrivals_per_day, arrivals_log_mu_sigma)``, NB size ``~ LogNormal(log 10,
+  arrivals_dispersion_log_sigma)``.
+- **Deal size**: lognormal per segment on the won deals with a known amount, log-scale means
+  pooled across segments (``μ_g ~ Normal(μ_0, σ_μ)``), ``σ_g ~ HalfNormal(deal_log_sigma_scale)``;
+  the likelihood is written on the per-segment sufficient statistics (count, Σ log x, Σ log² x).
+
+Priors come from the model file's ``[priors]`` (``PRIOR_DEFAULTS`` fill what it leaves out).
+Sampling is PyMC's NUTS (or nutpie, ``sampler="nutpie"``). The posterior is an ArviZ
+``InferenceData`` saved as netCDF with the model file's SHA-256, the history's SHA-256, the
+as-of date and the diagnostics in its attributes; :func:`posterior_parameters` turns it into one
+:class:`~forecast.parameters.Parameters` set per draw, refusing a posterior of another model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from forecast import __version__
+from forecast.model import FunnelModel
+from forecast.parameters import Parameters
+
+if TYPE_CHECKING:
+    from forecast.statistics import Statistics
+
+PRIOR_DEFAULTS = {
+    "log_hazard_mu": -5.0,
+    "log_hazard_sigma": 2.0,
+    "segment_effect_sigma": 0.5,
+    "recycle_effect_sigma": 0.5,
+    "arrivals_log_mu_sigma": 2.0,
+    "arrivals_dispersion_log_sigma": 1.5,
+    "day_of_week_sigma": 0.5,
+    "deal_log_mu_sigma": 2.0,
+    "deal_log_sigma_scale": 1.0,
+}
+MOVE_KINDS = ("advance", "expiry", "recapture", "lost")  # move_kinds() codes 1..4
+MIN_EVENTS_FOR_SEGMENTS = 20  # moves seen fewer times get no segment effect
+# Smaller steps than the default 0.8: the segment effects of a move whose segments barely
+# differ sit near the neck of a funnel; 0.9 removed the divergences on the CRM sample.
+TARGET_ACCEPT = 0.9
+RHAT_LIMIT = 1.01
+ESS_LIMIT = 100  # per parameter, bulk; below it the bands' parameter part is noisy
+FORMAT_VERSION = 1
+
+
+class PosteriorError(ValueError):
+    """A posterior file cannot be used (missing, unreadable, or fitted to another model)."""
+
+
+@dataclass(frozen=True)
+class Moves:
+    """The model's declared moves, in a fixed order (source-major, then destination)."""
+
+    source: np.ndarray  # int64 [n_moves]: state index
+    dest: np.ndarray  # int64 [n_moves]
+    towards_won: np.ndarray  # bool [n_moves]: advance, skip or recapture (kinds 1 and 3)
+    kind: np.ndarray  # int64 [n_moves]: index into MOVE_KINDS
+
+    def __len__(self) -> int:
+        return int(self.source.shape[0])
+
+    def labels(self, model: FunnelModel) -> list[str]:
+        return [f"{model.states[s]}->{model.states[d]}" for s, d in
+                zip(self.source, self.dest, strict=True)]
+
+
+def declared_moves(model: FunnelModel) -> Moves:
+    kinds = model.move_kinds()
+    source, dest = np.nonzero(kinds)
+    k = kinds[source, dest].astype(np.int64)
+    return Moves(source.astype(np.int64), dest.astype(np.int64), (k == 1) | (k == 3), k - 1)
+
+
+def priors_of(model: FunnelModel) -> dict[str, float]:
+    """The model file's ``[priors]`` over ``PRIOR_DEFAULTS`` (unknown keys are an error)."""
+    unknown = sorted(set(model.priors) - set(PRIOR_DEFAULTS))
+    if unknown:
+        raise PosteriorError(f"{model.path}: [priors] unknown key {unknown[0]!r} "
+                             f"(known: {', '.join(PRIOR_DEFAULTS)})")
+    out = dict(PRIOR_DEFAULTS)
+    for key, value in model.priors.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PosteriorError(f"{model.path}: [priors] {key} must be a number, got {value!r}")
+        if key != "log_hazard_mu" and value <= 0:
+            raise PosteriorError(f"{model.path}: [priors] {key} must be > 0, got {value}")
+        out[key] = float(value)
+    return out
+
+
+# ---- the PyMC model --------------------------------------------------------------------------
+
+def _import_pymc():
+    """Import PyMC without PyTensor's BLAS warning (this model has no matrix products)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
+    import pymc as pm
+
+    return pm
+
+
+def build_model(stats: Statistics, model: FunnelModel):
+    """The PyMC model of ``stats`` (hazards, arrivals, deal sizes) under ``model``'s priors."""
+    pm = _import_pymc()
+    import pytensor.tensor as pt
+
+    pri = priors_of(model)
+    moves = declared_moves(model)
+    n_b, n_g, n_r = len(model.age_bands), len(model.segments), model.recycle_levels
+    sources = np.unique(moves.source)
+    coords = {
+        "move": moves.labels(model),
+        "move_kind": list(MOVE_KINDS),
+        "band": [f"{lo}+" for lo in model.age_bands],
+        "segment": list(model.segment_names),
+        "recycle_level": [str(r) for r in range(1, n_r)],
+        "weekday": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+    }
+    y = stats.events[moves.source, :, :, :, moves.dest]  # [move, band, g, r]
+    # Segment effects only where the data can say something: a move seen a few times has no
+    # information on how segments differ, and a free centred effect there is a funnel.
+    with_effect = y.sum(axis=(1, 2, 3)) >= MIN_EVENTS_FOR_SEGMENTS
+    coords["segment_move"] = [m for m, w in zip(coords["move"], with_effect, strict=True) if w]
+    exposure = stats.exposure[sources]  # [source, band, g, r]
+    exits = stats.events.sum(-1)[sources]
+
+    with pm.Model(coords=coords) as pm_model:
+        # -- hazards
+        alpha = pm.Normal("log_hazard", pri["log_hazard_mu"], pri["log_hazard_sigma"],
+                          dims=("move", "band"))
+        log_lam = alpha[:, :, None, None]
+        if n_g > 1:
+            # Boundary-avoiding Gamma(2, ·) rather than a half-normal: a kind of move whose
+            # segments truly do not differ would otherwise drag the sampler into the funnel at 0.
+            tau = pm.Gamma("segment_sd", alpha=2.0, beta=2.0 / pri["segment_effect_sigma"],
+                           dims="move_kind")
+            if with_effect.any():
+                beta = pm.ZeroSumNormal("segment_effect",
+                                        sigma=tau[moves.kind[with_effect]][:, None],
+                                        dims=("segment_move", "segment"))
+                full = pt.zeros((len(moves), n_g))[with_effect].set(beta) \
+                    if not with_effect.all() else beta
+                log_lam = log_lam + full[:, None, :, None]
+        if n_r > 1:
+            gamma = pm.Normal("recycle_effect", 0.0, pri["recycle_effect_sigma"],
+                              dims="recycle_level")
+            full = pt.concatenate([pt.zeros(1), gamma])
+            log_lam = log_lam + moves.towards_won.astype(float)[:, None, None, None] \
+                * full[None, None, None, :]
+        log_lam = pt.broadcast_to(log_lam, (len(moves), n_b, n_g, n_r))
+        lam = pt.exp(log_lam)
+        lam_total = pt.stack([lam[moves.source == s].sum(0) for s in sources])
+        pm.Potential("hazard_loglik",
+                     pt.sum(y * log_lam)
+                     - pt.sum((exposure - exits) * lam_total)
+                     + pt.sum(exits * (pt.log1mexp(-lam_total) - pt.log(lam_total))))
+
+        # -- arrivals
+        default_rate = np.array([max(s.arrivals_per_day, 1e-3) for s in model.segments])
+        log_mu = pm.Normal("log_arrivals", np.log(default_rate), pri["arrivals_log_mu_sigma"],
+                           dims="segment")
+        eta = pm.ZeroSumNormal("day_of_week_effect", sigma=pri["day_of_week_sigma"],
+                               dims="weekday")
+        weights = 7.0 * pt.special.softmax(eta)
+        size = pm.LogNormal("arrivals_size", np.log(10.0), pri["arrivals_dispersion_log_sigma"],
+                            dims="segment")
+        if stats.arrivals.shape[0] > 0:
+            mu = pt.exp(log_mu)[None, :] * weights[stats.weekday][:, None]
+            pm.NegativeBinomial("arrivals", mu=mu, alpha=size[None, :],
+                                observed=stats.arrivals)
+
+        # -- deal sizes
+        default_mu = np.array([s.deal_mu for s in model.segments])
+        mu0 = pm.Normal("deal_log_mu_pooled", float(default_mu.mean()), pri["deal_log_mu_sigma"])
+        if n_g > 1:
+            # Centred: segments usually have many deals each, and prices differ by orders of
+            # magnitude between products (a non-centred form mixed badly on the CRM sample).
+            sd_mu = pm.HalfNormal("deal_log_mu_sd", pri["deal_log_mu_sigma"])
+            deal_mu = pm.Normal("deal_log_mu", mu0, sd_mu, dims="segment")
+        else:
+            deal_mu = pt.stack([mu0])
+        deal_sigma = pm.HalfNormal("deal_log_sigma", pri["deal_log_sigma_scale"], dims="segment")
+        logs = np.log(stats.deal_amounts)
+        n = np.bincount(stats.deal_segment, minlength=n_g).astype(float)
+        s1 = np.bincount(stats.deal_segment, weights=logs, minlength=n_g)
+        s2 = np.bincount(stats.deal_segment, weights=logs**2, minlength=n_g)
+        pm.Potential("deal_loglik", pt.sum(
+            -n * pt.log(deal_sigma)
+            - (s2 - 2.0 * deal_mu * s1 + n * deal_mu**2) / (2.0 * deal_sigma**2)))
+    return pm_model
+
+
+# ---- fitting ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted posterior and how it went."""
+
+    idata: object  # arviz.InferenceData
+    diagnostics: dict
+    timings: dict
+
+
+def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int = 1000,
+        chains: int = 2, cores: int | None = None, seed: int = 0, sampler: str = "pymc",
+        progress: bool = True, history_path: str = "", history_sha256: str = "") -> FitResult:
+    """Sample the posterior of ``model``'s rates given ``stats``.
+
+    Progress goes to stderr. The returned ``idata`` carries the provenance (model and history
+    hashes, as-of date, window, seed, sampler) and the diagnostics in its posterior's attrs.
+    Same statistics, model and seed give the same draws.
+    """
+    pm = _import_pymc()
+
+    timings = {}
+    t0 = time.perf_counter()
+    pm_model = build_model(stats, model)
+    cores = min(chains, os.cpu_count() or 1) if cores is None else cores
+    with contextlib.redirect_stdout(sys.stderr), pm_model:
+        if sampler == "nutpie":
+            import nutpie
+
+            compiled = nutpie.compile_pymc_model(pm_model)
+            timings["compile_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores,
+                                  seed=seed, progress_bar=progress, save_warmup=False,
+                                  target_accept=TARGET_ACCEPT)
+        elif sampler == "pymc":
+            timings["compile_s"] = 0.0  # pm.sample compiles inside; reported with sampling
+            t1 = time.perf_counter()
+            idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
+                              random_seed=seed, progressbar=progress,
+                              target_accept=TARGET_ACCEPT,
+                              compute_convergence_checks=False, idata_kwargs={"log_likelihood":
+                                                                             False})
+        else:
+            raise ValueError(f"sampler must be 'pymc' or 'nutpie', got {sampler!r}")
+    timings["sampling_s"] = time.perf_counter() - t1
+    diag = diagnose(idata)
+    idata.posterior.attrs.update({
+        "forecast_format": FORMAT_VERSION,
+        "forecast_version": __version__,
+        "model_name": model.name,
+        "model_path": str(model.path),
+        "model_sha256": model.sha256,
+        "history_path": history_path,
+        "history_sha256": history_sha256,
+        "as_of": stats.as_of.isoformat(),
+        "since": stats.since.isoformat() if stats.since else "",
+        "seed": int(seed),
+        "sampler": sampler,
+        "n_rows": int(stats.n_rows),
+        "n_leads": int(stats.n_leads),
+        "diagnostics": json.dumps(diag),
+    })
+    timings["total_s"] = time.perf_counter() - t0
+    return FitResult(idata=idata, diagnostics=diag, timings=timings)
+
+
+def diagnose(idata) -> dict:
+    """R-hat (max), bulk ESS (min), divergences and the warnings they call for."""
+    import arviz as az
+
+    post = idata.posterior
+    n_chains = post.sizes["chain"]
+    rhat = max(float(v.max()) for v in az.rhat(post).data_vars.values()) \
+        if n_chains > 1 else float("nan")
+    ess = min(float(v.min()) for v in az.ess(post, method="bulk").data_vars.values())
+    stats = idata.sample_stats
+    div_name = "diverging" if "diverging" in stats else None
+    divergences = int(stats[div_name].sum()) if div_name else 0
+    n_draws = int(post.sizes["draw"]) * n_chains
+    warnings = []
+    if n_chains < 2:
+        warnings.append("one chain: R-hat cannot be computed; run --chains 2 or more to check "
+                        "convergence")
+    elif not rhat <= RHAT_LIMIT:
+        warnings.append(f"R-hat {rhat:.3f} > {RHAT_LIMIT}: the chains disagree; run longer "
+                        f"(--tune and --draws 2000) or check the history for a rate that "
+                        f"changed during it (try --window)")
+    if divergences:
+        warnings.append(f"{divergences} divergent transitions of {n_draws}: the sampler missed "
+                        f"part of the posterior; raise --tune, or give weakly identified rates "
+                        f"tighter [priors] in the model file")
+    if ess < ESS_LIMIT:
+        warnings.append(f"smallest bulk ESS {ess:.0f} < {ESS_LIMIT}: too few effective draws; "
+                        f"run more --draws")
+    return {"max_rhat": rhat, "min_ess_bulk": ess, "divergences": divergences,
+            "draws": n_draws, "chains": int(n_chains), "warnings": warnings}
+
+
+# ---- from posterior to parameter sets ---------------------------------------------------------
+
+def _flat(post, name: str) -> np.ndarray:
+    """A posterior variable with (chain, draw) stacked chain-major into one leading axis."""
+    values = post[name].values
+    return values.reshape((-1, *values.shape[2:]))
+
+
+def posterior_parameters(idata, model: FunnelModel, path: str = "posterior") -> Parameters:
+    """One parameter set per posterior draw (chain-major), for the simulator.
+
+    Refuses (``PosteriorError``) a posterior fitted with another model file.
+    """
+    post = idata.posterior
+    sha = post.attrs.get("model_sha256")
+    if sha is None:
+        raise PosteriorError(f"{path}: not a forecast posterior (no model_sha256 attribute)")
+    if sha != model.sha256:
+        raise PosteriorError(
+            f"{path}: fitted with model {post.attrs.get('model_name')!r} "
+            f"({post.attrs.get('model_path')}, sha256 {sha[:12]}), not {model.path} "
+            f"(sha256 {model.sha256[:12]}); refit with `forecast fit --model {model.path}` or "
+            f"run with the model it was fitted with")
+    moves = declared_moves(model)
+    n_b, n_g, n_r = len(model.age_bands), len(model.segments), model.recycle_levels
+    log_lam = _flat(post, "log_hazard")[:, :, :, None, None]  # [set, move, band, 1, 1]
+    if n_g > 1:
+        if "segment_effect" in post:
+            labels = moves.labels(model)
+            rows = [labels.index(m) for m in post["segment_effect"].coords["segment_move"].values]
+            effect = np.zeros((log_lam.shape[0], len(moves), n_g))
+            effect[:, rows] = _flat(post, "segment_effect")
+            log_lam = log_lam + effect[:, :, None, :, None]
+    if n_r > 1:
+        gamma = np.concatenate([np.zeros((log_lam.shape[0], 1)),
+                                _flat(post, "recycle_effect")], axis=1)
+        log_lam = log_lam + moves.towards_won[None, :, None, None, None] \
+            * gamma[:, None, None, None, :]
+    n_sets = log_lam.shape[0]
+    lam = np.broadcast_to(np.exp(log_lam), (n_sets, len(moves), n_b, n_g, n_r))
+    hazards = np.zeros((n_sets, model.n_transient, n_b, n_g, n_r, len(model.states)))
+    for i, (s, d) in enumerate(zip(moves.source, moves.dest, strict=True)):
+        hazards[:, s, :, :, :, d] = lam[:, i]
+    eta = _flat(post, "day_of_week_effect")
+    dow = np.exp(eta - eta.max(1, keepdims=True))
+    dow = 7.0 * dow / dow.sum(1, keepdims=True)
+    if n_g > 1:
+        deal_mu = _flat(post, "deal_log_mu")
+    else:
+        deal_mu = _flat(post, "deal_log_mu_pooled")[:, None]
+    return Parameters(
+        hazards=hazards,
+        arrivals_mean=np.exp(_flat(post, "log_arrivals")),
+        arrivals_dispersion=_flat(post, "arrivals_size"),
+        day_of_week=dow,
+        deal_mu=np.ascontiguousarray(deal_mu),
+        deal_sigma=_flat(post, "deal_log_sigma"),
+    )
+
+
+# ---- files -----------------------------------------------------------------------------------
+
+def save_posterior(idata, path: str | Path) -> None:
+    """Write the posterior as netCDF, atomically (a temporary file moved into place)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        idata.to_netcdf(str(tmp), engine="h5netcdf")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """The posterior group of a saved fit (``arviz.from_netcdf`` reads the whole file)."""
+
+    posterior: object  # xarray.Dataset
+
+
+def load_posterior(path: str | Path) -> Posterior:
+    """Read the posterior group of a file written by :func:`save_posterior`.
+
+    Reads with xarray only (importing ArviZ costs seconds); ``PosteriorError`` if the file is
+    missing, unreadable or not written by ``forecast fit``.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not path.is_file():
+        raise PosteriorError(f"{path}: no such file")
+    try:
+        with xr.open_dataset(path, group="posterior", engine="h5netcdf") as ds:
+            ds = ds.load()
+    except Exception as exc:  # any reader failure means "not a posterior"
+        raise PosteriorError(f"{path}: not a readable posterior netCDF file "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if "model_sha256" not in ds.attrs or "log_hazard" not in ds:
+        raise PosteriorError(f"{path}: not a posterior written by `forecast fit`")
+    return Posterior(posterior=ds)
+
+
+def provenance(idata) -> dict:
+    """The attributes ``fit`` stored: model, history, as-of date, diagnostics."""
+    attrs = dict(idata.posterior.attrs)
+    out = {k: attrs.get(k) for k in ("model_name", "model_path", "model_sha256", "history_path",
+                                     "history_sha256", "as_of", "since", "seed", "sampler",
+                                     "n_rows", "n_leads", "forecast_version")}
+    out["diagnostics"] = json.loads(attrs.get("diagnostics", "{}"))
+    out["as_of_date"] = dt.date.fromisoformat(out["as_of"]) if out.get("as_of") else None
+    return out
