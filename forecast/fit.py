@@ -234,7 +234,7 @@ class FitResult:
 
 
 def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int = 1000,
-        chains: int = 2, cores: int | None = None, seed: int = 0, sampler: str = "pymc",
+        chains: int = 2, cores: int | None = None, seed: int = 0, sampler: str = "nutpie",
         progress: bool = True, history_path: str = "", history_sha256: str = "") -> FitResult:
     """Sample the posterior of ``model``'s rates given ``stats``.
 

@@ -1,0 +1,126 @@
+"""`forecast fit`, `forecast describe` and `forecast run --posterior` end to end.
+
+One small fit (the two-stage model on a simulated history, nutpie as users get it) is shared
+by the module; it takes about half a minute, most of it compiling the model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from forecast.cli import main
+
+pytestmark = pytest.mark.slow
+
+AS_OF = "2023-12-31"
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, two_stage):
+    path = tmp_path_factory.mktemp("fit") / "history.csv"
+    out = invoke("simulate-history", "--model", two_stage.path, "--start", "2023-03-01",
+                 "--days", 306, "--seed", 4, "--out", path)
+    assert out.exit_code == 0, out.output
+    return path
+
+
+@pytest.fixture(scope="module")
+def posterior(history, two_stage):
+    path = history.with_name("posterior.nc")
+    out = invoke("fit", "--model", two_stage.path, "--history", history, "--out", path,
+                 "--draws", 150, "--tune", 150, "--seed", 2, "--quiet")
+    return path, out
+
+
+def test_fit_writes_a_posterior_and_prints_what_it_learned(posterior, history):
+    path, out = posterior
+    assert out.exit_code == 0, out.output
+    assert path.is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["history.csv", "posterior.nc"]
+    text = out.stdout
+    assert f"fitted to {history} as of {AS_OF}" in text
+    assert "diagnostics: max R-hat" in text
+    for label in ("conversion to won", "median days in stage", "leaves by expiry",
+                  "shelf life (days)", "recaptured from nurture", "arrivals per day",
+                  "mean deal", "90% interval"):
+        assert label in text
+
+
+def test_describe_reads_the_posterior_in_three_formats(posterior, two_stage):
+    path, _ = posterior
+    table = invoke("describe", path)
+    assert table.exit_code == 0, table.output
+    assert "parameters: posterior" in table.stdout and "2023-12-31" in table.stdout
+    csv = invoke("describe", path, "--format", "csv")
+    frame = pd.read_csv(pd.io.common.StringIO(csv.stdout))
+    assert list(frame.columns) == ["quantity", "stage", "segment", "median", "lo", "hi", "sets"]
+    assert (frame["sets"] == 300).all()  # 2 chains x 150 draws
+    assert (frame["lo"] <= frame["median"]).all() and (frame["median"] <= frame["hi"]).all()
+    records = json.loads(invoke("describe", path, "--format", "json").stdout)
+    assert len(records) == len(frame)
+    # The fitted conversion of a fresh lead brackets the model's true one (defaults).
+    truth = pd.read_csv(pd.io.common.StringIO(
+        invoke("describe", "--model", two_stage.path, "--format", "csv").stdout))
+    key = ["quantity", "stage", "segment"]
+    both = frame.merge(truth[[*key, "median"]], on=key, suffixes=("", "_true"))
+    row = both[(both.quantity == "conversion_to_won") & (both.stage == "a")
+               & (both.segment == "all")].iloc[0]
+    assert row["lo"] <= row["median_true"] <= row["hi"]
+
+
+def test_run_with_the_posterior_carries_parameter_uncertainty(posterior, history, two_stage):
+    path, _ = posterior
+    args = ["run", "--model", two_stage.path, "--history", history, "--paths", 300,
+            "--format", "json", "--quiet"]
+    fitted = invoke(*args, "--posterior", path)
+    assert fitted.exit_code == 0, fitted.output
+    again = invoke(*args, "--posterior", path)
+    summary = json.loads(fitted.stdout)
+    assert summary["bands"] == json.loads(again.stdout)["bands"]  # same seed: same numbers
+    assert summary["posterior"] == str(path)
+    assert summary["parameters"].startswith(f"posterior {path} (300 draws")
+    defaults = json.loads(invoke(*args).stdout)
+    assert defaults["parameters"] == "model defaults"
+    assert summary["bands"] != defaults["bands"]
+
+
+def test_run_refuses_a_posterior_of_another_model(posterior):
+    path, _ = posterior
+    out = invoke("run", "--posterior", path, "--paths", 10, "--quiet")
+    assert out.exit_code == 1
+    assert "fitted with model 'two_stage'" in out.stderr and "refit" in out.stderr
+
+
+def test_bad_posterior_file_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.nc"
+    bad.write_text("hello")
+    for args in (["run", "--posterior", bad], ["describe", bad]):
+        out = invoke(*args)
+        assert out.exit_code == 1
+        assert f"{bad}: not a readable posterior" in out.stderr
+
+
+def test_fit_errors_leave_nothing_behind(tmp_path, history, two_stage):
+    out_path = tmp_path / "p.nc"
+    empty = tmp_path / "one.csv"
+    empty.write_text("lead_id,stage,entered_at\nL1,a,2024-01-01\n")
+    cases = [
+        (["--history", empty], "no moves between stages"),
+        (["--history", history, "--out", tmp_path / "p.txt"], "--out must end in .nc"),
+        (["--history", history, "--out", tmp_path / "nodir" / "p.nc"], "does not exist"),
+        (["--history", tmp_path / "missing.csv"], "missing.csv"),
+    ]
+    for extra, message in cases:
+        args = ["fit", "--model", two_stage.path, "--out", out_path, *extra]
+        out = invoke(*args)
+        assert out.exit_code == 1, (extra, out.output)
+        assert message in out.stderr, (extra, out.stderr)
+    assert list(tmp_path.iterdir()) == [empty]

@@ -1,0 +1,217 @@
+"""The PyMC fit against truth: parameter recovery on simulated history, the posterior file, the
+refusal of another model's posterior, determinism, and the real CRM sample.
+
+Fits are small (a two-stage model, a few hundred draws) and shared through module fixtures;
+each distinct fit compiles its model once (tens of seconds), so they are marked slow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forecast.eventlog import EventLog
+from forecast.fit import (
+    PosteriorError,
+    declared_moves,
+    fit,
+    load_posterior,
+    posterior_parameters,
+    priors_of,
+    save_posterior,
+)
+from forecast.model import load_model
+from forecast.simulate.engine import simulate_history
+from forecast.statistics import sufficient_statistics
+
+pytestmark = pytest.mark.slow
+
+START = dt.date(2023, 1, 2)
+DAYS = 420
+SCALE = 4.0  # arrivals x4: about 9 leads a day, 3,900 leads, enough for tight posteriors
+DRAWS = 300
+CRM = Path(__file__).resolve().parents[2] / "shared" / "data" / "crm_opportunities" \
+    / "sales_pipeline.csv"
+
+
+def simulated_log(model, params, days: int, seed: int) -> EventLog:
+    frame = simulate_history(model, params, START, days, seed)
+    frame["entered_at"] = frame["entered_at"].astype("datetime64[ns]")
+    return EventLog(frame=frame, path="simulated", as_of=None, sha256="sim")
+
+
+@pytest.fixture(scope="module")
+def truth(two_stage, two_stage_params):
+    return two_stage_params.with_arrivals_scaled(SCALE)
+
+
+@pytest.fixture(scope="module")
+def fitted(two_stage, truth):
+    log = simulated_log(two_stage, truth, DAYS, seed=11)
+    as_of = START + dt.timedelta(days=DAYS - 1)
+    stats = sufficient_statistics(log, two_stage, as_of)
+    result = fit(stats, two_stage, draws=DRAWS, tune=DRAWS, chains=2, seed=3, progress=False,
+                 sampler="pymc", history_path="simulated", history_sha256="sim")
+    return stats, result
+
+
+def true_primitives(model, params):
+    """The fit's parameters implied by the default parameter set (where they are finite)."""
+    moves = declared_moves(model)
+    h = params.hazards[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_h = np.log(h[moves.source, :, :, 0, moves.dest])  # [move, band, g] at recycle 0
+        alpha = log_h.mean(axis=2)  # [move, band]; -inf where the hazard is zero
+        beta = (log_h - alpha[:, :, None])[:, -1, :]  # [move, g]: the same in every band
+    ratio = h[moves.source, 0, 0, :, moves.dest][moves.towards_won]  # [move, r]
+    keep = ratio[:, 0] > 0
+    gamma = np.log(ratio[keep, 1:] / ratio[keep, :1]).mean(axis=0)
+    return alpha, beta, gamma
+
+
+def interval(draws: np.ndarray, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return lo, hi
+
+
+def test_recovers_the_true_parameters(two_stage, truth, fitted):
+    """90% intervals cover the truth about 90% of the time, and they are tight."""
+    _, result = fitted
+    post = result.idata.posterior
+    flat = {k: post[k].values.reshape((-1, *post[k].shape[2:])) for k in post.data_vars}
+    alpha, beta, gamma = true_primitives(two_stage, truth)
+    checks = []  # (name, truth, draws) per scalar parameter
+    for m, label in enumerate(post.coords["move"].values):
+        for b in range(alpha.shape[1]):
+            if np.isfinite(alpha[m, b]):
+                checks.append((f"log_hazard {label} band {b}", alpha[m, b],
+                               flat["log_hazard"][:, m, b]))
+    for i, label in enumerate(post.coords["segment_move"].values):
+        m = list(post.coords["move"].values).index(label)
+        checks.append((f"segment_effect {label}", beta[m, 0], flat["segment_effect"][:, i, 0]))
+    for r, g in enumerate(gamma):
+        checks.append((f"recycle_effect {r + 1}", g, flat["recycle_effect"][:, r]))
+    for j in range(len(two_stage.segments)):
+        checks.append((f"log_arrivals {j}", np.log(truth.arrivals_mean[0, j]),
+                       flat["log_arrivals"][:, j]))
+        checks.append((f"deal_log_mu {j}", truth.deal_mu[0, j], flat["deal_log_mu"][:, j]))
+        checks.append((f"deal_log_sigma {j}", truth.deal_sigma[0, j],
+                       flat["deal_log_sigma"][:, j]))
+    dow = np.log(np.asarray(two_stage.day_of_week))
+    for d in range(7):
+        checks.append((f"day_of_week {d}", dow[d] - dow.mean(), flat["day_of_week_effect"][:, d]))
+    covered, z, widths = [], [], []
+    for name, true, draws in checks:
+        lo, hi = interval(draws)
+        covered.append(lo <= true <= hi)
+        z.append((draws.mean() - true) / draws.std())
+        widths.append(hi - lo)
+        print(f"{name:40s} truth {true:8.3f}  90% [{lo:8.3f}, {hi:8.3f}]")
+    n = len(checks)
+    assert n >= 45
+    # Binomial(n, 0.9): 80% is more than two standard deviations below 90% for n ~ 50.
+    assert np.mean(covered) >= 0.80, f"coverage {np.mean(covered):.2f} of {n}"
+    assert abs(np.mean(z)) < 0.6, f"mean z {np.mean(z):.2f}: the fit is biased"
+    # Power: intervals a tenth as tight would still cover; these must be informative.
+    assert np.median(widths) < 0.6
+
+
+def test_zero_hazards_come_out_small(two_stage, fitted):
+    """Moves that never happen in a band (a -> lost in band 0) get a near-zero hazard."""
+    _, result = fitted
+    params = posterior_parameters(result.idata, two_stage)
+    a, lost = two_stage.state_index("a"), two_stage.state_index("lost")
+    assert np.median(params.hazards[:, a, 0, :, :, lost]) < 0.003
+
+
+def test_diagnostics_are_stored_and_clean(fitted):
+    _, result = fitted
+    diag = result.diagnostics
+    assert diag["chains"] == 2 and diag["draws"] == 2 * DRAWS
+    assert diag["max_rhat"] < 1.05 and diag["min_ess_bulk"] > 50
+    assert diag["divergences"] <= 2
+    assert "diagnostics" in result.idata.posterior.attrs
+
+
+def test_posterior_file_round_trip_and_provenance(tmp_path, two_stage, fitted):
+    stats, result = fitted
+    path = tmp_path / "posterior.nc"
+    save_posterior(result.idata, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["posterior.nc"]  # no temporary left
+    loaded = load_posterior(path)
+    attrs = loaded.posterior.attrs
+    assert attrs["model_sha256"] == two_stage.sha256
+    assert attrs["history_sha256"] == "sim"
+    assert attrs["as_of"] == stats.as_of.isoformat()
+    a = posterior_parameters(result.idata, two_stage)
+    b = posterior_parameters(loaded, two_stage)
+    for field in ("hazards", "arrivals_mean", "arrivals_dispersion", "day_of_week", "deal_mu",
+                  "deal_sigma"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.n_sets == 2 * DRAWS
+    np.testing.assert_allclose(a.day_of_week.mean(axis=1), 1.0)
+
+
+def test_posterior_of_another_model_is_refused(tmp_path, fitted, b2b):
+    _, result = fitted
+    path = tmp_path / "posterior.nc"
+    save_posterior(result.idata, path)
+    with pytest.raises(PosteriorError, match=r"fitted with model 'two_stage'.*refit"):
+        posterior_parameters(load_posterior(path), b2b, str(path))
+
+
+def test_not_a_posterior(tmp_path):
+    bad = tmp_path / "bad.nc"
+    bad.write_text("not netcdf")
+    with pytest.raises(PosteriorError, match=r"bad\.nc: not a readable posterior"):
+        load_posterior(bad)
+    with pytest.raises(PosteriorError, match="no such file"):
+        load_posterior(tmp_path / "missing.nc")
+
+
+@pytest.mark.parametrize("sampler", ["nutpie", "pymc"])
+def test_same_seed_same_posterior(two_stage, truth, sampler):
+    """Two fits of the same statistics with the same seed agree bit for bit."""
+    log = simulated_log(two_stage, truth, 120, seed=5)
+    stats = sufficient_statistics(log, two_stage, START + dt.timedelta(days=119))
+    a, b = (fit(stats, two_stage, draws=30, tune=30, chains=1, seed=9, progress=False,
+                sampler=sampler) for _ in range(2))
+    for name in a.idata.posterior.data_vars:
+        np.testing.assert_array_equal(a.idata.posterior[name].values,
+                                      b.idata.posterior[name].values)
+
+
+def test_priors_come_from_the_model_file(tmp_path, two_stage):
+    assert priors_of(two_stage)["log_hazard_mu"] == -5.0  # PRIOR_DEFAULTS: no [priors] table
+    text = Path(two_stage.path).read_text() + "\n[priors]\nlog_hazard_sigma = 1.5\n"
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    assert priors_of(load_model(path))["log_hazard_sigma"] == 1.5
+    path.write_text(text.replace("log_hazard_sigma = 1.5", "log_hazard_sigma = -1"))
+    with pytest.raises(PosteriorError, match=r"\[priors\] log_hazard_sigma must be > 0"):
+        priors_of(load_model(path))
+    path.write_text(text.replace("log_hazard_sigma = 1.5", "log_hazzard_sigma = 1"))
+    with pytest.raises(PosteriorError, match="unknown key 'log_hazzard_sigma'"):
+        priors_of(load_model(path))
+
+
+@pytest.mark.skipif(not CRM.exists(), reason="CRM sample not present (../shared/data)")
+def test_crm_sample_win_rate_and_days_match_the_data():
+    """The public CRM sample: 4,238 of 6,711 closed deals were won (63.15%); the Kaplan-Meier
+    median time to close, counting open deals as censored, is 69 days."""
+    from forecast.describe import describe
+    from forecast.importers import read_opportunities
+
+    model = load_model("opportunities")
+    log = read_opportunities(CRM, model, segment_column="product")
+    as_of = dt.date(2017, 12, 31)
+    stats = sufficient_statistics(log, model, as_of)
+    result = fit(stats, model, draws=250, tune=250, chains=2, seed=1, progress=False)
+    table = describe(model, posterior_parameters(result.idata, model))
+    row = table[(table.quantity == "conversion_to_won") & (table.segment == "all")].iloc[0]
+    assert abs(row["median"] - 0.6315) < 0.05
+    days = table[(table.quantity == "median_days_in_stage") & (table.segment == "GTX Basic")]
+    assert abs(days["median"].iloc[0] - 69) <= 10
