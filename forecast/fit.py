@@ -7,10 +7,11 @@ raw rows, so a million-row history fits as fast as a small one):
   declared move ``m`` (source ``s`` to destination ``d``), age band ``b``, segment ``g`` and
   recycle level ``r``::
 
-      log λ[m, b, g, r] = α[m, b] + τ[m]·z[m, g] + 1{m moves towards won}·γ[r]
+      log λ[m, b, g, r] = α[m, b] + β[m, g] + 1{m moves towards won}·γ[r]
 
   ``α ~ Normal(log_hazard_mu, log_hazard_sigma)``; segments are partially pooled per move
-  (``τ ~ HalfNormal(segment_effect_sigma)``, ``z ~ Normal(0, 1)``, non-centred); the recycle
+  (``β[m, ·] ~ ZeroSumNormal(τ[kind of m])``, ``τ ~ LogNormal(log segment_effect_sigma, 0.5)``,
+  only for moves seen at least 20 times); the recycle
   effect ``γ[0] = 0``, ``γ[r] ~ Normal(0, recycle_effect_sigma)`` multiplies advances, skips and
   recaptures as in the model file's ``[recycle]``. The likelihood is the simulator's own daily
   process, not its continuous-time approximation: in a cell with ``E`` lead-days at risk (exit
@@ -66,6 +67,7 @@ PRIOR_DEFAULTS = {
     "deal_log_sigma_scale": 1.0,
 }
 MOVE_KINDS = ("advance", "expiry", "recapture", "lost")  # move_kinds() codes 1..4
+SEGMENT_SD_LOG_SIGMA = 0.5  # spread of the segment-effect scale around its prior median
 MIN_EVENTS_FOR_SEGMENTS = 20  # moves seen fewer times get no segment effect
 # Smaller steps than the default 0.8: the segment effects of a move whose segments barely
 # differ sit near the neck of a funnel; 0.9 removed the divergences on the CRM sample.
@@ -162,10 +164,11 @@ def build_model(stats: Statistics, model: FunnelModel):
                           dims=("move", "band"))
         log_lam = alpha[:, :, None, None]
         if n_g > 1:
-            # Boundary-avoiding Gamma(2, ·) rather than a half-normal: a kind of move whose
-            # segments truly do not differ would otherwise drag the sampler into the funnel at 0.
-            tau = pm.Gamma("segment_sd", alpha=2.0, beta=2.0 / pri["segment_effect_sigma"],
-                           dims="move_kind")
+            # A lognormal scale, not a half-normal: it keeps the scale off zero, where a kind of
+            # move whose segments barely differ would drag the sampler into the funnel's neck
+            # (divergences on the CRM sample). Its median is segment_effect_sigma.
+            tau = pm.LogNormal("segment_sd", np.log(pri["segment_effect_sigma"]),
+                               SEGMENT_SD_LOG_SIGMA, dims="move_kind")
             if with_effect.any():
                 beta = pm.ZeroSumNormal("segment_effect",
                                         sigma=tau[moves.kind[with_effect]][:, None],
