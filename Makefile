@@ -28,6 +28,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulator.py
+	$(BIN)/python benchmarks/statistics_bench.py
+	$(BIN)/python benchmarks/fit.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check forecast tests benchmarks

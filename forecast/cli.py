@@ -300,8 +300,10 @@ def posterior_or_fail(path: Path, model: FunnelModel, paths: int | None = None):
 @click.option("--chains", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
               help="Sampler seed; the same seed gives the same posterior.")
-@click.option("--sampler", type=click.Choice(["nutpie", "pymc"]), default="nutpie",
-              show_default=True, help="NUTS implementation (nutpie is several times faster).")
+@click.option("--sampler", type=click.Choice(["pymc", "nutpie"]), default="pymc",
+              show_default=True,
+              help="NUTS implementation; nutpie (optional extra) samples faster but compiles "
+                   "for ~40 s every run.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @history_options
 def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tune, chains,
@@ -348,9 +350,12 @@ def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tu
          f"{int(stats.events.sum()):,} moves, {int(stats.arrivals.sum()):,} arrivals, "
          f"{stats.deal_amounts.size:,} deal amounts; {chains} chains x ({tune} tune + {draws} "
          f"draws) with {sampler}")
-    result = fit_mod.fit(stats, model, draws=draws, tune=tune, chains=chains, seed=seed,
-                         sampler=sampler, progress=not quiet, history_path=str(history),
-                         history_sha256=log.sha256)
+    try:
+        result = fit_mod.fit(stats, model, draws=draws, tune=tune, chains=chains, seed=seed,
+                             sampler=sampler, progress=not quiet, history_path=str(history),
+                             history_sha256=log.sha256)
+    except fit_mod.PosteriorError as exc:
+        fail(str(exc))
     try:
         fit_mod.save_posterior(result.idata, out_path)
     except OSError as exc:

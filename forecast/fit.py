@@ -28,10 +28,13 @@ raw rows, so a million-row history fits as fast as a small one):
   the likelihood is written on the per-segment sufficient statistics (count, Σ log x, Σ log² x).
 
 Priors come from the model file's ``[priors]`` (``PRIOR_DEFAULTS`` fill what it leaves out).
-Sampling is PyMC's NUTS (or nutpie, ``sampler="nutpie"``). The posterior is an ArviZ
-``InferenceData`` saved as netCDF with the model file's SHA-256, the history's SHA-256, the
-as-of date and the diagnostics in its attributes; :func:`posterior_parameters` turns it into one
-:class:`~forecast.parameters.Parameters` set per draw, refusing a posterior of another model.
+Sampling is PyMC's NUTS, or nutpie (``sampler="nutpie"``, an optional extra): nutpie samples
+about 3x faster but compiles for about 40 s in every process, where PyMC's compiled C is cached
+on disk, so end to end they tie at the default 1000 draws (``benchmarks/fit.py``). The
+posterior is an ArviZ ``InferenceData`` saved as netCDF with the model file's SHA-256, the
+history's SHA-256, the as-of date and the diagnostics in its attributes;
+:func:`posterior_parameters` turns it into one :class:`~forecast.parameters.Parameters` set per
+draw, refusing a posterior of another model.
 """
 
 from __future__ import annotations
@@ -237,7 +240,7 @@ class FitResult:
 
 
 def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int = 1000,
-        chains: int = 2, cores: int | None = None, seed: int = 0, sampler: str = "nutpie",
+        chains: int = 2, cores: int | None = None, seed: int = 0, sampler: str = "pymc",
         progress: bool = True, history_path: str = "", history_sha256: str = "") -> FitResult:
     """Sample the posterior of ``model``'s rates given ``stats``.
 
@@ -253,7 +256,12 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
     cores = min(chains, os.cpu_count() or 1) if cores is None else cores
     with contextlib.redirect_stdout(sys.stderr), pm_model:
         if sampler == "nutpie":
-            import nutpie
+            try:
+                import nutpie
+            except ImportError:
+                raise PosteriorError("the nutpie sampler is not installed: pip install "
+                                     "'pipeline-forecast[nutpie]', or use --sampler pymc") \
+                    from None
 
             compiled = nutpie.compile_pymc_model(pm_model)
             timings["compile_s"] = time.perf_counter() - t0
@@ -263,12 +271,21 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
                                   target_accept=TARGET_ACCEPT)
         elif sampler == "pymc":
             timings["compile_s"] = 0.0  # pm.sample compiles inside; reported with sampling
+            # Early tuning steps can overflow in the mass matrix update: harmless, but the
+            # workers would print it. They read the environment, not this process's filters.
+            saved = os.environ.get("PYTHONWARNINGS")
+            os.environ["PYTHONWARNINGS"] = "ignore::RuntimeWarning"
             t1 = time.perf_counter()
-            idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
-                              random_seed=seed, progressbar=progress,
-                              target_accept=TARGET_ACCEPT,
-                              compute_convergence_checks=False, idata_kwargs={"log_likelihood":
-                                                                             False})
+            try:
+                idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
+                                  random_seed=seed, progressbar=progress,
+                                  target_accept=TARGET_ACCEPT, compute_convergence_checks=False,
+                                  idata_kwargs={"log_likelihood": False})
+            finally:
+                if saved is None:
+                    os.environ.pop("PYTHONWARNINGS", None)
+                else:
+                    os.environ["PYTHONWARNINGS"] = saved
         else:
             raise ValueError(f"sampler must be 'pymc' or 'nutpie', got {sampler!r}")
     timings["sampling_s"] = time.perf_counter() - t1

@@ -1,6 +1,6 @@
 """`forecast fit`, `forecast describe` and `forecast run --posterior` end to end.
 
-One small fit (the two-stage model on a simulated history, nutpie as users get it) is shared
+One small fit (the two-stage model on a simulated history, the default sampler) is shared
 by the module; it takes about half a minute, most of it compiling the model.
 """
 

@@ -9,7 +9,8 @@ log is already in memory, as after ``read_event_log``); the best of ``BENCH_REPE
 Environment: ``BENCH_ROWS``, ``BENCH_MODEL`` (default ``b2b``), ``BENCH_DAYS`` (default 365),
 ``BENCH_REPEAT``.
 
-Usage: ``python benchmarks/statistics.py``.
+Usage: ``python benchmarks/statistics_bench.py`` (not ``statistics.py``: run as a script, that
+name would shadow the standard library module).
 """
 
 from __future__ import annotations
