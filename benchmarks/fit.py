@@ -55,9 +55,8 @@ def main() -> None:
             save_posterior(result.idata, Path(tmp) / f"{sampler}.nc")
             write_s = time.perf_counter() - t0
             d, tm = result.diagnostics, result.timings
-            compile_text = f"{tm['compile_s']:.0f} s compile + " if tm["compile_s"] else \
-                "(compile included) "
-            print(f"{sampler:8s} 2 x ({draws} tune + {draws} draws): {compile_text}"
+            print(f"{sampler:8s} 2 x ({draws} tune + {draws} draws): {tm['compile_s']:.0f} s "
+                  f"build + compile, "
                   f"{tm['sampling_s']:.0f} s sampling; max R-hat {d['max_rhat']:.3f}, "
                   f"min ESS {d['min_ess_bulk']:.0f}, {d['divergences']} divergences; "
                   f"posterior written in {write_s:.2f} s "

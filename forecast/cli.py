@@ -77,12 +77,12 @@ _IMPORT_OPTIONS = (
 _LIST_OPTIONS = ("won_values", "lost_values")
 
 
-def history_options(func, flag: str = "--history-format"):
-    """Add the history layout option (``flag``) and the importers' column options."""
+def history_options(func, flags: tuple[str, ...] = ("--history-format",)):
+    """Add the history layout option (``flags``) and the importers' column options."""
     for name, dest, text in reversed(_IMPORT_OPTIONS):
         func = click.option(name, dest, default=None, metavar="NAME", help=text)(func)
     return click.option(
-        flag, "history_format",
+        *flags, "history_format",
         type=click.Choice(["eventlog", "hubspot", "salesforce", "opportunities"]),
         default="eventlog", show_default=True, help="Layout of the history file.")(func)
 
@@ -279,9 +279,14 @@ def posterior_or_fail(path: Path, model: FunnelModel, paths: int | None = None):
     return params, info
 
 
+def _fit_history_options(func):
+    # `fit` reads nothing but the history, so its layout is plain --format (as the issue's
+    # command line has it); --history-format, as `run` spells it, works too.
+    return history_options(func, flags=("--format", "--history-format"))
+
+
 @main.command()
-@click.option("--history", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The history to learn from: an event log or a CRM export (--history-format).")
+@click.argument("history", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", "model_name", default=None, metavar="MODEL",
               help="Funnel model file or bundled name (its structure and [priors]). Default: b2b.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -305,10 +310,13 @@ def posterior_or_fail(path: Path, model: FunnelModel, paths: int | None = None):
               help="NUTS implementation; nutpie (optional extra) samples faster but compiles "
                    "for ~40 s every run.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-@history_options
+@_fit_history_options
 def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tune, chains,
         seed, sampler, quiet, history_format, **kwargs):
-    """Learn the funnel's rates from history: a posterior for `run --posterior`."""
+    """Learn the funnel's rates from HISTORY: a posterior for `run --posterior`.
+
+    HISTORY is an event log (CSV / Parquet) or a CRM export read with --format.
+    """
     from forecast import describe as describe_mod
     from forecast import fit as fit_mod
     from forecast.eventlog import InputError, latest_date
@@ -327,7 +335,7 @@ def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tu
     if not out_path.parent.is_dir():
         fail(f"{out_path}: directory {out_path.parent} does not exist")
     t0 = time.perf_counter()
-    log = read_history_or_fail(history, model, history_format, options, as_of)
+    log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format")
     if as_of is None:
         as_of = latest_date(log)
         note(f"as of {as_of} (the last date in {history.name})")

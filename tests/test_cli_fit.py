@@ -35,7 +35,7 @@ def history(tmp_path_factory, two_stage):
 @pytest.fixture(scope="module")
 def posterior(history, two_stage):
     path = history.with_name("posterior.nc")
-    out = invoke("fit", "--model", two_stage.path, "--history", history, "--out", path,
+    out = invoke("fit", history, "--model", two_stage.path, "--out", path,
                  "--draws", 150, "--tune", 150, "--seed", 2, "--quiet")
     return path, out
 
@@ -113,10 +113,13 @@ def test_fit_errors_leave_nothing_behind(tmp_path, history, two_stage):
     empty = tmp_path / "one.csv"
     empty.write_text("lead_id,stage,entered_at\nL1,a,2024-01-01\n")
     cases = [
-        (["--history", empty], "no moves between stages"),
-        (["--history", history, "--out", tmp_path / "p.txt"], "--out must end in .nc"),
-        (["--history", history, "--out", tmp_path / "nodir" / "p.nc"], "does not exist"),
-        (["--history", tmp_path / "missing.csv"], "missing.csv"),
+        ([empty], "no moves between stages"),
+        ([history, "--out", tmp_path / "p.txt"], "--out must end in .nc"),
+        ([history, "--out", tmp_path / "nodir" / "p.nc"], "does not exist"),
+        ([tmp_path / "missing.csv"], "missing.csv"),
+        ([history, "--format", "hubspot"], "history.csv"),
+        ([history, "--format", "eventlog", "--won-values", "W"],
+         "--won-values: not an option of --format eventlog"),
     ]
     for extra, message in cases:
         args = ["fit", "--model", two_stage.path, "--out", out_path, *extra]

@@ -48,9 +48,9 @@ def truth(two_stage, two_stage_params):
     return two_stage_params.with_arrivals_scaled(SCALE)
 
 
-@pytest.fixture(scope="module")
-def fitted(two_stage, truth):
-    log = simulated_log(two_stage, truth, DAYS, seed=11)
+@pytest.fixture(scope="module", params=[11, 12], ids=["history-seed-11", "history-seed-12"])
+def fitted(request, two_stage, truth):
+    log = simulated_log(two_stage, truth, DAYS, seed=request.param)
     as_of = START + dt.timedelta(days=DAYS - 1)
     stats = sufficient_statistics(log, two_stage, as_of)
     result = fit(stats, two_stage, draws=DRAWS, tune=DRAWS, chains=2, seed=3, progress=False,
