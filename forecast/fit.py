@@ -274,21 +274,11 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
             # times the compile (PyTensor caches the C on disk, so pm.sample's own is quick).
             pm_model.logp_dlogp_function(ravel_inputs=True)
             timings["compile_s"] = time.perf_counter() - t0
-            # Early tuning steps can overflow in the mass matrix update: harmless, but the
-            # workers would print it. They read the environment, not this process's filters.
-            saved = os.environ.get("PYTHONWARNINGS")
-            os.environ["PYTHONWARNINGS"] = "ignore::RuntimeWarning"
             t1 = time.perf_counter()
-            try:
-                idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
-                                  random_seed=seed, progressbar=progress,
-                                  target_accept=TARGET_ACCEPT, compute_convergence_checks=False,
-                                  idata_kwargs={"log_likelihood": False})
-            finally:
-                if saved is None:
-                    os.environ.pop("PYTHONWARNINGS", None)
-                else:
-                    os.environ["PYTHONWARNINGS"] = saved
+            idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
+                              random_seed=seed, progressbar=progress,
+                              target_accept=TARGET_ACCEPT, compute_convergence_checks=False,
+                              idata_kwargs={"log_likelihood": False})
         else:
             raise ValueError(f"sampler must be 'pymc' or 'nutpie', got {sampler!r}")
     timings["sampling_s"] = time.perf_counter() - t1
