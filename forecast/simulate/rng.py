@@ -8,8 +8,8 @@ path's index as spawn key. So a path's stream depends on the root seed and its i
 results are identical whatever the thread count, chunking or machine count.
 
 The non-uniform samplers follow NumPy's own algorithms (``numpy/random/src/distributions``):
-inversion for the exponential, Marsaglia's polar method for the normal, Marsaglia-Tsang for the
-gamma, multiplication / PTRS (Hörmann 1993) for the Poisson. Each is tested against its exact
+the ziggurat for the exponential, Marsaglia's polar method for the normal, Marsaglia-Tsang for
+the gamma, multiplication / PTRS (Hörmann 1993) for the Poisson. Each is tested against its exact
 distribution in ``tests/test_rng.py``.
 """
 
@@ -65,10 +65,55 @@ def uniform(st):
     return float(next_u64(st) >> uint64(11)) * _TWO_M53
 
 
+def _ziggurat_exp_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Marsaglia & Tsang's (2000) 256-layer ziggurat for the exponential, for 53-bit integers.
+
+    ``ke``: acceptance thresholds, ``we``: integer-to-x scales, ``fe``: ``exp(-x)`` at the layer
+    edges (their ``zigset``, with ``m2 = 2**53`` as in NumPy's 64-bit version).
+    """
+    m2 = 2.0**53
+    de = _ZIG_EXP_R
+    te = de
+    q = _ZIG_EXP_V / math.exp(-de)
+    ke = np.zeros(256, dtype=np.uint64)
+    we = np.zeros(256)
+    fe = np.zeros(256)
+    ke[0] = np.uint64((de / q) * m2)
+    we[0], we[255] = q / m2, de / m2
+    fe[0], fe[255] = 1.0, math.exp(-de)
+    for i in range(254, 0, -1):
+        de = -math.log(_ZIG_EXP_V / de + math.exp(-de))
+        ke[i + 1] = np.uint64((de / te) * m2)
+        te = de
+        fe[i] = math.exp(-de)
+        we[i] = de / m2
+    return ke, we, fe
+
+
+_ZIG_EXP_R = 7.69711747013104972  # start of the tail
+_ZIG_EXP_V = 3.949659822581572e-3  # area of each layer
+_ZIG_KE, _ZIG_WE, _ZIG_FE = _ziggurat_exp_tables()
+
+
 @njit
 def exponential(st):
-    """Standard exponential by inversion: ``-log(1 - U)``, ``1 - U`` in (0, 1]."""
-    return -math.log1p(-uniform(st))
+    """Standard exponential by the ziggurat method (Marsaglia & Tsang 2000, as NumPy does).
+
+    One 64-bit draw gives the layer (8 bits) and a 53-bit abscissa; 98.9% of draws are
+    accepted at once with a multiply and a compare, about 10x faster than ``-log(1 - U)``.
+    The rest go through the exact wedge test or, in the base layer, the exponential tail.
+    """
+    while True:
+        ri = next_u64(st) >> uint64(3)
+        idx = ri & uint64(0xFF)
+        ri >>= uint64(8)
+        x = float(ri) * _ZIG_WE[idx]
+        if ri < _ZIG_KE[idx]:
+            return x
+        if idx == 0:  # the tail beyond r: r + Exp(1)
+            return _ZIG_EXP_R - math.log1p(-uniform(st))
+        if (_ZIG_FE[idx - 1] - _ZIG_FE[idx]) * uniform(st) + _ZIG_FE[idx] < math.exp(-x):
+            return x
 
 
 @njit
