@@ -5,7 +5,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+# numba's on-disk cache is invalidated by a change to a kernel's own file, not to the files it
+# calls into (a new sampler in rng.py left stale kernels in place): key the cache by the
+# simulator's sources so any change there starts a fresh one.
+KERNEL_HASH := $(shell cat forecast/simulate/*.py tests/reference.py 2>/dev/null | cksum | cut -d' ' -f1)
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 # The machine sets PYTHONDONTWRITEBYTECODE; without .pyc files every import recompiles numba.
 unexport PYTHONDONTWRITEBYTECODE
 

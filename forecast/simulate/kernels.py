@@ -74,92 +74,30 @@ def sample_destination(st, cumdest, k, s, b, g, r):
     return d
 
 
-# Not inline="always": numba's IR-level inlining of this large function into the lead loop
-# made the whole path about 2x slower (333 vs 149 ns a lead, benchmarks: one b2b path, 300
-# arrivals a day); as a call, LLVM optimises it on its own. The outputs are bit-identical.
-@njit(cache=True)
-def simulate_lead(st, k, s, age, t, entry_day, g, r, amount,
-                  total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                  amount_stage, bookings, won, expired, recaptured, lost_value, moves, occ_diff,
-                  lead_id, events, event_amounts, n_events):
-    """Simulate one lead from its current state to absorption or the end of the horizon.
-
-    The lead is in state ``s`` (age ``age`` on day ``t``, the first day it is at risk) and is
-    counted in that state from the end of day ``entry_day`` (-1: already at the start).
-    Accumulates into the path's output rows (``moves`` counts every transition by day).
-    When ``events`` has rows, every state entered is also recorded there as
-    ``(lead_id, state, day, segment)``, with the deal amount where known.
-    """
-    horizon = bookings.shape[0]
-    n_active = kinds.shape[0] - 1
-    won_state = n_active + 1
-    lost_state = n_active + 2
-    n_rec = total.shape[4]
-    pend_val = 0.0
-    pend_day = -1
-    pend_stage = -1
-    while True:
-        occ_diff[max(entry_day, 0), s] += 1
-        exit_day, b = sample_exit(st, total, k, s, g, r, band_lo, age, t, horizon)
-        if exit_day < 0:
-            break
-        occ_diff[exit_day, s] -= 1
-        d = sample_destination(st, cumdest, k, s, b, g, r)
-        moves[exit_day] += 1
-        kind = kinds[s, d]
-        if d == won_state or d == amount_stage:
-            if amount != amount:  # NaN: not known yet, draw it now
-                amount = lognormal(st, deal_mu[k, g], deal_sigma[k, g])
-        if events.shape[0] > 0:
-            i = n_events[0]
-            if i < events.shape[0]:
-                events[i, 0] = lead_id
-                events[i, 1] = d
-                events[i, 2] = exit_day
-                events[i, 3] = g
-                event_amounts[i] = amount if (d == won_state or d == amount_stage) else np.nan
-            n_events[0] = i + 1
-        if d == won_state:
-            bookings[exit_day] += amount
-            won[exit_day] += 1
-            occ_diff[exit_day, d] += 1
-            pend_stage = -1
-            break
-        if d == lost_state:
-            occ_diff[exit_day, d] += 1
-            break
-        if kind == KIND_EXPIRY:
-            expired[exit_day, s] += 1
-            if pend_stage < 0:
-                value = amount if amount == amount else deal_mean[k, g]
-                pend_val = winprob[k, s, g, r] * value
-                pend_day = exit_day
-                pend_stage = s
-            r = min(r + 1, n_rec - 1)
-        elif kind == KIND_RECAPTURE:
-            recaptured[exit_day] += 1
-        if pend_stage >= 0 and pend_stage <= d < n_active:
-            pend_stage = -1  # came back to the stage it went cold from (or further)
-        s = d
-        age = 0
-        t = exit_day + 1
-        entry_day = exit_day
-    if pend_stage >= 0:
-        lost_value[pend_day] += pend_val
-
-
 @njit(cache=True)
 def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_rec, open_amount,
                   total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                   amount_stage, arr_mean, arr_size, dow, occ_days,
                   bookings, won, expired, recaptured, lost_value, moves, arrivals, occupancy,
                   events, event_amounts, n_events):
-    """One Monte Carlo path: the open pipeline (as "day -1"), then each day's arrivals."""
+    """One Monte Carlo path: the open pipeline (as "day -1"), then each day's arrivals.
+
+    Each lead is simulated from its state to absorption or the end of the horizon, its whole
+    trajectory at once: it is in state ``s`` (age ``age`` on day ``t0``, its first day at risk)
+    and counted there from the end of day ``ed``. Accumulates into the path's output rows
+    (``moves`` counts every transition by day). When ``events`` has rows, every state entered
+    is also recorded there as ``(lead_id, state, day, segment)``, with the deal amount where
+    known.
+    """
     horizon = bookings.shape[0]
     n_states = kinds.shape[1]
     n_seg = arr_mean.shape[1]
     n_open = open_state.shape[0]
     occ_diff = np.zeros((horizon + 1, n_states), dtype=np.int64)
+    n_active = kinds.shape[0] - 1
+    won_state = n_active + 1
+    lost_state = n_active + 2
+    n_rec = total.shape[4]
     lead_id = 0
     for t in range(-1, horizon):
         wd = (weekday0 + t) % 7
@@ -184,10 +122,62 @@ def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_r
                             events[i, 3] = g
                             event_amounts[i] = np.nan
                         n_events[0] = i + 1
-                simulate_lead(st, k, s, age, t0, t, seg, rec, amount, total, cumdest,
-                              band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                              amount_stage, bookings, won, expired, recaptured, lost_value,
-                              moves, occ_diff, lead_id, events, event_amounts, n_events)
+                # The lead, from its state to absorption or the end of the horizon. Written
+                # out here, not as a function: as a call it cost a third more (its 30 array
+                # arguments), and numba's inline="always" made the path 2x slower.
+                ed = t  # counted in state s from the end of day ed (-1: at the start)
+                pend_val = 0.0
+                pend_day = -1
+                pend_stage = -1
+                while True:
+                    occ_diff[max(ed, 0), s] += 1
+                    exit_day, b = sample_exit(st, total, k, s, seg, rec, band_lo, age, t0, horizon)
+                    if exit_day < 0:
+                        break
+                    occ_diff[exit_day, s] -= 1
+                    d = sample_destination(st, cumdest, k, s, b, seg, rec)
+                    moves[exit_day] += 1
+                    kind = kinds[s, d]
+                    if d == won_state or d == amount_stage:
+                        if amount != amount:  # NaN: not known yet, draw it now
+                            amount = lognormal(st, deal_mu[k, seg], deal_sigma[k, seg])
+                    if events.shape[0] > 0:
+                        i = n_events[0]
+                        if i < events.shape[0]:
+                            events[i, 0] = lead_id
+                            events[i, 1] = d
+                            events[i, 2] = exit_day
+                            events[i, 3] = seg
+                            priced = d == won_state or d == amount_stage
+                            event_amounts[i] = amount if priced else np.nan
+                        n_events[0] = i + 1
+                    if d == won_state:
+                        bookings[exit_day] += amount
+                        won[exit_day] += 1
+                        occ_diff[exit_day, d] += 1
+                        pend_stage = -1
+                        break
+                    if d == lost_state:
+                        occ_diff[exit_day, d] += 1
+                        break
+                    if kind == KIND_EXPIRY:
+                        expired[exit_day, s] += 1
+                        if pend_stage < 0:
+                            value = amount if amount == amount else deal_mean[k, seg]
+                            pend_val = winprob[k, s, seg, rec] * value
+                            pend_day = exit_day
+                            pend_stage = s
+                        rec = min(rec + 1, n_rec - 1)
+                    elif kind == KIND_RECAPTURE:
+                        recaptured[exit_day] += 1
+                    if pend_stage >= 0 and pend_stage <= d < n_active:
+                        pend_stage = -1  # came back to the stage it went cold from (or further)
+                    s = d
+                    age = 0
+                    t0 = exit_day + 1
+                    ed = exit_day
+                if pend_stage >= 0:
+                    lost_value[pend_day] += pend_val
                 lead_id += 1
     running = np.zeros(n_states, dtype=np.int64)
     m = 0
