@@ -18,6 +18,7 @@ from forecast.samples import sample_history_path
 
 HORIZON_DEFAULT = 90
 PATHS_DEFAULT = 2000
+_LEDGER_DEFAULT = "\0default-ledger"  # the value of a bare --ledger (no path given)
 
 
 class Progress:
@@ -121,6 +122,13 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
         fail(str(exc))
 
 
+def _ledger_timeout_option(func):
+    return click.option(
+        "--ledger-timeout", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
+        metavar="SECONDS",
+        help="How long to wait while another forecast process holds the ledger.")(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="forecast")
 def main() -> None:
@@ -155,10 +163,16 @@ def main() -> None:
 @click.option("--posterior", "posterior_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="A posterior from `forecast fit`: each path uses its own draw "
                                  "(path p takes draw p mod the number of draws).")
+@click.option("--ledger", "ledger_file", is_flag=False, flag_value=_LEDGER_DEFAULT,
+              default=None, metavar="[PATH]",
+              help="Record the run and its bands in the ledger (a DuckDB file) once it "
+                   "succeeds. Bare --ledger: $FORECAST_LEDGER, else ./forecasts.duckdb.")
+@_ledger_timeout_option
 @history_options
 def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, out_dir, fmt,
-        threads, quiet, posterior_path, history_format, **kwargs):
+        threads, quiet, posterior_path, ledger_file, ledger_timeout, history_format, **kwargs):
     """Forecast bookings: bands per period over a horizon, from an open pipeline."""
+    from forecast import ledger as ledger_mod
     from forecast import outputs, summarize
     from forecast.eventlog import latest_date, open_pipeline
     from forecast.simulate import simulate
@@ -170,6 +184,12 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
         fail(str(exc))
     as_of = parse_date(as_of_text, "--as-of")
     options = import_options(kwargs)
+    ledger_path = None
+    if ledger_file is not None:  # checked before simulating: a bad path fails fast
+        ledger_path = ledger_mod.ledger_path(None if ledger_file == _LEDGER_DEFAULT
+                                             else ledger_file)
+        if not ledger_path.parent.is_dir():
+            fail(f"{ledger_path}: --ledger directory {ledger_path.parent} does not exist")
     try:
         model: FunnelModel = load_model(model_name)
     except ModelError as exc:
@@ -193,6 +213,8 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
         note(f"note: the posterior was fitted on {fitted['history_path']}, not on this history")
     pipeline = open_pipeline(log, model, as_of)
     per = summarize.periods(as_of, horizon, by)
+    occupancy_days = per.last_day if ledger_path is None else \
+        ledger_mod.occupancy_days(as_of, horizon, also=per.last_day)
     if threads is not None:
         import numba
 
@@ -201,7 +223,7 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
     started = time.perf_counter()
     try:
         result = simulate(model, params, pipeline, as_of, horizon, paths, seed,
-                          occupancy_days=per.last_day, progress=progress)
+                          occupancy_days=occupancy_days, progress=progress)
     finally:
         progress.close()
     elapsed = time.perf_counter() - started
@@ -227,12 +249,127 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
     if out_dir is not None:
         _write_run_outputs(out_dir, result, bands, meta, qs, model)
         note(f"wrote {out_dir}/bands.csv, bands.parquet, summary.json, fan_chart.png")
+    if ledger_path is not None:
+        record = ledger_mod.RunRecord(
+            as_of=as_of, model_name=model.name, model_path=str(model.path),
+            model_sha256=model.sha256, history_path=str(history_path),
+            history_sha256=log.sha256, seed=seed, paths=paths, horizon_days=horizon,
+            currency=model.currency,
+            posterior_path=str(posterior_path) if posterior_path else None,
+            posterior_sha256=fitted["sha256"] if fitted else None)
+        try:
+            run_id = ledger_mod.record(ledger_path, record, ledger_mod.ledger_bands(result),
+                                       timeout=ledger_timeout)
+        except ledger_mod.LedgerError as exc:
+            fail(str(exc))
+        meta["ledger"], meta["run_id"] = str(ledger_path), run_id
+        note(f"recorded run {run_id} in {ledger_path}")
     if fmt == "table":
         click.echo(outputs.render_table(bands, header, model.currency, model.qualified_stage))
     elif fmt == "csv":
         click.echo(outputs.wide_bands(bands).to_csv(index=False), nl=False)
     else:
         click.echo(outputs.summary_json(meta, bands))
+
+
+@main.command("bands")
+@click.option("--ledger", "ledger_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="PATH",
+              help="The ledger to read. Default: $FORECAST_LEDGER, else ./forecasts.duckdb.")
+@click.option("--run", "run_ref", default="latest", show_default=True, metavar="latest|ID",
+              help="Which recorded run: the latest, or a run id.")
+@click.option("--as-of", "as_of_text", default=None, metavar="DATE",
+              help="The latest run with this as-of date (instead of --run).")
+@click.option("--by", type=click.Choice(["month", "quarter", "year"]), default="month",
+              show_default=True, help="Period of the bands.")
+@click.option("--quantiles", default="0.1,0.5,0.9", show_default=True,
+              help="Quantiles, comma-separated, within [0.01, 0.99]. The ledger stores "
+                   "0.01, 0.02, ..., 0.99; levels between them are interpolated linearly.")
+@click.option("--metric", default="bookings", show_default=True,
+              help="bookings, won_deals, expired_<qualified stage>, lost_to_expiry, "
+                   "expired_all, recaptured, arrivals, or in_<state> (leads in a state at "
+                   "each period's end).")
+@click.option("--cumulative", is_flag=True,
+              help="From the as-of date to each period's end instead of within each period "
+                   "(occupancy in_<state> is a level either way).")
+@click.option("--target", type=float, default=None, metavar="AMOUNT",
+              help="Add the probability that the metric reaches AMOUNT by each period's end "
+                   "(cumulative from the as-of date; interpolated from the stored quantiles).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
+              default="table", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE",
+              help="Write to FILE instead of stdout (needed for --format parquet).")
+@_ledger_timeout_option
+def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulative, target, fmt,
+              out_path, ledger_timeout):
+    """Bands of a recorded run, read from the ledger (nothing is re-run)."""
+    import json
+
+    from forecast import ledger as ledger_mod
+    from forecast.summarize import parse_quantiles
+
+    try:
+        qs = parse_quantiles(quantiles)
+    except ValueError as exc:
+        fail(str(exc))
+    as_of = parse_date(as_of_text, "--as-of")
+    if as_of is not None and run_ref != "latest":
+        fail("give --run ID or --as-of DATE, not both")
+    if fmt == "parquet" and out_path is None:
+        fail("--format parquet needs --out FILE")
+    if out_path is not None and not out_path.resolve().parent.is_dir():
+        fail(f"{out_path}: directory {out_path.parent} does not exist")
+    path = ledger_mod.ledger_path(ledger_file)
+    try:
+        con = ledger_mod.open_for_reading(path, timeout=ledger_timeout)
+        try:
+            run = ledger_mod.find_run(con, run_ref, as_of)
+            stored = ledger_mod.read_bands(con, run["run_id"], by, metric=metric)
+            if stored.empty:  # say which metrics there are
+                stored = ledger_mod.read_bands(con, run["run_id"], by)
+        finally:
+            con.close()
+        frame = ledger_mod.select_bands(stored, run, metric, qs, cumulative, target)
+    except ledger_mod.LedgerError as exc:
+        fail(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc))
+    info = {k: (v.isoformat() if isinstance(v, dt.date | dt.datetime) else v)
+            for k, v in run.items() if k != "quantile_grid"}
+    if fmt == "table":
+        scope = (f"cumulative from {run['as_of']} to each period's end" if cumulative
+                 and not metric.startswith("in_") else "within each period")
+        header = [
+            f"{metric} by {by}, {scope}: run {run['run_id']} of {path} (recorded "
+            f"{run['recorded_at']:%Y-%m-%d %H:%M} UTC)",
+            f"model {run['model_name']} ({run['model_path']}), as of {run['as_of']}, "
+            f"{run['horizon_days']} days, {run['paths']:,} paths, seed {run['seed']}",
+        ]
+        text = ledger_mod.render_table(frame, header, run["currency"], target) + "\n"
+    elif fmt == "csv":
+        text = frame.to_csv(index=False)
+    elif fmt == "json":
+        records = json.loads(frame.to_json(orient="records", date_format="iso",
+                                             double_precision=15))
+        for r in records:
+            r["start"], r["end"] = r["start"][:10], r["end"][:10]
+        text = json.dumps({"ledger": str(path), "run": info, "metric": metric, "by": by,
+                           "cumulative": bool(cumulative), "target": target,
+                           "bands": records}, indent=2, default=str) + "\n"
+    if out_path is None:
+        click.echo(text, nl=False)
+        return
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    try:
+        if fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            tmp.write_text(text)
+        os.replace(tmp, out_path)
+    except OSError as exc:
+        fail(f"{out_path}: could not write ({exc})")
+    finally:
+        tmp.unlink(missing_ok=True)
+    click.echo(f"wrote {len(frame)} rows to {out_path}", err=True)
 
 
 def _write_run_outputs(out_dir, result, bands, meta, qs, model) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from forecast.simulate import SimulationResult
 
-PERIODS = {"day": "D", "week": "W", "month": "M", "quarter": "Q"}
+PERIODS = {"day": "D", "week": "W", "month": "M", "quarter": "Q", "year": "Y"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,661 @@
+"""The run ledger: every recorded forecast and its bands, in an embedded DuckDB file.
+
+A ledger is one DuckDB database file (default ``forecasts.duckdb`` in the working directory;
+``--ledger PATH`` or the ``FORECAST_LEDGER`` environment variable name another). It is created
+on first use and migrated forward when an older schema is found (:func:`migrate`).
+
+Schema (version 1)
+------------------
+``schema_version(version, applied_at, description)``
+    One row per migration applied.
+``runs``
+    One row per recorded run: ``run_id`` (from a sequence), ``recorded_at`` (UTC), ``as_of``,
+    the model's name, path and SHA-256, the posterior's path and SHA-256 (NULL without one),
+    the history's path and SHA-256, ``scenario`` (NULL for the baseline), ``seed``, ``paths``,
+    ``horizon_days``, ``package_version``, ``currency`` and ``quantile_grid``, the quantile
+    levels of the run's bands (:data:`GRID`: 0.01, 0.02, ..., 0.99).
+``bands``
+    Long form, one row per run, grain (``month``, ``quarter``, ``year``), ``cumulative``,
+    period and metric: ``period`` label ('2027-01', '2027Q1', '2027'), ``period_start`` and
+    ``period_end`` (the days of the horizon inside the period: the first and last periods may
+    be partial), ``days``, ``metric``, then ``mean``, ``sd`` (over paths, ddof 1), ``min``,
+    ``max`` and ``quantiles``, a ``DOUBLE[]`` list aligned with the run's ``quantile_grid``.
+    Flows (bookings, won deals, expiries, ...) are stored twice: within the period
+    (``cumulative = false``) and from the as-of date to the period's end (``cumulative =
+    true``). Occupancy (``in_<state>``) is a level at the period's end, stored once with
+    ``cumulative = false``.
+
+The quantiles are a list column rather than one row per quantile: a band is always read whole
+(interpolating a quantile or the CDF needs its neighbours), it is 99 times fewer rows, and in
+SQL the list index is the percentile: ``quantiles[50]`` is the P50, ``quantiles[90]`` the P90.
+
+Writing
+-------
+A run is recorded in one transaction: the ``runs`` row and all its bands, or nothing. DuckDB
+lets one process at a time open a file for writing (readers from other processes are locked
+out too while it does), so :func:`connect` retries a lock conflict with exponential backoff
+until a timeout (default 30 s), then raises :class:`LedgerLockedError` naming the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecast import __version__
+
+DEFAULT_FILE = "forecasts.duckdb"
+ENV_VAR = "FORECAST_LEDGER"
+DEFAULT_TIMEOUT = 30.0
+GRAINS = ("month", "quarter", "year")
+#: The fixed quantile grid of the recorded bands: 0.01, 0.02, ..., 0.99.
+GRID = tuple(round(k / 100, 2) for k in range(1, 100))
+
+
+class LedgerError(Exception):
+    """A ledger that cannot be opened, read or written; the message names the file."""
+
+
+class LedgerLockedError(LedgerError):
+    """Another process held the ledger for longer than the timeout."""
+
+
+# ---- schema and migrations -------------------------------------------------------------------
+
+_V1 = (
+    """CREATE TABLE schema_version (
+        version INTEGER PRIMARY KEY,
+        applied_at TIMESTAMP NOT NULL,
+        description VARCHAR NOT NULL)""",
+    "CREATE SEQUENCE run_id_seq START 1",
+    """CREATE TABLE runs (
+        run_id BIGINT PRIMARY KEY DEFAULT nextval('run_id_seq'),
+        recorded_at TIMESTAMP NOT NULL,
+        as_of DATE NOT NULL,
+        model_name VARCHAR NOT NULL,
+        model_path VARCHAR NOT NULL,
+        model_sha256 VARCHAR NOT NULL,
+        posterior_path VARCHAR,
+        posterior_sha256 VARCHAR,
+        history_path VARCHAR NOT NULL,
+        history_sha256 VARCHAR NOT NULL,
+        scenario VARCHAR,
+        seed UBIGINT NOT NULL,
+        paths BIGINT NOT NULL,
+        horizon_days INTEGER NOT NULL,
+        package_version VARCHAR NOT NULL,
+        currency VARCHAR NOT NULL,
+        quantile_grid DOUBLE[] NOT NULL)""",
+    """CREATE TABLE bands (
+        run_id BIGINT NOT NULL REFERENCES runs (run_id),
+        grain VARCHAR NOT NULL CHECK (grain IN ('month', 'quarter', 'year')),
+        cumulative BOOLEAN NOT NULL,
+        period VARCHAR NOT NULL,
+        period_start DATE NOT NULL,
+        period_end DATE NOT NULL,
+        days INTEGER NOT NULL,
+        metric VARCHAR NOT NULL,
+        mean DOUBLE NOT NULL,
+        sd DOUBLE NOT NULL,
+        min DOUBLE NOT NULL,
+        max DOUBLE NOT NULL,
+        quantiles DOUBLE[] NOT NULL,
+        PRIMARY KEY (run_id, grain, cumulative, period, metric))""",
+)
+
+Step = str | Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema version: the SQL statements (or callables taking the connection) that bring
+    the schema from the previous version to ``version``."""
+
+    version: int
+    description: str
+    steps: tuple[Step, ...]
+
+
+#: Applied in order; append a new :class:`Migration` to change the schema, never edit one.
+MIGRATIONS: list[Migration] = [
+    Migration(1, "runs and bands", _V1),
+]
+
+
+def ledger_path(path: str | os.PathLike | None = None) -> Path:
+    """The ledger file: ``path`` if given, else ``$FORECAST_LEDGER``, else
+    ``./forecasts.duckdb``."""
+    if path is not None and str(path) != "":
+        return Path(path)
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else Path.cwd() / DEFAULT_FILE
+
+
+def connect(path: str | os.PathLike, *, read_only: bool = False,
+            timeout: float = DEFAULT_TIMEOUT):
+    """Open the ledger, waiting while another process holds its lock.
+
+    Parameters
+    ----------
+    path : path-like
+        The DuckDB file; created (empty) when opened for writing and absent.
+    read_only : bool
+        Open for reading only; the file must exist.
+    timeout : float
+        Seconds to keep retrying a lock conflict (exponential backoff from 50 ms to 1 s, with
+        jitter so that waiting processes do not retry in step).
+
+    Returns
+    -------
+    duckdb.DuckDBPyConnection
+
+    Raises
+    ------
+    LedgerLockedError
+        The lock was still held after ``timeout`` seconds.
+    LedgerError
+        The file is missing (``read_only``) or is not a DuckDB database.
+    """
+    import duckdb
+
+    path = Path(path)
+    if read_only and not path.exists():
+        raise LedgerError(f"{path}: no ledger there (record a run with `forecast run --ledger`)")
+    if not read_only and not path.parent.is_dir():
+        raise LedgerError(f"{path}: directory {path.parent} does not exist")
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    jitter = random.Random()
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LedgerLockedError(
+                    f"{path}: the ledger is locked by another forecast process; waited "
+                    f"{timeout:g} s (set a longer --ledger-timeout, or retry later)") from None
+            time.sleep(min(delay * jitter.uniform(0.5, 1.5), left))
+            delay = min(delay * 2, 1.0)
+        except duckdb.Error as exc:
+            raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
+
+
+def schema_version(con) -> int:
+    """The schema version of an open ledger: 0 for an empty database.
+
+    Raises
+    ------
+    LedgerError
+        The database has tables but no ``schema_version``: it is not a forecast ledger.
+    """
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall()}
+    if "schema_version" not in tables:
+        if tables:
+            raise LedgerError(f"{_name(con)}: not a forecast ledger (tables "
+                              f"{', '.join(sorted(tables))} but no schema_version)")
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(con, migrations: Iterable[Migration] | None = None) -> int:
+    """Bring an open read-write ledger to the latest schema; return the version it is at.
+
+    The pending migrations (those above the file's version) run in order inside one
+    transaction, each recorded in ``schema_version``: a failed step leaves the file as it was.
+
+    Raises
+    ------
+    LedgerError
+        The file's schema is newer than this package knows, or a migration step failed.
+    """
+    migrations = list(MIGRATIONS if migrations is None else migrations)
+    latest = migrations[-1].version
+    current = schema_version(con)
+    if current > latest:
+        raise LedgerError(f"{_name(con)}: ledger schema version {current} is newer than this "
+                          f"forecast ({__version__}) reads (up to {latest}); upgrade "
+                          "pipeline-forecast")
+    pending = [m for m in migrations if m.version > current]
+    if not pending:
+        return current
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for m in pending:
+            for step in m.steps:
+                if callable(step):
+                    step(con)
+                else:
+                    con.execute(step)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
+                        [m.version, _utcnow(), m.description])
+        con.execute("COMMIT")
+    except Exception as exc:
+        con.execute("ROLLBACK")
+        raise LedgerError(f"{_name(con)}: migrating the ledger from schema version {current} "
+                          f"failed ({exc}); the file is unchanged") from exc
+    return latest
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _name(con) -> str:
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = "
+                      "current_database()").fetchone()
+    return str(row[0]) if row and row[0] else "ledger"
+
+
+# ---- what a run records ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The inputs and settings of a run, as stored in ``runs``."""
+
+    as_of: dt.date
+    model_name: str
+    model_path: str
+    model_sha256: str
+    history_path: str
+    history_sha256: str
+    seed: int
+    paths: int
+    horizon_days: int
+    currency: str
+    posterior_path: str | None = None
+    posterior_sha256: str | None = None
+    scenario: str | None = None
+    package_version: str = __version__
+
+
+def occupancy_days(as_of: dt.date, horizon: int, also: Iterable[int] = ()) -> np.ndarray:
+    """Day indices at which the simulation must record occupancy for the ledger's grains.
+
+    The ends of every month, quarter and year inside the horizon (and the horizon's last day),
+    plus ``also`` (e.g. the ends of the periods the run prints).
+    """
+    from forecast.summarize import periods
+
+    days = set(int(d) for d in also)
+    for grain in GRAINS:
+        days.update(int(d) for d in periods(as_of, horizon, grain).last_day)
+    return np.array(sorted(days), dtype=np.int64)
+
+
+def ledger_bands(result, grid: tuple[float, ...] = GRID) -> pd.DataFrame:
+    """The bands a run records, computed from its per-path results.
+
+    Parameters
+    ----------
+    result : forecast.simulate.SimulationResult
+        With occupancy recorded at least on :func:`occupancy_days`.
+    grid : tuple of float
+        Quantile levels.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per grain, cumulative, period and metric (the ``bands`` table's columns but
+        ``run_id``); ``quantiles`` holds one float array per row, aligned with ``grid``.
+        Periods are those of :func:`forecast.summarize.bands` without its ``total`` row (the
+        last cumulative period is the total).
+    """
+    from forecast.summarize import bands, quantile_label
+
+    levels = (0.0, *grid, 1.0)
+    cols = [quantile_label(q) for q in levels]
+    frames = []
+    for grain in GRAINS:
+        for cumulative in (False, True):
+            b = bands(result, by=grain, quantiles=levels, cumulative=cumulative)
+            b = b[b["period"] != "total"]
+            if cumulative:
+                b = b[~b["metric"].str.startswith("in_")]
+            q = b[cols].to_numpy(dtype=float)
+            frames.append(pd.DataFrame({
+                "grain": grain, "cumulative": cumulative, "period": b["period"].to_numpy(),
+                "period_start": b["start"].to_numpy(), "period_end": b["end"].to_numpy(),
+                "days": b["days"].to_numpy(dtype=np.int64),
+                "metric": b["metric"].to_numpy(), "mean": b["mean"].to_numpy(dtype=float),
+                "sd": b["sd"].to_numpy(dtype=float), "min": q[:, 0], "max": q[:, -1],
+                "quantiles": list(q[:, 1:-1]),
+            }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def record(path: str | os.PathLike, run: RunRecord, bands: pd.DataFrame, *,
+           timeout: float = DEFAULT_TIMEOUT, grid: tuple[float, ...] = GRID) -> int:
+    """Record a run and its bands in one transaction; return its ``run_id``.
+
+    Creates and migrates the ledger as needed. Nothing is recorded if any part fails.
+
+    Parameters
+    ----------
+    path : path-like
+        The ledger file.
+    run : RunRecord
+        The run's inputs and settings.
+    bands : pandas.DataFrame
+        From :func:`ledger_bands` with the same ``grid``.
+    timeout : float
+        Seconds to wait for another process's lock (see :func:`connect`).
+    grid : tuple of float
+        The quantile levels of ``bands['quantiles']``.
+
+    Raises
+    ------
+    LedgerError
+        The ledger could not be opened, migrated or written; it is unchanged.
+    """
+    path = Path(path)
+    con = connect(path, timeout=timeout)
+    try:
+        migrate(con)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            run_id = _insert_run(con, run, grid)
+            _insert_bands(con, run_id, bands, len(grid))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    except LedgerError:
+        raise
+    except Exception as exc:
+        raise LedgerError(f"{path}: could not record the run ({exc}); nothing was "
+                          "recorded") from exc
+    finally:
+        con.close()
+    return run_id
+
+
+def _insert_run(con, run: RunRecord, grid: tuple[float, ...]) -> int:
+    fields = asdict(run)
+    fields["recorded_at"] = _utcnow()
+    fields["quantile_grid"] = list(grid)
+    names = list(fields)
+    row = con.execute(
+        f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+        "RETURNING run_id", [fields[n] for n in names]).fetchone()
+    return int(row[0])
+
+
+def _insert_bands(con, run_id: int, bands: pd.DataFrame, n_grid: int) -> None:
+    import pyarrow as pa
+
+    q = np.stack(bands["quantiles"].to_numpy()) if len(bands) else np.zeros((0, n_grid))
+    if q.shape[1] != n_grid:
+        raise ValueError(f"bands carry {q.shape[1]} quantiles, the grid has {n_grid}")
+    table = pa.table({
+        "grain": pa.array(bands["grain"], pa.string()),
+        "cumulative": pa.array(bands["cumulative"], pa.bool_()),
+        "period": pa.array(bands["period"], pa.string()),
+        "period_start": pa.array(pd.to_datetime(bands["period_start"]).dt.date, pa.date32()),
+        "period_end": pa.array(pd.to_datetime(bands["period_end"]).dt.date, pa.date32()),
+        "days": pa.array(bands["days"], pa.int32()),
+        "metric": pa.array(bands["metric"], pa.string()),
+        "mean": pa.array(bands["mean"], pa.float64()),
+        "sd": pa.array(bands["sd"], pa.float64()),
+        "min": pa.array(bands["min"], pa.float64()),
+        "max": pa.array(bands["max"], pa.float64()),
+        "quantiles": pa.array(list(q), pa.list_(pa.float64())),
+    })
+    con.register("_new_bands", table)
+    try:
+        con.execute(
+            "INSERT INTO bands SELECT ?, grain, cumulative, period, period_start, period_end, "
+            "days, metric, mean, sd, min, max, quantiles FROM _new_bands", [run_id])
+    finally:
+        con.unregister("_new_bands")
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+
+def open_for_reading(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT):
+    """Open an existing ledger read-only (migrating it first if its schema is older)."""
+    path = Path(path)
+    con = connect(path, read_only=True, timeout=timeout)
+    try:
+        version = schema_version(con)
+    except Exception:
+        con.close()
+        raise
+    if version < MIGRATIONS[-1].version:
+        con.close()
+        con = connect(path, timeout=timeout)
+        try:
+            migrate(con)
+        finally:
+            con.close()
+        con = connect(path, read_only=True, timeout=timeout)
+    elif version > MIGRATIONS[-1].version:
+        con.close()
+        raise LedgerError(f"{path}: ledger schema version {version} is newer than this "
+                          f"forecast ({__version__}) reads; upgrade pipeline-forecast")
+    return con
+
+
+def list_runs(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) -> pd.DataFrame:
+    """All recorded runs, oldest first (without their bands)."""
+    con = open_for_reading(path, timeout=timeout)
+    try:
+        return con.execute("SELECT * FROM runs ORDER BY run_id").df()
+    finally:
+        con.close()
+
+
+def find_run(con, run: str | int = "latest", as_of: dt.date | None = None) -> dict:
+    """The ``runs`` row of ``run`` ('latest' or an id), or the latest run as of ``as_of``.
+
+    Raises
+    ------
+    LedgerError
+        No runs, no such run id, or no run with that as-of date.
+    """
+    where, args = [], []
+    if str(run) != "latest":
+        try:
+            where.append("run_id = ?")
+            args.append(int(run))
+        except ValueError:
+            raise LedgerError(f"--run takes 'latest' or a run id, got {run!r}") from None
+    if as_of is not None:
+        where.append("as_of = ?")
+        args.append(as_of)
+    sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") \
+        + " ORDER BY run_id DESC LIMIT 1"
+    cur = con.execute(sql, args)
+    row = cur.fetchone()
+    if row is None:
+        if con.execute("SELECT count(*) FROM runs").fetchone()[0] == 0:
+            raise LedgerError("no runs recorded yet")
+        if str(run) != "latest":
+            raise LedgerError(f"no run with id {run}"
+                              + (f" and as-of date {as_of}" if as_of else ""))
+        raise LedgerError(f"no run with as-of date {as_of}")
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+def read_bands(con, run_id: int, grain: str = "month", cumulative: bool | None = None,
+               metric: str | None = None) -> pd.DataFrame:
+    """A run's stored bands for one grain (and optionally one metric), in period order.
+
+    ``cumulative=None`` returns both forms. ``quantiles`` comes back as one float array per row.
+    """
+    if grain not in GRAINS:
+        raise LedgerError(f"--by must be one of {', '.join(GRAINS)}, got {grain!r}")
+    where, args = ["run_id = ?", "grain = ?"], [run_id, grain]
+    if cumulative is not None:
+        where.append("cumulative = ?")
+        args.append(cumulative)
+    if metric is not None:
+        where.append("metric = ?")
+        args.append(metric)
+    frame = con.execute(
+        "SELECT * FROM bands WHERE " + " AND ".join(where)
+        + " ORDER BY cumulative, metric, period_start", args).df()
+    frame["quantiles"] = [np.asarray(q, dtype=float) for q in frame["quantiles"]]
+    frame["period_start"] = pd.to_datetime(frame["period_start"]).dt.date
+    frame["period_end"] = pd.to_datetime(frame["period_end"]).dt.date
+    return frame
+
+
+# ---- answers from the stored grid ------------------------------------------------------------
+
+
+def interpolate_quantiles(values: np.ndarray, grid: Iterable[float],
+                          quantiles: Iterable[float]) -> np.ndarray:
+    """Quantiles at any levels inside the grid, by linear interpolation between grid points.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``[row, grid point]``: each row's quantiles at ``grid``.
+    grid, quantiles : sequences of float
+        Stored levels (increasing) and wanted levels, each within ``[grid[0], grid[-1]]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[row, wanted level]``. A wanted level on the grid returns the stored value exactly.
+    """
+    grid = np.asarray(list(grid), dtype=float)
+    quantiles = np.asarray(list(quantiles), dtype=float)
+    lo, hi = grid[0], grid[-1]
+    bad = quantiles[(quantiles < lo - 1e-12) | (quantiles > hi + 1e-12)]
+    if bad.size:
+        raise LedgerError(f"quantile {bad[0]:g} is outside the recorded grid [{lo:g}, {hi:g}]")
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    return np.stack([np.interp(quantiles, grid, row) for row in values]) if len(values) \
+        else np.zeros((0, quantiles.size))
+
+
+def probability_at_least(target: float, values: np.ndarray, grid: Iterable[float],
+                         vmin: float, vmax: float) -> float:
+    """P(X >= target) from stored quantiles: the interpolated empirical CDF.
+
+    The quantile function is taken as piecewise linear through ``(0, vmin)``, the grid points
+    and ``(1, vmax)``; ``P(X < target)`` is the level where it first reaches ``target``
+    (so a point mass at ``target`` counts as reached). Exact to the grid's resolution (0.01)
+    plus the Monte Carlo error of the stored quantiles.
+    """
+    levels = np.r_[0.0, np.asarray(list(grid), dtype=float), 1.0]
+    q = np.r_[vmin, np.asarray(values, dtype=float), vmax]
+    if target <= q[0]:
+        return 1.0
+    if target > q[-1]:
+        return 0.0
+    i = int(np.argmax(q >= target))  # first level with Q >= target; i >= 1
+    frac = (target - q[i - 1]) / (q[i] - q[i - 1])
+    below = levels[i - 1] + frac * (levels[i] - levels[i - 1])
+    return float(1.0 - below)
+
+
+# ---- what `forecast bands` shows -------------------------------------------------------------
+
+MONEY_METRICS = ("bookings", "lost_to_expiry")
+TARGET_COLUMN = "p_reach_target"
+
+
+def select_bands(stored: pd.DataFrame, run: dict, metric: str, quantiles: Iterable[float],
+                 cumulative: bool = False, target: float | None = None) -> pd.DataFrame:
+    """One metric's bands at any quantiles, from a run's stored bands (one grain).
+
+    Parameters
+    ----------
+    stored : pandas.DataFrame
+        From :func:`read_bands` (both forms, all metrics or this one).
+    run : dict
+        The run's ``runs`` row (its ``quantile_grid``).
+    metric : str
+        A stored metric.
+    quantiles : sequence of float
+        Levels within the grid; off-grid levels are interpolated.
+    cumulative : bool
+        From the as-of date to each period's end instead of within the period (flows only:
+        occupancy is a level and is shown as stored).
+    target : float, optional
+        Adds :data:`TARGET_COLUMN`: P(metric >= target) by each period's end, from the
+        cumulative bands (levels for occupancy).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``run_id, period, start, end, days, metric, cumulative, mean, sd``, one ``p<level>``
+        column per quantile, then the target column if asked.
+    """
+    available = sorted(stored["metric"].unique())
+    if metric not in available:
+        raise LedgerError(f"run {run['run_id']} has no metric {metric!r} (metrics: "
+                          f"{', '.join(available)})")
+    grid = list(run["quantile_grid"])
+    quantiles = list(quantiles)
+    level = metric.startswith("in_")
+    mine = stored[stored["metric"] == metric]
+    shown = mine[mine["cumulative"] == (cumulative and not level)].reset_index(drop=True)
+    values = interpolate_quantiles(np.stack(shown["quantiles"].to_list()), grid, quantiles)
+    start, days = shown["period_start"], shown["days"].astype(np.int64)
+    if cumulative and not level:  # the span is from the horizon's first day to the period's end
+        start, days = pd.Series([start.min()] * len(shown)), days.cumsum()
+    out = pd.DataFrame({
+        "run_id": shown["run_id"].astype(np.int64), "period": shown["period"],
+        "start": start, "end": shown["period_end"], "days": days,
+        "metric": metric, "cumulative": bool(cumulative and not level), "mean": shown["mean"],
+        "sd": shown["sd"]})
+    from forecast.summarize import quantile_label
+
+    for j, q in enumerate(quantiles):
+        out[quantile_label(q)] = values[:, j]
+    if target is not None:
+        by_end = mine[mine["cumulative"] == (not level)].set_index("period")
+        out[TARGET_COLUMN] = [
+            probability_at_least(target, by_end.at[p, "quantiles"], grid, by_end.at[p, "min"],
+                                 by_end.at[p, "max"]) for p in shown["period"]]
+    return out
+
+
+def render_table(frame: pd.DataFrame, header: list[str], currency: str,
+                 target: float | None = None) -> str:
+    """The human table of :func:`select_bands`: money in compact currency, counts plain."""
+    from forecast.outputs import money
+
+    metric = frame["metric"].iloc[0] if len(frame) else ""
+    is_money = metric in MONEY_METRICS
+
+    def fmt(x: float) -> str:
+        if is_money:
+            return money(x, currency)
+        return f"{x:,.0f}" if abs(x - round(x)) < 1e-9 else f"{x:,.1f}"
+
+    qcols = [c for c in frame.columns if c.startswith("p") and c[1:2].isdigit()]
+    cols = ["period", "start", "end", "days", "mean", "sd", *(c.upper() for c in qcols)]
+    if target is not None:
+        cols.append(f"P(>= {fmt(target)})")
+    rows = []
+    for d in frame.to_dict("records"):
+        row = [d["period"], str(d["start"]), str(d["end"]), str(d["days"]), fmt(d["mean"]),
+               fmt(d["sd"]), *(fmt(d[c]) for c in qcols)]
+        if target is not None:
+            row.append(f"{100 * d[TARGET_COLUMN]:.0f}%")
+        rows.append(row)
+    widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows, strict=True)]
+    line = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
+    out = [*header, "", line.format(*cols), "  ".join("-" * w for w in widths)]
+    out += [line.format(*r) for r in rows]
+    return "\n".join(out)

@@ -1,0 +1,394 @@
+"""The run ledger: schema and migrations, round trip, atomicity, locking between processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast import ledger, summarize
+from forecast.simulate import simulate
+
+AS_OF = dt.date(2024, 11, 20)  # the horizon crosses a month, a quarter and a year end
+HORIZON = 75
+PATHS = 200
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def result(two_stage, two_stage_params, two_stage_pipeline):
+    return simulate(two_stage, two_stage_params, two_stage_pipeline, AS_OF, HORIZON, PATHS,
+                    seed=3, occupancy_days=ledger.occupancy_days(AS_OF, HORIZON))
+
+
+@pytest.fixture(scope="module")
+def stored(result):
+    return ledger.ledger_bands(result)
+
+
+def run_record(result, **changes) -> ledger.RunRecord:
+    fields = dict(as_of=result.as_of, model_name=result.model.name,
+                  model_path=str(result.model.path), model_sha256=result.model.sha256,
+                  history_path="history.csv", history_sha256="0" * 64, seed=result.seed,
+                  paths=result.n_paths, horizon_days=result.horizon,
+                  currency=result.model.currency)
+    return ledger.RunRecord(**{**fields, **changes})
+
+
+def count(path, table: str) -> int:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    finally:
+        con.close()
+
+
+# ---- schema and migrations -------------------------------------------------------------------
+
+
+def test_grid_is_the_percentiles():
+    assert len(ledger.GRID) == 99
+    assert ledger.GRID[0] == 0.01 and ledger.GRID[49] == 0.5 and ledger.GRID[-1] == 0.99
+    assert np.allclose(np.diff(ledger.GRID), 0.01)
+
+
+def test_first_record_creates_a_v1_ledger(tmp_path, result, stored):
+    path = tmp_path / "l.duckdb"
+    run_id = ledger.record(path, run_record(result), stored)
+    assert run_id == 1
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert ledger.schema_version(con) == 1
+        tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+        assert tables == {"schema_version", "runs", "bands"}
+        run = con.execute("SELECT * FROM runs").df().iloc[0]
+    finally:
+        con.close()
+    assert pd.Timestamp(run["as_of"]).date() == AS_OF
+    assert run["seed"] == 3 and run["paths"] == PATHS and run["horizon_days"] == HORIZON
+    assert run["posterior_sha256"] is None or pd.isna(run["posterior_sha256"])
+    assert list(run["quantile_grid"]) == list(ledger.GRID)
+    assert abs(pd.Timestamp(run["recorded_at"]) - pd.Timestamp.now("UTC").tz_localize(None)) \
+        < pd.Timedelta(minutes=5)  # UTC
+    assert ledger.record(path, run_record(result), stored) == 2
+
+
+def test_empty_database_is_migrated_to_the_latest_schema(tmp_path):
+    path = tmp_path / "empty.duckdb"
+    duckdb.connect(str(path)).close()  # a database at "version 0": no tables
+    con = ledger.open_for_reading(path)
+    try:
+        assert ledger.schema_version(con) == ledger.MIGRATIONS[-1].version
+    finally:
+        con.close()
+    with pytest.raises(ledger.LedgerError, match="no runs recorded yet"):
+        con = ledger.open_for_reading(path)
+        try:
+            ledger.find_run(con)
+        finally:
+            con.close()
+
+
+def test_older_ledger_is_migrated_forward_keeping_its_runs(tmp_path, monkeypatch, result,
+                                                           stored):
+    path = tmp_path / "old.duckdb"
+    ledger.record(path, run_record(result), stored)  # written at version 1: now "older"
+
+    def fill(con):
+        con.execute("UPDATE runs SET note = 'before v2'")
+
+    v2 = ledger.Migration(2, "runs.note", ("ALTER TABLE runs ADD COLUMN note VARCHAR", fill))
+    monkeypatch.setattr(ledger, "MIGRATIONS", [*ledger.MIGRATIONS, v2])
+    con = ledger.open_for_reading(path)
+    try:
+        versions = con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert [v[0] for v in versions] == [1, 2]
+        assert con.execute("SELECT run_id, note FROM runs").fetchall() == [(1, "before v2")]
+        assert len(ledger.read_bands(con, 1, "month")) > 0
+    finally:
+        con.close()
+    assert ledger.record(path, run_record(result), stored) == 2  # and it keeps working
+
+
+def test_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch, result, stored):
+    path = tmp_path / "old.duckdb"
+    ledger.record(path, run_record(result), stored)
+    bad = ledger.Migration(2, "broken", ("ALTER TABLE runs ADD COLUMN note VARCHAR",
+                                         "ALTER TABLE no_such_table ADD COLUMN x INTEGER"))
+    monkeypatch.setattr(ledger, "MIGRATIONS", [*ledger.MIGRATIONS, bad])
+    with pytest.raises(ledger.LedgerError, match="migrating the ledger from schema version 1"):
+        ledger.record(path, run_record(result), stored)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert ledger.schema_version(con) == 1
+        columns = {r[0] for r in con.execute("DESCRIBE runs").fetchall()}
+        assert "note" not in columns
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+    finally:
+        con.close()
+
+
+def test_newer_schema_and_foreign_database_are_refused(tmp_path, result, stored):
+    path = tmp_path / "new.duckdb"
+    ledger.record(path, run_record(result), stored)
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO schema_version VALUES (99, now()::TIMESTAMP, 'future')")
+    con.close()
+    with pytest.raises(ledger.LedgerError, match="schema version 99 is newer"):
+        ledger.record(path, run_record(result), stored)
+    with pytest.raises(ledger.LedgerError, match="newer"):
+        ledger.open_for_reading(path)
+    other = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE sales (x INTEGER)")
+    con.close()
+    with pytest.raises(ledger.LedgerError, match="not a forecast ledger"):
+        ledger.record(other, run_record(result), stored)
+
+
+def test_ledger_path_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv(ledger.ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert ledger.ledger_path() == tmp_path / "forecasts.duckdb"
+    monkeypatch.setenv(ledger.ENV_VAR, str(tmp_path / "env.duckdb"))
+    assert ledger.ledger_path() == tmp_path / "env.duckdb"
+    assert ledger.ledger_path("x.duckdb") == Path("x.duckdb")
+
+
+# ---- what is recorded ------------------------------------------------------------------------
+
+
+def test_round_trip_equals_the_bands_computed_directly(tmp_path, result, stored):
+    path = tmp_path / "l.duckdb"
+    run_id = ledger.record(path, run_record(result), stored)
+    con = ledger.open_for_reading(path)
+    try:
+        run = ledger.find_run(con)
+        for grain in ledger.GRAINS:
+            back = ledger.read_bands(con, run_id, grain)
+            for cumulative in (False, True):
+                direct = summarize.bands(result, by=grain, quantiles=ledger.GRID,
+                                         cumulative=cumulative)
+                direct = direct[direct["period"] != "total"]
+                if cumulative:  # occupancy is a level: stored once
+                    direct = direct[~direct["metric"].str.startswith("in_")]
+                got = back[back["cumulative"] == cumulative]
+                got = got.set_index(["metric", "period"]).loc[
+                    list(zip(direct["metric"], direct["period"], strict=True))]
+                assert len(got) == len(direct) > 0
+                np.testing.assert_array_equal(got["mean"], direct["mean"])
+                np.testing.assert_array_equal(got["sd"], direct["sd"])
+                qcols = [summarize.quantile_label(q) for q in ledger.GRID]
+                np.testing.assert_array_equal(np.stack(got["quantiles"].to_list()),
+                                              direct[qcols].to_numpy())
+                assert list(got["period_end"]) == list(direct["end"])
+                assert list(got["days"]) == list(direct["days"])
+        # a question asked later: the P10 / P50 / P90 of the run, and an off-grid level
+        month = ledger.read_bands(con, run_id, "month", metric="bookings")
+    finally:
+        con.close()
+    direct = summarize.bands(result, by="month", quantiles=(0.1, 0.5, 0.9))
+    direct = direct[(direct["metric"] == "bookings") & (direct["period"] != "total")]
+    shown = ledger.select_bands(month, run, "bookings", (0.1, 0.125, 0.5, 0.9))
+    for col in ("p10", "p50", "p90"):
+        np.testing.assert_allclose(shown[col], direct[col], rtol=1e-12)
+    assert np.all((shown["p10"] <= shown["p12.5"]) & (shown["p12.5"] <= shown["p50"]))
+    assert list(shown["period"]) == ["2024-11", "2024-12", "2025-01", "2025-02"]
+
+
+def test_grains_and_labels(stored):
+    labels = {g: list(stored[(stored["grain"] == g) & (stored["metric"] == "bookings")
+                             & ~stored["cumulative"]]["period"]) for g in ledger.GRAINS}
+    assert labels == {"month": ["2024-11", "2024-12", "2025-01", "2025-02"],
+                      "quarter": ["2024Q4", "2025Q1"], "year": ["2024", "2025"]}
+    assert not stored[stored["cumulative"] & stored["metric"].str.startswith("in_")].size
+    per_grain = stored[stored["cumulative"] & (stored["metric"] == "bookings")]
+    last = per_grain.groupby("grain")["mean"].last()
+    assert np.allclose(last, last.iloc[0])  # every grain's last cumulative period is the total
+
+
+def test_target_probability_matches_the_paths(result, stored):
+    per = summarize.periods(result.as_of, result.horizon, "month")
+    cum = np.cumsum(summarize.per_period(result, per)["bookings"], axis=1)
+    rows = stored[(stored["grain"] == "month") & stored["cumulative"]
+                  & (stored["metric"] == "bookings")].reset_index(drop=True)
+    checked = 0
+    for j, row in rows.iterrows():
+        x = cum[:, j]
+        targets = [*np.quantile(x, [0.03, 0.2, 0.5, 0.77, 0.95]), x.min() - 1, x.max() + 1]
+        for t in targets:
+            p = ledger.probability_at_least(t, row["quantiles"], ledger.GRID, row["min"],
+                                            row["max"])
+            direct = float(np.mean(x >= t))
+            # the grid's resolution (0.01) plus the step of one path's share of the ECDF
+            assert p == pytest.approx(direct, abs=0.01 + 1.0 / PATHS), (row["period"], t)
+            checked += 1
+        assert ledger.probability_at_least(x.min() - 1, row["quantiles"], ledger.GRID,
+                                           row["min"], row["max"]) == 1.0
+        assert ledger.probability_at_least(x.max() + 1, row["quantiles"], ledger.GRID,
+                                           row["min"], row["max"]) == 0.0
+    assert checked == 7 * len(rows)
+
+
+def test_quantiles_outside_the_grid_are_refused():
+    with pytest.raises(ledger.LedgerError, match="outside the recorded grid"):
+        ledger.interpolate_quantiles(np.zeros((1, 99)), ledger.GRID, [0.005])
+
+
+# ---- atomicity -------------------------------------------------------------------------------
+
+
+def test_a_run_that_fails_midway_records_nothing(tmp_path, monkeypatch, result, stored):
+    path = tmp_path / "l.duckdb"
+    ledger.record(path, run_record(result), stored)
+    real = ledger._insert_bands
+
+    def half_then_fail(con, run_id, bands, n_grid):
+        real(con, run_id, bands.iloc[: len(bands) // 2], n_grid)
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ledger, "_insert_bands", half_then_fail)
+    with pytest.raises(ledger.LedgerError, match=r"disk on fire.*nothing was recorded"):
+        ledger.record(path, run_record(result, seed=99), stored)
+    monkeypatch.undo()
+    assert count(path, "runs") == 1 and count(path, "bands") == len(stored)
+    # a database-level failure (a NOT NULL metric) halfway through the bands, likewise
+    broken = stored.copy()
+    broken.loc[len(broken) - 1, "metric"] = None
+    with pytest.raises(ledger.LedgerError, match="nothing was recorded"):
+        ledger.record(path, run_record(result, seed=98), broken)
+    assert count(path, "runs") == 1 and count(path, "bands") == len(stored)
+    assert ledger.record(path, run_record(result), stored) >= 2  # the ledger still works
+    assert count(path, "runs") == 2 and count(path, "bands") == 2 * len(stored)
+
+
+# ---- two processes ---------------------------------------------------------------------------
+
+# A writer process: records N runs of small synthetic bands as fast as it can, once the start
+# file exists; it counts the lock conflicts it met (and retried).
+WRITER = textwrap.dedent("""
+    import datetime as dt, os, sys, time
+    import duckdb, numpy as np, pandas as pd
+    from forecast import ledger
+    path, n, tag, start = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    real, conflicts = duckdb.connect, [0]
+    def counting(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        except duckdb.IOException:
+            conflicts[0] += 1
+            raise
+    duckdb.connect = counting
+    periods = ["2027-01", "2027-02", "2027-03"]
+    bands = pd.DataFrame({
+        "grain": "month", "cumulative": False, "period": periods,
+        "period_start": [dt.date(2027, m, 1) for m in (1, 2, 3)],
+        "period_end": [dt.date(2027, m, 28) for m in (1, 2, 3)], "days": 28,
+        "metric": "bookings", "mean": 1.0, "sd": 0.5, "min": 0.0, "max": 2.0,
+        "quantiles": [np.linspace(0.1, 1.9, 99)] * 3})
+    print("ready", flush=True)
+    while not os.path.exists(start):
+        time.sleep(0.01)
+    for i in range(n):
+        run = ledger.RunRecord(as_of=dt.date(2026, 12, 31), model_name=tag, model_path="m",
+                               model_sha256="0" * 64, history_path="h",
+                               history_sha256="0" * 64, seed=i, paths=1, horizon_days=90,
+                               currency="USD")
+        ledger.record(path, run, bands, timeout=60)
+    print("done", conflicts[0], flush=True)
+""")
+
+# A process that opens the ledger for writing, says so, and keeps it open for a while.
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from forecast import ledger
+    con = ledger.connect(sys.argv[1])
+    ledger.migrate(con)
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+    con.close()
+""")
+
+
+def spawn(script: str, *args) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=REPO)
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    path = tmp_path / "shared.duckdb"
+    start = tmp_path / "go"
+    n = 15
+    procs = [spawn(WRITER, path, n, tag, start) for tag in ("a", "b")]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        start.touch()  # both start writing together
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    conflicts = 0
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        word, number = out.split()
+        assert word == "done"
+        conflicts += int(number)
+    assert conflicts > 0  # they did collide, and waited
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        per_tag = dict(con.execute(
+            "SELECT model_name, count(*) FROM runs GROUP BY model_name").fetchall())
+        assert per_tag == {"a": n, "b": n}
+        assert con.execute("SELECT count(DISTINCT run_id) FROM runs").fetchone()[0] == 2 * n
+        assert con.execute("SELECT count(*) FROM bands").fetchone()[0] == 2 * n * 3
+    finally:
+        con.close()
+
+
+def test_a_writer_waits_for_the_lock_then_records(tmp_path, result, stored):
+    path = tmp_path / "held.duckdb"
+    holder = spawn(HOLDER, path, 1.5)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        run_id = ledger.record(path, run_record(result), stored, timeout=30)
+        waited = time.monotonic() - started
+        holder.wait(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert run_id == 1 and waited > 0.5
+    assert count(path, "bands") == len(stored)
+
+
+def test_lock_held_too_long_is_a_clear_error(tmp_path, result, stored):
+    path = tmp_path / "held.duckdb"
+    holder = spawn(HOLDER, path, 30)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        with pytest.raises(ledger.LedgerLockedError) as info:
+            ledger.record(path, run_record(result), stored, timeout=0.3)
+        assert 0.25 < time.monotonic() - started < 5
+        assert str(info.value) == (f"{path}: the ledger is locked by another forecast process; "
+                                   "waited 0.3 s (set a longer --ledger-timeout, or retry "
+                                   "later)")
+        with pytest.raises(ledger.LedgerLockedError, match=r"waited 0\.2 s"):
+            ledger.open_for_reading(path, timeout=0.2)  # readers wait for a writer too
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert count(path, "runs") == 0
