@@ -328,9 +328,13 @@ def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulativ
             stored = ledger_mod.read_bands(con, run["run_id"], by, metric=metric)
             if stored.empty:  # say which metrics there are
                 stored = ledger_mod.read_bands(con, run["run_id"], by)
+            actual_days = ledger_mod.read_actual_days(
+                con, run["model_name"], metric, run["as_of"],
+                run["as_of"] + dt.timedelta(days=int(run["horizon_days"])))
         finally:
             con.close()
-        frame = ledger_mod.select_bands(stored, run, metric, qs, cumulative, target)
+        frame = ledger_mod.select_bands(stored, run, metric, qs, cumulative, target,
+                                        actual_days=actual_days)
     except ledger_mod.LedgerError as exc:
         fail(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc))
     info = {k: (v.isoformat() if isinstance(v, dt.date | dt.datetime) else v)
@@ -370,6 +374,185 @@ def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulativ
     finally:
         tmp.unlink(missing_ok=True)
     click.echo(f"wrote {len(frame)} rows to {out_path}", err=True)
+
+
+@main.command("actuals")
+@click.argument("history", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model_name", default=None, metavar="MODEL",
+              help="Funnel model file or bundled name (reads the stages; actuals are kept per "
+                   "model, like runs). Default: b2b.")
+@click.option("--ledger", "ledger_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="PATH",
+              help="The ledger to record in. Default: $FORECAST_LEDGER, else "
+                   "./forecasts.duckdb.")
+@click.option("--quiet", is_flag=True, help="No notes on stderr.")
+@_ledger_timeout_option
+@lambda f: history_options(f, flags=("--format", "--history-format"))
+def actuals_cmd(history, model_name, ledger_file, quiet, ledger_timeout, history_format,
+                **kwargs):
+    """Record what actually closed in HISTORY: bookings and won deals per period.
+
+    HISTORY is an event log (CSV / Parquet) or a CRM export read with --format. A won deal is
+    a lead's entry into won, dated by its row; its booking is the amount on that row, else the
+    lead's last known amount before it (no known amount: the deal counts, with 0). Every day,
+    month, quarter and year the history touches is recorded, months, quarters and years with
+    a complete flag (the history covers the whole period). Recording again replaces the
+    earlier actuals of the periods this history covers (a complete period is never replaced
+    by an incomplete one). `forecast bands` and `forecast trend` then show the actuals
+    beside the forecasts.
+    """
+    from forecast import ledger as ledger_mod
+    from forecast import trend as trend_mod
+    from forecast.eventlog import InputError
+    from forecast.outputs import money
+
+    note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    options = import_options(kwargs)
+    path = ledger_mod.ledger_path(ledger_file)
+    if not path.parent.is_dir():
+        fail(f"{path}: --ledger directory {path.parent} does not exist")
+    try:
+        model: FunnelModel = load_model(model_name)
+    except ModelError as exc:
+        fail(str(exc))
+    log = read_history_or_fail(history, model, history_format, options, None, flag="--format")
+    for line in log.notes:
+        note(f"note: {line}")
+    try:
+        real = trend_mod.realized(log, model)
+    except InputError as exc:
+        fail(str(exc))
+    frame = trend_mod.actuals_frame(real)
+    try:
+        counts = ledger_mod.record_actuals(path, model.name, frame, history_path=str(history),
+                                           history_sha256=log.sha256, timeout=ledger_timeout)
+    except ledger_mod.LedgerError as exc:
+        fail(str(exc))
+    if real.unpriced:
+        note(f"note: {real.unpriced:,} won deals without a known amount count 0 in bookings")
+    if counts["kept"]:
+        note(f"note: kept {counts['kept']} complete period rows that this history covers only "
+             "in part")
+    months = frame[(frame["grain"] == "month") & (frame["metric"] == "bookings")]
+    click.echo(f"recorded actuals of {history} ({real.first} to {real.last}) in {path} for "
+               f"model {model.name}: {int(real.won_deals.sum()):,} won deals, "
+               f"{money(float(real.bookings.sum()), model.currency)} bookings; "
+               f"{len(months)} months ({int(months['complete'].sum())} complete); "
+               f"replaced {counts['replaced']} earlier rows")
+
+
+@main.command("trend")
+@click.option("--period", required=True, metavar="LABEL",
+              help="A month (2027-01), quarter (2027Q1) or year (2027); the grain follows.")
+@click.option("--metric", default="bookings", show_default=True,
+              help="A flow metric: bookings, won_deals, lost_to_expiry, expired_all, ...")
+@click.option("--last", type=click.IntRange(1, None), default=None, metavar="N",
+              help="Only the last N runs (by as-of date, then run id).")
+@click.option("--model", "model_name", default=None, metavar="NAME",
+              help="Only runs of this model (needed when runs of several models cover the "
+                   "period).")
+@click.option("--quantiles", default="0.1,0.5,0.9", show_default=True,
+              help="Three quantiles, comma-separated: the band's low end, middle and high end.")
+@click.option("--ledger", "ledger_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="PATH",
+              help="The ledger to read. Default: $FORECAST_LEDGER, else ./forecasts.duckdb.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE.png",
+              help="Also draw the band and P50 over the as-of dates, with the actual, as a PNG.")
+@_ledger_timeout_option
+def trend_cmd(period, metric, last, model_name, quantiles, ledger_file, fmt, chart_path,
+              ledger_timeout):
+    """How the forecast for one period moved across the recorded runs.
+
+    One row per run whose horizon covers the whole period, by as-of date: the period's
+    within-period band, and its actual once recorded with `forecast actuals` (and complete).
+    A run whose horizon covers only part of the period (it starts inside it, or ends before
+    its last day) forecast fewer days, so it is not comparable and is skipped (the count is
+    noted on stderr).
+    """
+    import json
+
+    from forecast import ledger as ledger_mod
+    from forecast import trend as trend_mod
+    from forecast.outputs import money
+    from forecast.summarize import parse_quantiles, quantile_label
+
+    try:
+        qs = parse_quantiles(quantiles)
+    except ValueError as exc:
+        fail(str(exc))
+    if len(qs) != 3:
+        fail(f"--quantiles takes three levels (low, middle, high), got {quantiles!r}")
+    if chart_path is not None:
+        if chart_path.suffix.lower() != ".png":
+            fail(f"{chart_path}: --chart must end in .png")
+        if not chart_path.resolve().parent.is_dir():
+            fail(f"{chart_path}: directory {chart_path.parent} does not exist")
+    try:
+        trend_mod.parse_period(period)
+    except trend_mod.PeriodError as exc:
+        fail(str(exc))
+    path = ledger_mod.ledger_path(ledger_file)
+    try:
+        con = ledger_mod.open_for_reading(path, timeout=ledger_timeout)
+        try:
+            frame, info = ledger_mod.trend(con, period, metric, quantiles=qs, last=last,
+                                           model_name=model_name)
+        finally:
+            con.close()
+    except ledger_mod.LedgerError as exc:
+        fail(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc))
+    period = period.strip()
+    if info["partial"]:
+        click.echo(f"note: skipped {info['partial']} runs whose horizon covers only part of "
+                   f"{period}", err=True)
+    labels = [quantile_label(q) for q in qs]
+    currency = info["currency"]
+    is_money = metric in ledger_mod.MONEY_METRICS
+
+    def pd_isna(x) -> bool:
+        return x is None or (isinstance(x, float) and x != x)
+
+    def show(x: float) -> str:
+        if pd_isna(x):
+            return ""
+        return money(x, currency) if is_money else f"{x:,.1f}"
+
+    if fmt == "table":
+        actual = "" if pd_isna(info["actual"]) else f"; actual {show(info['actual'])}"
+        header = [f"{metric} in {period} ({info['start']} to {info['end']}), model "
+                  f"{info['model_name']}: {len(frame)} of {info['runs']} runs covering it"
+                  f"{actual}"]
+        cols = ["run", "as of", "recorded (UTC)", "mean", *(c.upper() for c in labels),
+                "actual"]
+        rows = [[str(r["run_id"]), str(r["as_of"]), f"{r['recorded_at']:%Y-%m-%d %H:%M}",
+                 show(r["mean"]), *(show(r[c]) for c in labels), show(r["actual"])]
+                for r in frame.to_dict("records")]
+        widths = [max(len(x) for x in col) for col in zip(cols, *rows, strict=True)]
+        line = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
+        out = [*header, "", line.format(*cols), "  ".join("-" * w for w in widths)]
+        click.echo("\n".join(out + [line.format(*r) for r in rows]))
+    elif fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    else:
+        records = json.loads(frame.to_json(orient="records", date_format="iso",
+                                             double_precision=15))
+        for r in records:
+            r["as_of"] = r["as_of"][:10]
+        meta = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in info.items()}
+        meta["actual"] = None if pd_isna(info["actual"]) else info["actual"]
+        click.echo(json.dumps({"ledger": str(path), "period": period, "metric": metric,
+                               **meta, "trend": records}, indent=2))
+    if chart_path is not None:
+        try:
+            trend_mod.trend_chart(chart_path, frame, columns=labels, period=period,
+                                  metric=metric, currency=currency,
+                                  actual=None if pd_isna(info["actual"]) else info["actual"])
+        except OSError as exc:
+            fail(f"{chart_path}: could not write ({exc})")
+        click.echo(f"wrote {chart_path}", err=True)
 
 
 def _write_run_outputs(out_dir, result, bands, meta, qs, model) -> None:
@@ -599,3 +782,9 @@ def simulate_history_cmd(model_name, start_text, days, seed, out_path):
         tmp.unlink(missing_ok=True)
     click.echo(f"wrote {len(log):,} rows for {log['lead_id'].nunique():,} leads to {out_path}",
                err=True)
+
+
+# `forecast nightly` lives in its own module (it strings fit, run and the ledger together).
+from forecast.nightly import nightly as _nightly  # noqa: E402 - needs the helpers above
+
+main.add_command(_nightly)

@@ -11,7 +11,8 @@ raw rows, so a million-row history fits as fast as a small one):
 
   ``α ~ Normal(log_hazard_mu, log_hazard_sigma)``; segments are partially pooled per move
   (``β[m, ·] ~ ZeroSumNormal(τ[kind of m])``, ``τ ~ LogNormal(log segment_effect_sigma, 0.5)``,
-  only for moves seen at least 20 times); the recycle
+  only for moves seen at least 20 times; centred where every segment saw the move 100 times,
+  non-centred otherwise); the recycle
   effect ``γ[0] = 0``, ``γ[r] ~ Normal(0, recycle_effect_sigma)`` multiplies advances, skips and
   recaptures as in the model file's ``[recycle]``. The likelihood is the simulator's own daily
   process, not its continuous-time approximation: in a cell with ``E`` lead-days at risk (exit
@@ -72,6 +73,8 @@ PRIOR_DEFAULTS = {
 MOVE_KINDS = ("advance", "expiry", "recapture", "lost")  # move_kinds() codes 1..4
 SEGMENT_SD_LOG_SIGMA = 0.5  # spread of the segment-effect scale around its prior median
 MIN_EVENTS_FOR_SEGMENTS = 20  # moves seen fewer times get no segment effect
+CENTRED_MIN_EVENTS = 100  # per segment, for a centred segment effect (non-centred below)
+CENTRED_MIN_DEALS = 50  # per segment, for centred deal-size means
 # Smaller steps than the default 0.8: the segment effects of a move whose segments barely
 # differ sit near the neck of a funnel; 0.9 removed the divergences on the CRM sample.
 TARGET_ACCEPT = 0.9
@@ -157,7 +160,10 @@ def build_model(stats: Statistics, model: FunnelModel):
     # Segment effects only where the data can say something: a move seen a few times has no
     # information on how segments differ, and a free centred effect there is a funnel.
     with_effect = y.sum(axis=(1, 2, 3)) >= MIN_EVENTS_FOR_SEGMENTS
-    coords["segment_move"] = [m for m, w in zip(coords["move"], with_effect, strict=True) if w]
+    centred = with_effect & (y.sum(axis=(1, 3)).min(axis=1) >= CENTRED_MIN_EVENTS)
+    for name, group in (("segment_effect_centred", centred),
+                        ("segment_effect_noncentred", with_effect & ~centred)):
+        coords[f"{name}_move"] = [m for m, w in zip(coords["move"], group, strict=True) if w]
     exposure = stats.exposure[sources]  # [source, band, g, r]
     exits = stats.events.sum(-1)[sources]
 
@@ -172,13 +178,23 @@ def build_model(stats: Statistics, model: FunnelModel):
             # (divergences on the CRM sample). Its median is segment_effect_sigma.
             tau = pm.LogNormal("segment_sd", np.log(pri["segment_effect_sigma"]),
                                SEGMENT_SD_LOG_SIGMA, dims="move_kind")
-            if with_effect.any():
-                beta = pm.ZeroSumNormal("segment_effect",
-                                        sigma=tau[moves.kind[with_effect]][:, None],
-                                        dims=("segment_move", "segment"))
-                full = pt.zeros((len(moves), n_g))[with_effect].set(beta) \
-                    if not with_effect.all() else beta
-                log_lam = log_lam + full[:, None, :, None]
+            # Centred where every segment has seen the move often (the data pin each effect;
+            # a non-centred form mixes badly there), non-centred where some segment has few
+            # (the prior dominates; a centred form is a funnel). Both give "segment_effect".
+            full = pt.zeros((len(moves), n_g))
+            for name, group in (("segment_effect_centred", centred),
+                                ("segment_effect_noncentred", with_effect & ~centred)):
+                if not group.any():
+                    continue
+                scale = tau[moves.kind[group]][:, None]
+                dims = (f"{name}_move", "segment")
+                if group is centred:
+                    part = pm.ZeroSumNormal(name, sigma=scale, dims=dims)
+                else:
+                    part = scale * pm.ZeroSumNormal(name, sigma=1.0, dims=dims)
+                full = pt.set_subtensor(full[np.flatnonzero(group)], part)
+            full = pm.Deterministic("segment_effect", full, dims=("move", "segment"))
+            log_lam = log_lam + full[:, None, :, None]
         if n_r > 1:
             gamma = pm.Normal("recycle_effect", 0.0, pri["recycle_effect_sigma"],
                               dims="recycle_level")
@@ -210,16 +226,21 @@ def build_model(stats: Statistics, model: FunnelModel):
         # -- deal sizes
         default_mu = np.array([s.deal_mu for s in model.segments])
         mu0 = pm.Normal("deal_log_mu_pooled", float(default_mu.mean()), pri["deal_log_mu_sigma"])
+        n = np.bincount(stats.deal_segment, minlength=n_g).astype(float)
         if n_g > 1:
-            # Centred: segments usually have many deals each, and prices differ by orders of
-            # magnitude between products (a non-centred form mixed badly on the CRM sample).
+            # Centred when every segment has many deals (prices can differ by orders of
+            # magnitude between products, and a non-centred form mixed badly on the CRM
+            # sample); non-centred when some segment has few (a centred one is a funnel).
             sd_mu = pm.HalfNormal("deal_log_mu_sd", pri["deal_log_mu_sigma"])
-            deal_mu = pm.Normal("deal_log_mu", mu0, sd_mu, dims="segment")
+            if n.min() >= CENTRED_MIN_DEALS:
+                deal_mu = pm.Normal("deal_log_mu", mu0, sd_mu, dims="segment")
+            else:
+                z_mu = pm.Normal("deal_log_mu_z", 0.0, 1.0, dims="segment")
+                deal_mu = pm.Deterministic("deal_log_mu", mu0 + sd_mu * z_mu, dims="segment")
         else:
             deal_mu = pt.stack([mu0])
         deal_sigma = pm.HalfNormal("deal_log_sigma", pri["deal_log_sigma_scale"], dims="segment")
         logs = np.log(stats.deal_amounts)
-        n = np.bincount(stats.deal_segment, minlength=n_g).astype(float)
         s1 = np.bincount(stats.deal_segment, weights=logs, minlength=n_g)
         s2 = np.bincount(stats.deal_segment, weights=logs**2, minlength=n_g)
         pm.Potential("deal_loglik", pt.sum(
@@ -285,6 +306,7 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
     diag = diagnose(idata)
     idata.posterior.attrs.update({
         "forecast_format": FORMAT_VERSION,
+        "fitted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "forecast_version": __version__,
         "model_name": model.name,
         "model_path": str(model.path),
@@ -363,11 +385,7 @@ def posterior_parameters(idata, model: FunnelModel, path: str = "posterior") -> 
     log_lam = _flat(post, "log_hazard")[:, :, :, None, None]  # [set, move, band, 1, 1]
     if n_g > 1:
         if "segment_effect" in post:
-            labels = moves.labels(model)
-            rows = [labels.index(m) for m in post["segment_effect"].coords["segment_move"].values]
-            effect = np.zeros((log_lam.shape[0], len(moves), n_g))
-            effect[:, rows] = _flat(post, "segment_effect")
-            log_lam = log_lam + effect[:, :, None, :, None]
+            log_lam = log_lam + _flat(post, "segment_effect")[:, :, None, :, None]
     if n_r > 1:
         gamma = np.concatenate([np.zeros((log_lam.shape[0], 1)),
                                 _flat(post, "recycle_effect")], axis=1)
@@ -442,7 +460,7 @@ def provenance(idata) -> dict:
     attrs = dict(idata.posterior.attrs)
     out = {k: attrs.get(k) for k in ("model_name", "model_path", "model_sha256", "history_path",
                                      "history_sha256", "as_of", "since", "seed", "sampler",
-                                     "n_rows", "n_leads", "forecast_version")}
+                                     "n_rows", "n_leads", "forecast_version", "fitted_at")}
     out["diagnostics"] = json.loads(attrs.get("diagnostics", "{}"))
     out["as_of_date"] = dt.date.fromisoformat(out["as_of"]) if out.get("as_of") else None
     return out

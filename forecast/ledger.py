@@ -4,7 +4,7 @@ A ledger is one DuckDB database file (default ``forecasts.duckdb`` in the workin
 ``--ledger PATH`` or the ``FORECAST_LEDGER`` environment variable name another). It is created
 on first use and migrated forward when an older schema is found (:func:`migrate`).
 
-Schema (version 1)
+Schema (version 2)
 ------------------
 ``schema_version(version, applied_at, description)``
     One row per migration applied.
@@ -24,6 +24,17 @@ Schema (version 1)
     (``cumulative = false``) and from the as-of date to the period's end (``cumulative =
     true``). Occupancy (``in_<state>``) is a level at the period's end, stored once with
     ``cumulative = false``.
+
+``actuals`` (version 2)
+    What actually closed, recorded by ``forecast actuals`` from a history: one row per
+    ``model_name``, ``grain`` (``day``, ``month``, ``quarter``, ``year``), ``period`` and
+    ``metric`` (``bookings``, ``won_deals``): ``period_start`` and ``period_end`` (the calendar
+    period's days), ``value``, ``complete`` (the history covers the whole period), the
+    history's path, SHA-256, first and last dates, and ``recorded_at``. Day rows (zeros
+    included) say which days are known, so that an actual can be summed over any span, e.g. a
+    run's partial first month or the days from its as-of date. Recording a history replaces
+    the rows of the periods it covers, except that a complete period is never replaced by an
+    incomplete one (a history that starts later, say).
 
 The quantiles are a list column rather than one row per quantile: a band is always read whole
 (interpolating a quantile or the CDF needs its neighbours), it is 99 times fewer rows, and in
@@ -111,6 +122,24 @@ _V1 = (
         PRIMARY KEY (run_id, grain, cumulative, period, metric))""",
 )
 
+_V2 = (
+    """CREATE TABLE actuals (
+        model_name VARCHAR NOT NULL,
+        grain VARCHAR NOT NULL CHECK (grain IN ('day', 'month', 'quarter', 'year')),
+        period VARCHAR NOT NULL,
+        period_start DATE NOT NULL,
+        period_end DATE NOT NULL,
+        metric VARCHAR NOT NULL,
+        value DOUBLE NOT NULL,
+        complete BOOLEAN NOT NULL,
+        history_path VARCHAR NOT NULL,
+        history_sha256 VARCHAR NOT NULL,
+        history_first DATE NOT NULL,
+        history_last DATE NOT NULL,
+        recorded_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (model_name, grain, period, metric))""",
+)
+
 Step = str | Callable[..., None]
 
 
@@ -127,6 +156,7 @@ class Migration:
 #: Applied in order; append a new :class:`Migration` to change the schema, never edit one.
 MIGRATIONS: list[Migration] = [
     Migration(1, "runs and bands", _V1),
+    Migration(2, "actuals", _V2),
 ]
 
 
@@ -516,6 +546,221 @@ def read_bands(con, run_id: int, grain: str = "month", cumulative: bool | None =
     return frame
 
 
+# ---- actuals ---------------------------------------------------------------------------------
+
+#: The metrics with recorded actuals (``forecast actuals``).
+ACTUAL_METRICS = ("bookings", "won_deals")
+ACTUAL_COLUMN = "actual"
+
+
+def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFrame, *,
+                   history_path: str, history_sha256: str, timeout: float = DEFAULT_TIMEOUT
+                   ) -> dict:
+    """Record a history's actuals in one transaction, replacing those of the same periods.
+
+    Parameters
+    ----------
+    path : path-like
+        The ledger file; created and migrated as needed.
+    model_name : str
+        The model the history was read with (actuals are kept per model, like runs).
+    actuals : pandas.DataFrame
+        From :func:`forecast.trend.actuals_frame`.
+    history_path, history_sha256 : str
+        Provenance, stored on every row.
+    timeout : float
+        Seconds to wait for another process's lock (see :func:`connect`).
+
+    Returns
+    -------
+    dict
+        ``replaced`` (rows of earlier recordings replaced), ``kept`` (new incomplete rows not
+        written because a complete one was there) and ``written``.
+
+    Raises
+    ------
+    LedgerError
+        The ledger could not be opened, migrated or written; it is unchanged.
+    """
+    import pyarrow as pa
+
+    path = Path(path)
+    day_rows = actuals[actuals["grain"] == "day"]
+    first = min(day_rows["period_start"]) if len(day_rows) else None
+    last = max(day_rows["period_end"]) if len(day_rows) else None
+    n = len(actuals)
+    table = pa.table({
+        "model_name": pa.array([model_name] * n, pa.string()),
+        "grain": pa.array(actuals["grain"], pa.string()),
+        "period": pa.array(actuals["period"], pa.string()),
+        "period_start": pa.array(list(actuals["period_start"]), pa.date32()),
+        "period_end": pa.array(list(actuals["period_end"]), pa.date32()),
+        "metric": pa.array(actuals["metric"], pa.string()),
+        "value": pa.array(actuals["value"], pa.float64()),
+        "complete": pa.array(actuals["complete"], pa.bool_()),
+    })
+    key = ("a.model_name = n.model_name AND a.grain = n.grain AND a.period = n.period "
+           "AND a.metric = n.metric")
+    con = connect(path, timeout=timeout)
+    try:
+        migrate(con)
+        con.register("_new_actuals", table)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            before = con.execute("SELECT count(*) FROM actuals").fetchone()[0]
+            kept = con.execute(
+                f"SELECT count(*) FROM _new_actuals n JOIN actuals a ON {key} "
+                "WHERE a.complete AND NOT n.complete").fetchone()[0]
+            con.execute(f"DELETE FROM actuals a USING _new_actuals n WHERE {key} "
+                        "AND (n.complete OR NOT a.complete)")
+            after_delete = con.execute("SELECT count(*) FROM actuals").fetchone()[0]
+            con.execute(
+                "INSERT INTO actuals SELECT n.model_name, n.grain, n.period, n.period_start, "
+                "n.period_end, n.metric, n.value, n.complete, ?, ?, ?, ?, ? "
+                f"FROM _new_actuals n WHERE NOT EXISTS (SELECT 1 FROM actuals a WHERE {key})",
+                [history_path, history_sha256, first, last, _utcnow()])
+            written = con.execute("SELECT count(*) FROM actuals").fetchone()[0] - after_delete
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.unregister("_new_actuals")
+    except LedgerError:
+        raise
+    except Exception as exc:
+        raise LedgerError(f"{path}: could not record the actuals ({exc}); nothing was "
+                          "recorded") from exc
+    finally:
+        con.close()
+    return {"replaced": int(before - after_delete), "kept": int(kept), "written": int(written)}
+
+
+def read_actual_days(con, model_name: str, metric: str, start: dt.date,
+                     end: dt.date) -> pd.Series:
+    """The recorded daily actuals of a metric between two dates (inclusive), by date.
+
+    Days not recorded are absent from the series (not zero).
+    """
+    frame = con.execute(
+        "SELECT period_start, value FROM actuals WHERE model_name = ? AND grain = 'day' "
+        "AND metric = ? AND period_start BETWEEN ? AND ? ORDER BY period_start",
+        [model_name, metric, start, end]).df()
+    return pd.Series(frame["value"].to_numpy(dtype=float),
+                     index=pd.to_datetime(frame["period_start"]).dt.date, dtype=float)
+
+
+def span_actual(days: pd.Series, start: dt.date, end: dt.date) -> float:
+    """The sum of ``days`` over ``start .. end`` if every day is recorded, else NaN."""
+    if days is None or days.empty:
+        return float("nan")
+    inside = days[(days.index >= start) & (days.index <= end)]
+    if len(inside) != (end - start).days + 1:
+        return float("nan")
+    return float(inside.sum())
+
+
+def period_actual(con, model_name: str, grain: str, period: str, metric: str) -> float:
+    """A whole calendar period's recorded actual, NaN unless recorded and complete."""
+    row = con.execute(
+        "SELECT value FROM actuals WHERE model_name = ? AND grain = ? AND period = ? "
+        "AND metric = ? AND complete", [model_name, grain, period, metric]).fetchone()
+    return float(row[0]) if row else float("nan")
+
+
+# ---- trend of one period across runs ---------------------------------------------------------
+
+
+def trend(con, period: str, metric: str = "bookings", *, quantiles=(0.1, 0.5, 0.9),
+          last: int | None = None, model_name: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """How one period's within-period band moved across the recorded runs.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        An open ledger (:func:`open_for_reading`).
+    period : str
+        '2027' (year), '2027Q1' (quarter) or '2027-01' (month); the grain follows.
+    metric : str
+        A stored flow metric (bookings, won_deals, ...).
+    quantiles : sequence of float
+        Levels to show, within the stored grid.
+    last : int, optional
+        Only the last ``last`` runs (by as-of date, then run id).
+    model_name : str, optional
+        Only runs of this model; needed when runs of several models cover the period.
+
+    Returns
+    -------
+    (pandas.DataFrame, dict)
+        One row per run whose horizon covers the whole period, ordered by as-of date then
+        run id: ``run_id, as_of, recorded_at, model_name, mean, sd``, one ``p<level>`` column
+        per quantile, then ``actual`` (the period's complete recorded actual, or NaN). The
+        dict has ``grain``, ``start``, ``end``, ``model_name``, ``currency``, ``actual``,
+        ``partial`` (runs skipped because they cover only part of the period) and ``runs``
+        (rows before ``last``).
+
+    Raises
+    ------
+    LedgerError
+        A bad label, or no run covers the whole period.
+    """
+    from forecast.summarize import quantile_label
+    from forecast.trend import PeriodError, parse_period
+
+    try:
+        grain, start, end = parse_period(period)
+    except PeriodError as exc:
+        raise LedgerError(str(exc)) from None
+    period = period.strip()
+    where = ["b.grain = ?", "NOT b.cumulative", "b.period = ?", "b.metric = ?"]
+    args: list = [grain, period, metric]
+    if model_name is not None:
+        where.append("r.model_name = ?")
+        args.append(model_name)
+    frame = con.execute(
+        "SELECT r.run_id, r.as_of, r.recorded_at, r.model_name, r.currency, r.quantile_grid, "
+        "b.period_start, b.period_end, b.mean, b.sd, b.quantiles FROM bands b JOIN runs r "
+        f"USING (run_id) WHERE {' AND '.join(where)} ORDER BY r.as_of, r.run_id", args).df()
+    whole = (pd.to_datetime(frame["period_start"]).dt.date == start) \
+        & (pd.to_datetime(frame["period_end"]).dt.date == end)
+    partial = int((~whole).sum())
+    frame = frame[whole].reset_index(drop=True)
+    which = f" of model {model_name}" if model_name else ""
+    if frame.empty:
+        if partial:
+            raise LedgerError(f"no recorded run{which} covers all of {period} ({start} to "
+                              f"{end}); {partial} cover only part of it")
+        raise LedgerError(f"no recorded run{which} covers {period} ({start} to {end}) for "
+                          f"metric {metric!r}")
+    models = sorted(frame["model_name"].unique())
+    if len(models) > 1:
+        raise LedgerError(f"runs of several models cover {period} ({', '.join(models)}); "
+                          "choose one with --model")
+    n_runs = len(frame)
+    if last is not None:
+        frame = frame.tail(last).reset_index(drop=True)
+    qs = list(quantiles)
+    values = np.stack([interpolate_quantiles(np.asarray(q, dtype=float)[None, :],
+                                             list(g), qs)[0]
+                       for q, g in zip(frame["quantiles"], frame["quantile_grid"],
+                                       strict=True)])
+    out = pd.DataFrame({
+        "run_id": frame["run_id"].astype(np.int64),
+        "as_of": pd.to_datetime(frame["as_of"]).dt.date,
+        "recorded_at": pd.to_datetime(frame["recorded_at"]),
+        "model_name": frame["model_name"], "mean": frame["mean"], "sd": frame["sd"]})
+    for j, q in enumerate(qs):
+        out[quantile_label(q)] = values[:, j]
+    actual = period_actual(con, models[0], grain, period, metric) \
+        if metric in ACTUAL_METRICS else float("nan")
+    out[ACTUAL_COLUMN] = actual
+    info = {"grain": grain, "start": start, "end": end, "model_name": models[0],
+            "currency": str(frame["currency"].iloc[-1]), "actual": actual,
+            "partial": partial, "runs": n_runs}
+    return out, info
+
+
 # ---- answers from the stored grid ------------------------------------------------------------
 
 
@@ -574,7 +819,8 @@ TARGET_COLUMN = "p_reach_target"
 
 
 def select_bands(stored: pd.DataFrame, run: dict, metric: str, quantiles: Iterable[float],
-                 cumulative: bool = False, target: float | None = None) -> pd.DataFrame:
+                 cumulative: bool = False, target: float | None = None,
+                 actual_days: pd.Series | None = None) -> pd.DataFrame:
     """One metric's bands at any quantiles, from a run's stored bands (one grain).
 
     Parameters
@@ -593,12 +839,18 @@ def select_bands(stored: pd.DataFrame, run: dict, metric: str, quantiles: Iterab
     target : float, optional
         Adds :data:`TARGET_COLUMN`: P(metric >= target) by each period's end, from the
         cumulative bands (levels for occupancy).
+    actual_days : pandas.Series, optional
+        The metric's recorded daily actuals (:func:`read_actual_days`), indexed by date. For
+        the metrics of :data:`ACTUAL_METRICS` adds :data:`ACTUAL_COLUMN`: the actual over each
+        row's span (the period's days in the horizon, or from the horizon's first day to the
+        period's end with ``cumulative``), NaN unless every day of the span is recorded.
 
     Returns
     -------
     pandas.DataFrame
         ``run_id, period, start, end, days, metric, cumulative, mean, sd``, one ``p<level>``
-        column per quantile, then the target column if asked.
+        column per quantile, ``actual`` (bookings and won_deals only), then the target column
+        if asked.
     """
     available = sorted(stored["metric"].unique())
     if metric not in available:
@@ -622,6 +874,10 @@ def select_bands(stored: pd.DataFrame, run: dict, metric: str, quantiles: Iterab
 
     for j, q in enumerate(quantiles):
         out[quantile_label(q)] = values[:, j]
+    if metric in ACTUAL_METRICS:
+        days_known = actual_days if actual_days is not None else pd.Series(dtype=float)
+        out[ACTUAL_COLUMN] = [span_actual(days_known, a, b)
+                              for a, b in zip(out["start"], out["end"], strict=True)]
     if target is not None:
         by_end = mine[mine["cumulative"] == (not level)].set_index("period")
         out[TARGET_COLUMN] = [
@@ -645,12 +901,17 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
 
     qcols = [c for c in frame.columns if c.startswith("p") and c[1:2].isdigit()]
     cols = ["period", "start", "end", "days", "mean", "sd", *(c.upper() for c in qcols)]
+    has_actual = ACTUAL_COLUMN in frame.columns
+    if has_actual:
+        cols.append("actual")
     if target is not None:
         cols.append(f"P(>= {fmt(target)})")
     rows = []
     for d in frame.to_dict("records"):
         row = [d["period"], str(d["start"]), str(d["end"]), str(d["days"]), fmt(d["mean"]),
                fmt(d["sd"]), *(fmt(d[c]) for c in qcols)]
+        if has_actual:
+            row.append("" if pd.isna(d[ACTUAL_COLUMN]) else fmt(d[ACTUAL_COLUMN]))
         if target is not None:
             row.append(f"{100 * d[TARGET_COLUMN]:.0f}%")
         rows.append(row)

@@ -61,15 +61,15 @@ def test_grid_is_the_percentiles():
     assert np.allclose(np.diff(ledger.GRID), 0.01)
 
 
-def test_first_record_creates_a_v1_ledger(tmp_path, result, stored):
+def test_first_record_creates_a_ledger_at_the_latest_schema(tmp_path, result, stored):
     path = tmp_path / "l.duckdb"
     run_id = ledger.record(path, run_record(result), stored)
     assert run_id == 1
     con = duckdb.connect(str(path), read_only=True)
     try:
-        assert ledger.schema_version(con) == 1
+        assert ledger.schema_version(con) == ledger.MIGRATIONS[-1].version == 2
         tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
-        assert tables == {"schema_version", "runs", "bands"}
+        assert tables == {"schema_version", "runs", "bands", "actuals"}
         run = con.execute("SELECT * FROM runs").df().iloc[0]
     finally:
         con.close()
@@ -101,18 +101,20 @@ def test_empty_database_is_migrated_to_the_latest_schema(tmp_path):
 def test_older_ledger_is_migrated_forward_keeping_its_runs(tmp_path, monkeypatch, result,
                                                            stored):
     path = tmp_path / "old.duckdb"
-    ledger.record(path, run_record(result), stored)  # written at version 1: now "older"
+    ledger.record(path, run_record(result), stored)  # written at the latest: now "older"
+    latest = ledger.MIGRATIONS[-1].version
 
     def fill(con):
-        con.execute("UPDATE runs SET note = 'before v2'")
+        con.execute("UPDATE runs SET note = 'before next'")
 
-    v2 = ledger.Migration(2, "runs.note", ("ALTER TABLE runs ADD COLUMN note VARCHAR", fill))
-    monkeypatch.setattr(ledger, "MIGRATIONS", [*ledger.MIGRATIONS, v2])
+    nxt = ledger.Migration(latest + 1, "runs.note",
+                           ("ALTER TABLE runs ADD COLUMN note VARCHAR", fill))
+    monkeypatch.setattr(ledger, "MIGRATIONS", [*ledger.MIGRATIONS, nxt])
     con = ledger.open_for_reading(path)
     try:
         versions = con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-        assert [v[0] for v in versions] == [1, 2]
-        assert con.execute("SELECT run_id, note FROM runs").fetchall() == [(1, "before v2")]
+        assert [v[0] for v in versions] == list(range(1, latest + 2))
+        assert con.execute("SELECT run_id, note FROM runs").fetchall() == [(1, "before next")]
         assert len(ledger.read_bands(con, 1, "month")) > 0
     finally:
         con.close()
@@ -122,14 +124,17 @@ def test_older_ledger_is_migrated_forward_keeping_its_runs(tmp_path, monkeypatch
 def test_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch, result, stored):
     path = tmp_path / "old.duckdb"
     ledger.record(path, run_record(result), stored)
-    bad = ledger.Migration(2, "broken", ("ALTER TABLE runs ADD COLUMN note VARCHAR",
-                                         "ALTER TABLE no_such_table ADD COLUMN x INTEGER"))
+    latest = ledger.MIGRATIONS[-1].version
+    bad = ledger.Migration(latest + 1, "broken",
+                           ("ALTER TABLE runs ADD COLUMN note VARCHAR",
+                            "ALTER TABLE no_such_table ADD COLUMN x INTEGER"))
     monkeypatch.setattr(ledger, "MIGRATIONS", [*ledger.MIGRATIONS, bad])
-    with pytest.raises(ledger.LedgerError, match="migrating the ledger from schema version 1"):
+    with pytest.raises(ledger.LedgerError,
+                       match=f"migrating the ledger from schema version {latest}"):
         ledger.record(path, run_record(result), stored)
     con = duckdb.connect(str(path), read_only=True)
     try:
-        assert ledger.schema_version(con) == 1
+        assert ledger.schema_version(con) == latest
         columns = {r[0] for r in con.execute("DESCRIBE runs").fetchall()}
         assert "note" not in columns
         assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1

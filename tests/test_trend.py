@@ -1,0 +1,235 @@
+"""Actuals in the ledger (`forecast actuals`), beside the bands, and `forecast trend`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from forecast import ledger, trend
+from forecast.cli import main
+from forecast.eventlog import read_event_log
+from forecast.model import load_model
+from forecast.samples import sample_history_path
+
+FAST = ["--paths", "100", "--horizon", "120", "--quiet"]
+AS_OFS = ("2026-06-15", "2026-06-30", "2026-08-31")  # the sample history ends 2026-09-30
+
+TINY = """lead_id,stage,entered_at,amount,segment
+A,lead,2026-01-05,1000,
+A,sql,2026-01-10,,
+A,won,2026-01-20,,
+B,lead,2026-01-15,,
+B,won,2026-02-03,500,
+C,lead,2026-02-01,,
+C,won,2026-04-02,,
+D,lead,2026-03-01,200,
+D,won,2026-03-31,300,
+"""
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, env=env)
+
+
+def actuals_rows(path) -> pd.DataFrame:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("SELECT * FROM actuals").df()
+    finally:
+        con.close()
+
+
+def by_key(frame: pd.DataFrame, grain: str, metric: str) -> dict:
+    sel = frame[(frame["grain"] == grain) & (frame["metric"] == metric)]
+    return dict(zip(sel["period"], zip(sel["value"], sel["complete"], strict=True),
+                    strict=True))
+
+
+# ---- actuals from a tiny event log, by hand -------------------------------------------------
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.csv"
+    path.write_text(TINY)
+    return path
+
+
+def test_realized_by_hand(tiny):
+    model = load_model("b2b")
+    real = trend.realized(read_event_log(tiny, model), model)
+    assert (real.first, real.last) == (dt.date(2026, 1, 5), dt.date(2026, 4, 2))
+    assert len(real.days) == 88 and real.unpriced == 1
+    got = {d.date(): (b, w) for d, b, w in zip(real.days, real.bookings, real.won_deals,
+                                               strict=True) if w}
+    assert got == {dt.date(2026, 1, 20): (1000.0, 1),  # the lead's last amount before won
+                   dt.date(2026, 2, 3): (500.0, 1),    # the amount on the won row
+                   dt.date(2026, 3, 31): (300.0, 1),   # the won row's amount wins over 200
+                   dt.date(2026, 4, 2): (0.0, 1)}      # no amount: counted, books 0
+    frame = trend.actuals_frame(real)
+    months = by_key(frame, "month", "bookings")
+    assert months == {"2026-01": (1000.0, False), "2026-02": (500.0, True),
+                      "2026-03": (300.0, True), "2026-04": (0.0, False)}
+    assert by_key(frame, "quarter", "won_deals") == {"2026Q1": (3.0, False),
+                                                     "2026Q2": (1.0, False)}
+    assert by_key(frame, "year", "bookings") == {"2026": (1800.0, False)}
+    days = frame[(frame["grain"] == "day") & (frame["metric"] == "bookings")]
+    assert len(days) == 88 and days["complete"].all() and days["value"].sum() == 1800.0
+
+
+def test_actuals_command_records_and_replaces(tiny, tmp_path):
+    path = tmp_path / "l.duckdb"
+    res = invoke("actuals", tiny, "--ledger", path)
+    assert res.exit_code == 0, res.output
+    assert "4 won deals, $1.8k bookings" in res.stdout
+    assert "without a known amount" in res.stderr
+    first = actuals_rows(path)
+    assert (first["history_sha256"].str.len() == 64).all()
+    assert set(first["grain"]) == {"day", "month", "quarter", "year"}
+    # the same periods again, one amount corrected: replaced, not duplicated
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text(TINY.replace("B,won,2026-02-03,500,", "B,won,2026-02-03,700,"))
+    res = invoke("actuals", fixed, "--ledger", path)
+    assert res.exit_code == 0, res.output
+    again = actuals_rows(path)
+    assert len(again) == len(first)
+    assert by_key(again, "month", "bookings")["2026-02"] == (700.0, True)
+    assert set(again["history_path"]) == {str(fixed)}
+    # a later-starting history does not replace a complete month with an incomplete one
+    late = tmp_path / "late.csv"
+    late.write_text("lead_id,stage,entered_at,amount,segment\n"
+                    "E,lead,2026-02-10,,\nE,won,2026-03-05,50,\n")
+    res = invoke("actuals", late, "--ledger", path)
+    assert res.exit_code == 0, res.output
+    months = by_key(actuals_rows(path), "month", "bookings")
+    assert months["2026-02"] == (700.0, True)   # kept: the new one covers Feb in part
+    assert months["2026-03"] == (300.0, True)   # late ends 2026-03-05: March incomplete
+
+
+def test_v1_ledger_is_migrated_keeping_its_runs(tmp_path, monkeypatch, tiny):
+    path = tmp_path / "v1.duckdb"
+    with monkeypatch.context() as m:  # write the file as the version 1 code did
+        m.setattr(ledger, "MIGRATIONS", ledger.MIGRATIONS[:1])
+        res = invoke("run", "--paths", "20", "--horizon", "40", "--quiet", "--ledger", path,
+                     "--format", "csv")
+        assert res.exit_code == 0, res.output
+    con = duckdb.connect(str(path), read_only=True)
+    assert ledger.schema_version(con) == 1
+    con.close()
+    res = invoke("bands", "--ledger", path, "--format", "csv")  # reading migrates it
+    assert res.exit_code == 0, res.output
+    got = pd.read_csv(io.StringIO(res.stdout))
+    assert "actual" in got.columns and got["actual"].isna().all()
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert ledger.schema_version(con) == 2
+        assert con.execute("SELECT run_id FROM runs").fetchall() == [(1,)]
+        assert con.execute("SELECT count(*) FROM bands").fetchone()[0] > 0
+        assert con.execute("SELECT count(*) FROM actuals").fetchone()[0] == 0
+    finally:
+        con.close()
+    assert invoke("actuals", tiny, "--ledger", path).exit_code == 0
+
+
+# ---- runs on the sample history at several as-of dates --------------------------------------
+
+
+def sample_actual(start: str, end: str) -> tuple[float, int]:
+    """Bookings and won deals between two dates, straight from the sample CSV with pandas."""
+    log = pd.read_csv(sample_history_path(load_model("b2b")))
+    log["known"] = log.groupby("lead_id", sort=False)["amount"].ffill()
+    day = log["entered_at"].str[:10]
+    won = log[(log["stage"] == "won") & (day >= start) & (day <= end)]
+    return float(won["known"].fillna(0).sum()), len(won)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trend")
+    path = root / "l.duckdb"
+    full = sample_history_path(load_model("b2b"))
+    log = pd.read_csv(full)
+    for as_of in AS_OFS:
+        cut = root / f"history_{as_of}.csv"
+        log[log["entered_at"].str[:10] <= as_of].to_csv(cut, index=False)
+        res = invoke("run", *FAST, "--history", cut, "--ledger", path, "--format", "csv")
+        assert res.exit_code == 0, res.output
+    res = invoke("actuals", full, "--ledger", path)
+    assert res.exit_code == 0, res.output
+    return path
+
+
+def test_bands_show_the_actual(recorded):
+    res = invoke("bands", "--ledger", recorded, "--run", "2", "--format", "csv")  # 2026-06-30
+    assert res.exit_code == 0, res.output
+    got = pd.read_csv(io.StringIO(res.stdout)).set_index("period")
+    assert got.at["2026-09", "actual"] == pytest.approx(sample_actual("2026-09-01",
+                                                                      "2026-09-30")[0])
+    assert np.isnan(got.at["2026-10", "actual"])  # after the history's last date
+    cum = invoke("bands", "--ledger", recorded, "--run", "1", "--by", "quarter",
+                 "--cumulative", "--metric", "won_deals", "--format", "json")
+    rows = {r["period"]: r for r in json.loads(cum.stdout)["bands"]}
+    assert rows["2026Q3"]["actual"] == sample_actual("2026-06-16", "2026-09-30")[1]
+    assert rows["2026Q4"]["actual"] is None
+    table = invoke("bands", "--ledger", recorded, "--run", "2")
+    assert "actual" in table.stdout.splitlines()[3]
+    other = invoke("bands", "--ledger", recorded, "--metric", "arrivals", "--format", "csv")
+    assert "actual" not in other.stdout.splitlines()[0]
+
+
+def test_trend_rows_and_chart(recorded, tmp_path):
+    chart = tmp_path / "trend.png"
+    res = invoke("trend", "--ledger", recorded, "--period", "2026Q3", "--format", "csv",
+                 "--chart", chart)
+    assert res.exit_code == 0, res.output
+    got = pd.read_csv(io.StringIO(res.stdout))
+    assert list(got["as_of"]) == ["2026-06-15", "2026-06-30"]  # 2026-08-31 covers part only
+    assert "skipped 1 runs whose horizon covers only part of 2026Q3" in res.stderr
+    assert (got["p10"] <= got["p50"]).all() and (got["p50"] <= got["p90"]).all()
+    assert got["actual"].to_numpy() == pytest.approx(sample_actual("2026-07-01",
+                                                                   "2026-09-30")[0])
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    import matplotlib.image
+
+    assert matplotlib.image.imread(chart).shape[2] in (3, 4)
+    last = invoke("trend", "--ledger", recorded, "--period", "2026-09", "--last", "2",
+                  "--metric", "won_deals", "--format", "json")
+    payload = json.loads(last.stdout)
+    assert [r["as_of"] for r in payload["trend"]] == ["2026-06-30", "2026-08-31"]
+    assert payload["runs"] == 3 and payload["grain"] == "month"
+    assert payload["actual"] == sample_actual("2026-09-01", "2026-09-30")[1]
+    table = invoke("trend", "--ledger", recorded, "--period", "2026-09")
+    assert "3 of 3 runs covering it; actual $" in table.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--period", "2026Q5"], "is not a period label"),
+    (["--period", "2026-9"], "is not a period label"),
+    (["--period", "2030Q1"], "no recorded run covers 2030Q1"),
+    (["--period", "2026"], "no recorded run covers all of 2026"),
+    (["--period", "2026Q3", "--model", "consumer"], "no recorded run of model consumer"),
+    (["--period", "2026Q3", "--chart", "x.svg"], "--chart must end in .png"),
+])
+def test_trend_errors_are_one_line(recorded, args, message):
+    res = invoke("trend", "--ledger", recorded, *args)
+    assert res.exit_code == 1
+    assert res.stderr.startswith("forecast: error: ") and message in res.stderr
+    assert res.stderr.count("\n") == 1
+
+
+def test_parse_period():
+    assert trend.parse_period("2027") == ("year", dt.date(2027, 1, 1), dt.date(2027, 12, 31))
+    assert trend.parse_period("2027Q1") == ("quarter", dt.date(2027, 1, 1),
+                                            dt.date(2027, 3, 31))
+    assert trend.parse_period("2024-02") == ("month", dt.date(2024, 2, 1),
+                                             dt.date(2024, 2, 29))
+    with pytest.raises(trend.PeriodError):
+        trend.parse_period("2027-Q1")
