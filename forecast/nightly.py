@@ -123,9 +123,12 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
     now = dt.datetime.now(dt.UTC)
     try:
         max_age = parse_age(refit_every)
-        as_of = dt.date.fromisoformat(as_of_text) if as_of_text else now.date()
     except ValueError as exc:
         _fail(str(exc))
+    try:
+        as_of = dt.date.fromisoformat(as_of_text) if as_of_text else now.date()
+    except ValueError:
+        _fail(f"--as-of {as_of_text!r} is not a date (expected YYYY-MM-DD)")
     try:
         model: FunnelModel = load_model(model_name)
         fit_mod.priors_of(model)

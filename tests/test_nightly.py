@@ -1,0 +1,92 @@
+"""`forecast nightly`: refit when due, forecast, record in the ledger, one-line errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from forecast.cli import main
+from forecast.nightly import parse_age
+
+pytestmark = pytest.mark.slow
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def test_parse_age():
+    assert parse_age("7d") == dt.timedelta(days=7)
+    assert parse_age("12h") == dt.timedelta(hours=12)
+    assert parse_age("2w") == dt.timedelta(days=14)
+    assert parse_age("3") == dt.timedelta(days=3)
+    with pytest.raises(ValueError, match="not an age like 7d"):
+        parse_age("soon")
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, two_stage):
+    path = tmp_path_factory.mktemp("nightly") / "history.csv"
+    out = invoke("simulate-history", "--model", two_stage.path, "--start", "2024-01-01",
+                 "--days", 200, "--seed", 8, "--out", path)
+    assert out.exit_code == 0, out.output
+    return path
+
+
+def test_nightly_refits_when_due_and_records_every_run(tmp_path, history, two_stage):
+    ledger = tmp_path / "ledger.duckdb"
+    args = ["nightly", history, "--model", two_stage.path, "--ledger", ledger, "--as-of",
+            "2024-07-18", "--paths", 60, "--horizon", 120, "--draws", 60]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    assert "run 1 recorded" in first.stdout
+    assert "refitted (no posterior at" in first.stdout
+    assert "2024Q3 bookings" in first.stdout and "P50" in first.stdout
+    posterior = tmp_path / "two_stage.posterior.nc"
+    assert posterior.is_file()
+
+    second = invoke(*args)
+    assert second.exit_code == 0, second.output
+    assert "run 2 recorded" in second.stdout and "posterior reused" in second.stdout
+
+    third = invoke(*args, "--refit-every", "0h")
+    assert third.exit_code == 0, third.output
+    assert "refitted (the posterior is" in third.stdout
+
+    with duckdb.connect(str(ledger), read_only=True) as con:
+        rows = con.execute("SELECT run_id, as_of, posterior_path FROM runs ORDER BY run_id")\
+            .fetchall()
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert all(r[1] == dt.date(2024, 7, 18) and r[2] == str(posterior) for r in rows)
+
+
+def test_nightly_refits_when_the_model_changed(tmp_path, history, two_stage):
+    ledger = tmp_path / "ledger.duckdb"
+    args = ["nightly", history, "--ledger", ledger, "--as-of", "2024-07-18", "--paths", 40,
+            "--horizon", 60, "--draws", 40]
+    assert invoke(*args, "--model", two_stage.path).exit_code == 0
+    changed = tmp_path / "two_stage.toml"
+    changed.write_text(open(two_stage.path).read().replace("deal_mean = 1000",
+                                                           "deal_mean = 1100"))
+    out = invoke(*args, "--model", changed)
+    assert out.exit_code == 0, out.output
+    assert "refitted (the model file changed" in out.stdout
+
+
+def test_nightly_failures_are_one_line_and_record_nothing(tmp_path, history, two_stage):
+    ledger = tmp_path / "ledger.duckdb"
+    cases = [
+        ([history, "--refit-every", "soon"], "not an age like 7d"),
+        ([tmp_path / "missing.csv"], "missing.csv"),
+        ([history, "--as-of", "2024-13-01"], "2024-13-01"),
+        ([history, "--ledger", tmp_path / "no" / "l.duckdb"], "does not exist"),
+    ]
+    for extra, message in cases:
+        out = invoke("nightly", "--model", two_stage.path, "--ledger", ledger, *extra)
+        assert out.exit_code == 1, (extra, out.output)
+        assert message in out.stderr, (extra, out.stderr)
+        assert out.stderr.count("\n") == 1, out.stderr
+    assert not ledger.exists()
