@@ -300,9 +300,13 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, metavar="FILE",
               help="Write to FILE instead of stdout (needed for --format parquet).")
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE.png",
+              help="Also draw a fan chart of the metric (cumulative and per period, P10-P90 "
+                   "and P25-P75, P50, actuals, the target) as a PNG.")
 @_ledger_timeout_option
 def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulative, target, fmt,
-              out_path, ledger_timeout):
+              out_path, chart_path, ledger_timeout):
     """Bands of a recorded run, read from the ledger (nothing is re-run)."""
     import json
 
@@ -320,6 +324,11 @@ def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulativ
         fail("--format parquet needs --out FILE")
     if out_path is not None and not out_path.resolve().parent.is_dir():
         fail(f"{out_path}: directory {out_path.parent} does not exist")
+    if chart_path is not None:
+        if chart_path.suffix.lower() != ".png":
+            fail(f"{chart_path}: --chart must end in .png")
+        if not chart_path.resolve().parent.is_dir():
+            fail(f"{chart_path}: directory {chart_path.parent} does not exist")
     path = ledger_mod.ledger_path(ledger_file)
     try:
         con = ledger_mod.open_for_reading(path, timeout=ledger_timeout)
@@ -335,6 +344,12 @@ def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulativ
             con.close()
         frame = ledger_mod.select_bands(stored, run, metric, qs, cumulative, target,
                                         actual_days=actual_days)
+        if chart_path is not None:
+            from forecast import trend as trend_mod
+
+            fan = {cum: ledger_mod.select_bands(stored, run, metric, trend_mod.FAN_QUANTILES,
+                                                cum, target, actual_days=actual_days)
+                   for cum in (False, True)}
     except ledger_mod.LedgerError as exc:
         fail(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc))
     info = {k: (v.isoformat() if isinstance(v, dt.date | dt.datetime) else v)
@@ -359,6 +374,14 @@ def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulativ
         text = json.dumps({"ledger": str(path), "run": info, "metric": metric, "by": by,
                            "cumulative": bool(cumulative), "target": target,
                            "bands": records}, indent=2, default=str) + "\n"
+    if chart_path is not None:
+        try:
+            trend_mod.fan_chart_png(
+                chart_path, fan[False], None if metric.startswith("in_") else fan[True],
+                run=run, metric=metric, by=by, target=target)
+        except OSError as exc:
+            fail(f"{chart_path}: could not write ({exc})")
+        click.echo(f"wrote {chart_path}", err=True)
     if out_path is None:
         click.echo(text, nl=False)
         return

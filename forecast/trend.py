@@ -21,6 +21,11 @@ Trend
 band of every recorded run whose horizon covers the whole period. A run whose horizon covers
 only part of it (it starts after the period's first day or ends before its last) forecast a
 different quantity and is skipped. :func:`trend_chart` draws the result.
+
+Fan chart
+---------
+:func:`fan_chart_png` draws a run's stored bands of one metric (``forecast bands --chart``):
+cumulative and per period, with the target and the actuals.
 """
 
 from __future__ import annotations
@@ -269,6 +274,13 @@ def trend_chart(path: Path, frame: pd.DataFrame, *, columns=("p10", "p50", "p90"
                  f"{'s' if len(frame) != 1 else ''}", loc="left", fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", frameon=False)
+    _save_png(fig, path)
+
+
+def _save_png(fig, path: Path) -> None:
+    """Write a figure as a PNG atomically (a temporary file beside it, then a rename); close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -277,3 +289,111 @@ def trend_chart(path: Path, frame: pd.DataFrame, *, columns=("p10", "p50", "p90"
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)
+
+
+#: The levels :func:`fan_chart_png` draws: the P10-P90 and P25-P75 bands and the P50.
+FAN_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def fan_chart_png(path: Path, per_period: pd.DataFrame, cumulative: pd.DataFrame | None, *,
+                  run: dict, metric: str, by: str, target: float | None = None) -> None:
+    """A fan chart of one metric from a run's stored bands, as a PNG (atomically).
+
+    Two panels side by side: the metric cumulative from the as-of date to each period's end
+    (starting from 0 at the as-of date), and within each period; each with the P10-P90 and
+    P25-P75 bands shaded and the P50 as a line with markers over the period end dates, and the
+    actuals (where known) as black markers. The target, if any, is a dashed horizontal line on
+    the cumulative panel, labelled with the probability of reaching it by the last period end.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write; a temporary file beside it is renamed into place once complete.
+    per_period, cumulative : pandas.DataFrame
+        From :func:`forecast.ledger.select_bands` at :data:`FAN_QUANTILES` (columns ``end``,
+        ``p10, p25, p50, p75, p90``, optionally ``actual`` and ``p_reach_target``), within each
+        period and cumulative. ``cumulative=None`` (a level such as occupancy, which does not
+        accumulate) draws the per-period panel alone, with the target on it.
+    run : dict
+        The run's ``runs`` row: ``run_id``, ``model_name``, ``as_of``, ``currency``.
+    metric, by : str
+        The metric and the grain (month, quarter, year), for the title and axes.
+    target : float, optional
+        The target amount.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    from forecast.ledger import ACTUAL_COLUMN, MONEY_METRICS, TARGET_COLUMN
+    from forecast.outputs import money
+
+    currency = run.get("currency") or "USD"
+    is_money = metric in MONEY_METRICS
+
+    def fmt(v: float) -> str:
+        if is_money:
+            return money(v, currency)
+        return f"{v:,.0f}" if abs(v - round(v)) < 1e-9 else f"{v:,.1f}"
+
+    as_of = pd.Timestamp(run["as_of"])
+    panels = [(cumulative, True)] if cumulative is not None else []
+    panels.append((per_period, False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), squeeze=False,
+                             constrained_layout=True)
+    unit = f" ({currency})" if is_money else ""
+    for ax, (frame, cum) in zip(axes[0], panels, strict=True):
+        x = pd.to_datetime(frame["end"]).reset_index(drop=True)
+        cols = {c: frame[c].to_numpy(dtype=float) for c in ("p10", "p25", "p50", "p75", "p90")}
+        bx = x
+        if cum:  # the fan opens from 0 at the as-of date
+            bx = pd.Series([as_of, *x])
+            cols = {c: np.r_[0.0, v] for c, v in cols.items()}
+        if len(bx) == 1:  # one period: a narrow band around its end date
+            bx = pd.Series([bx.iloc[0] - pd.Timedelta(days=3), bx.iloc[0] + pd.Timedelta(days=3)])
+            cols = {c: np.repeat(v, 2) for c, v in cols.items()}
+        ax.fill_between(bx, cols["p10"], cols["p90"], color="tab:blue", alpha=0.18, lw=0,
+                        label="P10-P90")
+        ax.fill_between(bx, cols["p25"], cols["p75"], color="tab:blue", alpha=0.35, lw=0,
+                        label="P25-P75")
+        ax.plot(x, frame["p50"].to_numpy(dtype=float), color="tab:blue", lw=2, marker="o",
+                ms=5, label="P50")
+        if ACTUAL_COLUMN in frame.columns:
+            actual = frame[ACTUAL_COLUMN].to_numpy(dtype=float)
+            known = np.isfinite(actual)
+            if known.any():
+                ax.plot(x[known], actual[known], ls="none", marker="D", ms=6, color="black",
+                        label="actual", zorder=5)
+        if target is not None and (cum or cumulative is None):
+            text = f"target {fmt(target)}"
+            if TARGET_COLUMN in frame.columns and len(frame):
+                p = float(frame[TARGET_COLUMN].iloc[-1])
+                when = "by" if cum else "at"  # a level is reached at the date, not by it
+                text += f": P(reach {when} {x.iloc[-1]:%Y-%m-%d}) = {100 * p:.0f}%"
+            ax.axhline(target, color="tab:red", lw=1.5, ls="--", label=text)
+        if cum:
+            ax.set_ylabel(f"{metric}, cumulative from {as_of:%Y-%m-%d}{unit}")
+            ax.set_title(f"cumulative to each {by}'s end", loc="left", fontsize=10)
+        else:
+            level = metric.startswith("in_")
+            ax.set_ylabel(f"{metric} {'at' if level else 'per'} {by}{' end' if level else ''}"
+                          f"{unit}")
+            ax.set_title(f"{'at each' if level else 'within each'} {by}", loc="left",
+                         fontsize=10)
+        ax.set_xlabel(f"{by} end" if not cum else f"as of, then {by} end")
+        if is_money:
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: money(v, currency)))
+        else:
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ticks = [as_of, *x] if cum else list(x)
+        step = max(1, -(-len(ticks) // 12))  # at most 12 labelled dates
+        ax.set_xticks(ticks[::step], [f"{t:%Y-%m-%d}" for t in ticks[::step]], rotation=30,
+                      ha="right", fontsize=8)
+        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", frameon=False, fontsize=9)
+    fig.suptitle(f"{metric} by {by}: model {run['model_name']}, as of "
+                 f"{pd.Timestamp(run['as_of']):%Y-%m-%d}, run {run['run_id']}", fontsize=12)
+    _save_png(fig, path)

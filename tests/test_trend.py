@@ -233,3 +233,69 @@ def test_parse_period():
                                              dt.date(2024, 2, 29))
     with pytest.raises(trend.PeriodError):
         trend.parse_period("2027-Q1")
+
+
+# ---- `forecast bands --chart`: the fan chart from the stored bands --------------------------
+
+
+@pytest.mark.parametrize("target", [None, "3000000"])
+def test_bands_fan_chart(recorded, tmp_path, target):
+    import matplotlib.image
+
+    chart = tmp_path / "fan.png"
+    extra = ["--target", target] if target else []
+    res = invoke("bands", "--ledger", recorded, "--run", "2", "--by", "quarter",
+                 "--format", "csv", "--chart", chart, *extra)
+    assert res.exit_code == 0, res.output
+    assert f"wrote {chart}" in res.stderr
+    got = pd.read_csv(io.StringIO(res.stdout))  # the bands themselves are still printed
+    assert list(got["period"]) == ["2026Q3", "2026Q4"]
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["fan.png"]  # no temporary file left
+    image = matplotlib.image.imread(chart)
+    assert image.shape == (572, 1430, 4)  # 13 x 5.2 inches at 110 dpi: two panels
+
+
+def test_fan_chart_png_level_metric_has_one_panel(recorded, tmp_path):
+    con = ledger.open_for_reading(recorded)
+    try:
+        run = ledger.find_run(con, "1")
+        stored = ledger.read_bands(con, run["run_id"], "month", metric="in_sql")
+    finally:
+        con.close()
+    frame = ledger.select_bands(stored, run, "in_sql", trend.FAN_QUANTILES, target=40.0)
+    chart = tmp_path / "occupancy.png"
+    trend.fan_chart_png(chart, frame, None, run=run, metric="in_sql", by="month", target=40.0)
+    import matplotlib.image
+
+    assert matplotlib.image.imread(chart).shape[:2] == (572, 715)  # one panel
+    assert [p.name for p in tmp_path.iterdir()] == ["occupancy.png"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--chart", "fan.svg"], "--chart must end in .png"),
+    (["--chart", "no/such/dir/fan.png"], "does not exist"),
+])
+def test_bands_chart_errors_are_one_line(recorded, args, message):
+    res = invoke("bands", "--ledger", recorded, *args)
+    assert res.exit_code == 1
+    assert res.stderr.startswith("forecast: error: ") and message in res.stderr
+    assert res.stderr.count("\n") == 1
+
+
+def test_fan_chart_failed_write_keeps_the_old_chart(recorded, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    chart = tmp_path / "fan.png"
+    chart.write_bytes(b"old")
+
+    def broken(self, fname, **kwargs):
+        with open(fname, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    res = invoke("bands", "--ledger", recorded, "--chart", chart)
+    assert res.exit_code == 1 and "could not write (disk full)" in res.stderr
+    assert chart.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["fan.png"]
