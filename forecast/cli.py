@@ -122,6 +122,14 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
         fail(str(exc))
 
 
+def check_png(path: Path) -> None:
+    """A --chart path must end in .png and sit in an existing directory."""
+    if path.suffix.lower() != ".png":
+        fail(f"{path}: --chart must end in .png")
+    if not path.resolve().parent.is_dir():
+        fail(f"{path}: directory {path.parent} does not exist")
+
+
 def _ledger_timeout_option(func):
     return click.option(
         "--ledger-timeout", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
@@ -325,10 +333,7 @@ def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulativ
     if out_path is not None and not out_path.resolve().parent.is_dir():
         fail(f"{out_path}: directory {out_path.parent} does not exist")
     if chart_path is not None:
-        if chart_path.suffix.lower() != ".png":
-            fail(f"{chart_path}: --chart must end in .png")
-        if not chart_path.resolve().parent.is_dir():
-            fail(f"{chart_path}: directory {chart_path.parent} does not exist")
+        check_png(chart_path)
     path = ledger_mod.ledger_path(ledger_file)
     try:
         con = ledger_mod.open_for_reading(path, timeout=ledger_timeout)
@@ -509,10 +514,7 @@ def trend_cmd(period, metric, last, model_name, quantiles, ledger_file, fmt, cha
     if len(qs) != 3:
         fail(f"--quantiles takes three levels (low, middle, high), got {quantiles!r}")
     if chart_path is not None:
-        if chart_path.suffix.lower() != ".png":
-            fail(f"{chart_path}: --chart must end in .png")
-        if not chart_path.resolve().parent.is_dir():
-            fail(f"{chart_path}: directory {chart_path.parent} does not exist")
+        check_png(chart_path)
     try:
         trend_mod.parse_period(period)
     except trend_mod.PeriodError as exc:
