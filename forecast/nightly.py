@@ -139,9 +139,8 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
         _fail(f"{ledger_path}: directory {ledger_path.parent} does not exist")
     posterior = posterior_path or ledger_path.with_name(f"{model.name}.posterior.nc")
     options = import_options(kwargs)
-    # A history that runs past --as-of is normal at night (the export is newer than the day
-    # being forecast when --as-of is in the past): only rows up to it are used.
-    log = read_history_or_fail(history, model, history_format, options, None, flag="--format")
+    # As everywhere, a row dated after the as-of date is an error (a future event is bad data).
+    log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format")
 
     reason = refit_reason(posterior, model, max_age, now)
     if reason is not None:

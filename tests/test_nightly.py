@@ -83,6 +83,7 @@ def test_nightly_failures_are_one_line_and_record_nothing(tmp_path, history, two
         ([tmp_path / "missing.csv"], "missing.csv"),
         ([history, "--as-of", "2024-13-01"], "2024-13-01"),
         ([history, "--ledger", tmp_path / "no" / "l.duckdb"], "does not exist"),
+        ([history, "--as-of", "2024-03-01"], "after"),
     ]
     for extra, message in cases:
         out = invoke("nightly", "--model", two_stage.path, "--ledger", ledger, *extra)
