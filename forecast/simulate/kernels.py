@@ -75,6 +75,19 @@ def sample_destination(st, cumdest, k, s, b, g, r):
 
 
 @njit(cache=True)
+def record_event(events, event_amounts, n_events, lead_id, state, day, segment, amount):
+    """Append ``(lead_id, state, day, segment)`` and its amount; count it even when full."""
+    i = n_events[0]
+    if i < events.shape[0]:
+        events[i, 0] = lead_id
+        events[i, 1] = state
+        events[i, 2] = day
+        events[i, 3] = segment
+        event_amounts[i] = amount
+    n_events[0] = i + 1
+
+
+@njit(cache=True)
 def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_rec, open_amount,
                   total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                   amount_stage, arr_mean, arr_size, dow, occ_days,
@@ -114,14 +127,8 @@ def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_r
                 else:  # a new arrival: in the entry stage from the end of day t
                     s, age, t0, seg, rec, amount = entry, 0, t + 1, g, 0, np.nan
                     if events.shape[0] > 0:
-                        i = n_events[0]
-                        if i < events.shape[0]:
-                            events[i, 0] = lead_id
-                            events[i, 1] = entry
-                            events[i, 2] = t
-                            events[i, 3] = g
-                            event_amounts[i] = np.nan
-                        n_events[0] = i + 1
+                        record_event(events, event_amounts, n_events, lead_id, entry, t, g,
+                                     np.nan)
                 # The lead, from its state to absorption or the end of the horizon. Written
                 # out here, not as a function: as a call it cost a third more (its 30 array
                 # arguments), and numba's inline="always" made the path 2x slower.
@@ -142,15 +149,9 @@ def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_r
                         if amount != amount:  # NaN: not known yet, draw it now
                             amount = lognormal(st, deal_mu[k, seg], deal_sigma[k, seg])
                     if events.shape[0] > 0:
-                        i = n_events[0]
-                        if i < events.shape[0]:
-                            events[i, 0] = lead_id
-                            events[i, 1] = d
-                            events[i, 2] = exit_day
-                            events[i, 3] = seg
-                            priced = d == won_state or d == amount_stage
-                            event_amounts[i] = amount if priced else np.nan
-                        n_events[0] = i + 1
+                        priced = d == won_state or d == amount_stage
+                        record_event(events, event_amounts, n_events, lead_id, d, exit_day, seg,
+                                     amount if priced else np.nan)
                     if d == won_state:
                         bookings[exit_day] += amount
                         won[exit_day] += 1
