@@ -130,6 +130,17 @@ def check_png(path: Path) -> None:
         fail(f"{path}: directory {path.parent} does not exist")
 
 
+def writable_ledger_or_fail(ledger_file) -> Path:
+    """The ledger to record in (``--ledger``, ``$FORECAST_LEDGER`` or the default); its
+    directory must exist."""
+    from forecast import ledger as ledger_mod
+
+    path = ledger_mod.ledger_path(ledger_file)
+    if not path.parent.is_dir():
+        fail(f"{path}: --ledger directory {path.parent} does not exist")
+    return path
+
+
 def _ledger_timeout_option(func):
     return click.option(
         "--ledger-timeout", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
@@ -194,10 +205,8 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
     options = import_options(kwargs)
     ledger_path = None
     if ledger_file is not None:  # checked before simulating: a bad path fails fast
-        ledger_path = ledger_mod.ledger_path(None if ledger_file == _LEDGER_DEFAULT
-                                             else ledger_file)
-        if not ledger_path.parent.is_dir():
-            fail(f"{ledger_path}: --ledger directory {ledger_path.parent} does not exist")
+        ledger_path = writable_ledger_or_fail(None if ledger_file == _LEDGER_DEFAULT
+                                              else ledger_file)
     try:
         model: FunnelModel = load_model(model_name)
     except ModelError as exc:
@@ -436,9 +445,7 @@ def actuals_cmd(history, model_name, ledger_file, quiet, ledger_timeout, history
 
     note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     options = import_options(kwargs)
-    path = ledger_mod.ledger_path(ledger_file)
-    if not path.parent.is_dir():
-        fail(f"{path}: --ledger directory {path.parent} does not exist")
+    path = writable_ledger_or_fail(ledger_file)
     try:
         model: FunnelModel = load_model(model_name)
     except ModelError as exc:

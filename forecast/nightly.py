@@ -114,7 +114,7 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
     from forecast import fit as fit_mod
     from forecast import ledger as ledger_mod
     from forecast import summarize
-    from forecast.cli import import_options, read_history_or_fail
+    from forecast.cli import import_options, read_history_or_fail, writable_ledger_or_fail
     from forecast.eventlog import InputError, open_pipeline
     from forecast.simulate import simulate
     from forecast.statistics import sufficient_statistics
@@ -134,9 +134,7 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
         fit_mod.priors_of(model)
     except (ModelError, fit_mod.PosteriorError) as exc:
         _fail(str(exc))
-    ledger_path = ledger_mod.ledger_path(ledger_file)
-    if not ledger_path.parent.is_dir():
-        _fail(f"{ledger_path}: directory {ledger_path.parent} does not exist")
+    ledger_path = writable_ledger_or_fail(ledger_file)
     posterior = posterior_path or ledger_path.with_name(f"{model.name}.posterior.nc")
     options = import_options(kwargs)
     # As everywhere, a row dated after the as-of date is an error (a future event is bad data).
