@@ -70,11 +70,22 @@ class ReferenceResult:
 
 
 @njit(cache=True)
-def _draw_arrivals(k, weekday0, arr_mean, arr_size, dow, horizon):
+def _set_of_day(t, ks, switch_days):
+    """The parameter set in force on day ``t``: ``ks[e]`` for the ``e`` switch days passed."""
+    e = 0
+    for d in switch_days:
+        if t >= d:
+            e += 1
+    return ks[e]
+
+
+@njit(cache=True)
+def _draw_arrivals(ks, switch_days, weekday0, arr_mean, arr_size, dow, horizon):
     """``counts[t, g]``: new leads of segment ``g`` on day ``t`` (negative binomial / Poisson)."""
     n_seg = arr_mean.shape[1]
     counts = np.zeros((horizon, n_seg), dtype=np.int64)
     for t in range(horizon):
+        k = _set_of_day(t, ks, switch_days)
         wd = (weekday0 + t) % 7
         for g in range(n_seg):
             mean = arr_mean[k, g] * dow[k, wd]
@@ -90,7 +101,7 @@ def _draw_arrivals(k, weekday0, arr_mean, arr_size, dow, horizon):
 
 
 @njit(cache=True)
-def _reference_path(seed, k, weekday0, entry, amount_stage, qualified,
+def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualified,
                     open_state, open_age, open_seg, open_rec, open_amount,
                     hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                     arr_mean, arr_size, dow, occ_days,
@@ -105,7 +116,7 @@ def _reference_path(seed, k, weekday0, entry, amount_stage, qualified,
 
     # Arrivals do not depend on anything else, so they can be drawn up front; this also tells
     # how many leads the path will hold.
-    counts = _draw_arrivals(k, weekday0, arr_mean, arr_size, dow, horizon)
+    counts = _draw_arrivals(ks, switch_days, weekday0, arr_mean, arr_size, dow, horizon)
     n_open = open_state.shape[0]
     cap = n_open + counts.sum()
 
@@ -129,6 +140,7 @@ def _reference_path(seed, k, weekday0, entry, amount_stage, qualified,
 
     m = 0
     for t in range(horizon):
+        k = _set_of_day(t, ks, switch_days)
         # Every lead present at the start of day t (arrivals of day t come after this loop).
         for i in range(n):
             s = state[i]
@@ -203,13 +215,13 @@ def _reference_path(seed, k, weekday0, entry, amount_stage, qualified,
 
 
 @njit(cache=True)
-def _reference_paths(seeds, set_index, weekday0, entry, amount_stage, qualified,
+def _reference_paths(seeds, set_index, switch_days, weekday0, entry, amount_stage, qualified,
                      open_state, open_age, open_seg, open_rec, open_amount,
                      hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                      arr_mean, arr_size, dow, occ_days,
                      bookings, won, expired, recaptured, lost_value, moves, arrivals, occupancy):
     for p in range(seeds.shape[0]):
-        _reference_path(seeds[p], set_index[p], weekday0, entry, amount_stage, qualified,
+        _reference_path(seeds[p], set_index[p], switch_days, weekday0, entry, amount_stage, qualified,
                         open_state, open_age, open_seg, open_rec, open_amount,
                         hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                         arr_mean, arr_size, dow, occ_days,
@@ -219,11 +231,16 @@ def _reference_paths(seeds, set_index, weekday0, entry, amount_stage, qualified,
 
 def reference_simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline,
                        as_of: dt.date, horizon: int, n_paths: int, seed: int,
-                       occupancy_days=None, set_index=None) -> ReferenceResult:
+                       occupancy_days=None, set_index=None,
+                       switch_days=()) -> ReferenceResult:
     """Same contract and outputs as :func:`forecast.simulate.simulate`, simulated day by day."""
+    switch_days = np.asarray(switch_days, dtype=np.int64).reshape(-1)
     if set_index is None:
         set_index = np.arange(n_paths, dtype=np.int64) % params.n_sets
     set_index = np.asarray(set_index, dtype=np.int64)
+    if set_index.ndim == 1:
+        set_index = np.repeat(set_index[:, None], len(switch_days) + 1, axis=1)
+    set_index = np.ascontiguousarray(set_index)
     if occupancy_days is None:
         occupancy_days = np.array([horizon - 1], dtype=np.int64)
     occupancy_days = np.asarray(occupancy_days, dtype=np.int64)
@@ -243,7 +260,7 @@ def reference_simulate(model: FunnelModel, params: Parameters, pipeline: Pipelin
     occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
     pl = pipeline
     _reference_paths(
-        seeds, set_index, (as_of + dt.timedelta(days=1)).weekday(),
+        seeds, set_index, switch_days, (as_of + dt.timedelta(days=1)).weekday(),
         model.state_index(model.entry), amount_stage, model.state_index(model.qualified_stage),
         pl.state.astype(np.int64), pl.age.astype(np.int64), pl.segment.astype(np.int64),
         pl.recycle.astype(np.int64), pl.amount.astype(np.float64),

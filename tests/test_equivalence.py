@@ -131,8 +131,8 @@ def compare(fast, ref, model, *, by_set: bool = False, pooled: bool = True) -> d
     """All p-values of fast vs reference, keyed ``"statistic: test"``."""
     groups = [(None, None, None)]
     if by_set:
-        groups = [(f"set {k} ", fast.set_index == k, ref.set_index == k)
-                  for k in np.unique(fast.set_index)]
+        groups = [(f"sets {list(k)} ", (fast.set_index == k).all(1), (ref.set_index == k).all(1))
+                  for k in np.unique(fast.set_index, axis=0)]
     out = {}
     for label, pf, pr in groups:
         sf, sr = path_statistics(fast, model, pf), path_statistics(ref, model, pr)
@@ -168,11 +168,11 @@ def assert_outputs_consistent(fast, ref):
 
 # ---- the cases -------------------------------------------------------------------------------
 
-def _run_both(model, params, pipeline, horizon, n_paths, occ_days):
+def _run_both(model, params, pipeline, horizon, n_paths, occ_days, **epochs):
     fast = simulate(model, params, pipeline, AS_OF, horizon, n_paths, seed=101,
-                    occupancy_days=occ_days)
+                    occupancy_days=occ_days, **epochs)
     ref = reference_simulate(model, params, pipeline, AS_OF, horizon, n_paths, seed=202,
-                             occupancy_days=occ_days)
+                             occupancy_days=occ_days, **epochs)
     assert_outputs_consistent(fast, ref)
     return fast, ref
 
@@ -228,8 +228,25 @@ def test_two_stage_two_parameter_sets(two_stage, two_stage_params, two_stage_pip
     pvalues = compare(fast, ref, two_stage, by_set=True, pooled=False)
     assert_same_distribution(pvalues)
     # The two sets really differ (so per-set statistics were needed).
-    assert fast.bookings[fast.set_index == 1].sum(1).mean() > \
-        1.3 * fast.bookings[fast.set_index == 0].sum(1).mean()
+    assert fast.bookings[fast.set_index[:, 0] == 1].sum(1).mean() > \
+        1.3 * fast.bookings[fast.set_index[:, 0] == 0].sum(1).mean()
+
+
+def test_parameters_switching_on_a_date(two_stage, two_stage_params, two_stage_pipeline):
+    """A scenario's effective date: half the paths switch from set 0 to set 1 on day 17, the
+    other half from 1 to 0; leads already in a stage switch hazards that day too."""
+    params = two_sets(two_stage, two_stage_params)
+    n_paths = 2400
+    set_index = np.where(np.arange(n_paths)[:, None] % 2 == 0, [[0, 1]], [[1, 0]])
+    fast, ref = _run_both(two_stage, params, two_stage_pipeline, 40, n_paths, [16, 39],
+                          set_index=set_index, switch_days=[17])
+    pvalues = compare(fast, ref, two_stage, by_set=True, pooled=False)
+    assert_same_distribution(pvalues)
+    # The switch matters: set 1 books more, so the two halves trade places on day 17.
+    up = fast.set_index[:, 0] == 0
+    before, after = fast.bookings[:, :17].mean(1), fast.bookings[:, 23:].mean(1)
+    assert before[~up].mean() > 1.2 * before[up].mean()
+    assert after[up].mean() > 1.2 * after[~up].mean()
 
 
 def test_b2b_model(b2b, b2b_params, b2b_pipeline):

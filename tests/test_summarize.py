@@ -25,7 +25,8 @@ def fake_result(n_paths=5, horizon=45, as_of=dt.date(2026, 1, 20)):
     occ[:, :, 0] = per.last_day[None, :]
     zeros = np.zeros((n_paths, horizon), dtype=np.int64)
     return SimulationResult(
-        model=model, as_of=as_of, seed=0, set_index=np.zeros(n_paths, np.int64),
+        model=model, as_of=as_of, seed=0, set_index=np.zeros((n_paths, 1), np.int64),
+        switch_days=np.zeros(0, np.int64),
         bookings=bookings, won=won, expired=expired, recaptured=zeros, lost_to_expiry=zeros * 1.0,
         moves=zeros, arrivals=zeros, occupancy=occ, occupancy_days=per.last_day, n_open=0)
 

@@ -20,6 +20,13 @@ from forecast.simulate import kernels
 from forecast.simulate.rng import path_states
 
 MIN_CHUNK = 256  # paths per kernel call at least; about 20 calls per run otherwise
+EPOCH_END = 2**62  # the start of the epoch after the last: never reached
+
+
+def epoch_starts(switch_days: np.ndarray) -> np.ndarray:
+    """The kernels' ``ep_start``: 0, each day a new parameter set takes over, a sentinel."""
+    return np.concatenate([[0], np.asarray(switch_days, dtype=np.int64), [EPOCH_END]]
+                          ).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,8 @@ class SimulationResult:
     """Per-path outputs of a run. Day ``t`` of the horizon is the date ``as_of + 1 + t``.
 
     Daily arrays are ``[path, day]`` (``moves``: transitions of any kind); ``expired`` is
-    ``[path, day, active stage]``;
+    ``[path, day, active stage]``; ``set_index[path, epoch]`` is the parameter set each path
+    used in each epoch, the epochs starting on day 0 and on each of ``switch_days``;
     ``occupancy`` is ``[path, occupancy day, state]``: how many leads are in each state (won and
     lost count cumulatively) at the end of each day in ``occupancy_days``.
     """
@@ -60,6 +68,7 @@ class SimulationResult:
     as_of: dt.date
     seed: int
     set_index: np.ndarray
+    switch_days: np.ndarray
     bookings: np.ndarray
     won: np.ndarray
     expired: np.ndarray
@@ -124,7 +133,7 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
 
 def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: dt.date,
              horizon: int, n_paths: int, seed: int, *, set_index: np.ndarray | None = None,
-             occupancy_days: np.ndarray | None = None, chunk_size: int | None = None,
+             switch_days=(), occupancy_days: np.ndarray | None = None, chunk_size: int | None = None,
              parallel: bool = True,
              progress: Callable[[int, int], None] | None = None) -> SimulationResult:
     """Run ``n_paths`` Monte Carlo paths of the funnel over ``horizon`` days after ``as_of``.
@@ -133,16 +142,31 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     random stream from ``(seed, p)``, so the result does not depend on ``chunk_size``, on
     ``parallel`` or on the number of threads. ``occupancy_days`` (sorted day indices) default
     to the last day of the horizon.
+
+    Parameters may change on dates (a scenario's effective dates): ``switch_days`` (increasing
+    day indices inside the horizon) start new epochs, and ``set_index[p, e]`` is then the set
+    path ``p`` uses in epoch ``e`` (days from ``0`` or ``switch_days[e - 1]`` on). Hazards
+    switch for the leads already in a stage too, from that day on.
     """
     if horizon < 1:
         raise ValueError(f"horizon must be at least 1 day, got {horizon}")
     if n_paths < 1:
         raise ValueError(f"paths must be at least 1, got {n_paths}")
+    switch_days = np.asarray(switch_days, dtype=np.int64).reshape(-1)
+    if np.any(np.diff(switch_days) <= 0) or np.any(switch_days < 1) \
+            or np.any(switch_days >= horizon):
+        raise ValueError("switch_days must be increasing day indices from 1 to horizon - 1")
+    n_epochs = len(switch_days) + 1
     if set_index is None:
         set_index = np.arange(n_paths, dtype=np.int64) % params.n_sets
     set_index = np.asarray(set_index, dtype=np.int64)
-    if set_index.shape != (n_paths,) or set_index.min() < 0 or set_index.max() >= params.n_sets:
-        raise ValueError("set_index needs one parameter-set index per path")
+    if set_index.ndim == 1:
+        set_index = np.repeat(set_index[:, None], n_epochs, axis=1)
+    if set_index.shape != (n_paths, n_epochs) or set_index.min() < 0 \
+            or set_index.max() >= params.n_sets:
+        raise ValueError("set_index needs one parameter-set index per path and epoch")
+    set_index = np.ascontiguousarray(set_index)
+    ep_start = epoch_starts(switch_days)
     if occupancy_days is None:
         occupancy_days = np.array([horizon - 1], dtype=np.int64)
     occupancy_days = np.asarray(occupancy_days, dtype=np.int64)
@@ -168,7 +192,7 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     for start in range(0, n_paths, chunk_size):
         stop = min(start + chunk_size, n_paths)
         sl = slice(start, stop)
-        run(path_states(seed, start, stop), set_index[sl], weekday0, tab.entry,
+        run(path_states(seed, start, stop), set_index[sl], ep_start, weekday0, tab.entry,
             pl.state.astype(np.int64), pl.age.astype(np.int64), pl.segment.astype(np.int64),
             pl.recycle.astype(np.int64), pl.amount.astype(np.float64),
             tab.total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
@@ -178,7 +202,8 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
         if progress is not None:
             progress(stop, n_paths)
     return SimulationResult(
-        model=model, as_of=as_of, seed=seed, set_index=set_index, bookings=bookings, won=won,
+        model=model, as_of=as_of, seed=seed, set_index=set_index, switch_days=switch_days,
+        bookings=bookings, won=won,
         expired=expired, recaptured=recaptured, lost_to_expiry=lost, moves=moves,
         arrivals=arrivals,
         occupancy=occupancy, occupancy_days=occupancy_days, n_open=len(pipeline),
@@ -204,7 +229,8 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
         counter = np.zeros(1, dtype=np.int64)
         st = path_states(seed, 0, 1)[0]  # a fresh stream on every try: the kernel consumes it
         kernels.simulate_path(
-            st, set_index, start.weekday(), tab.entry, e.state, e.age, e.segment, e.recycle,
+            st, np.array([set_index], dtype=np.int64), epoch_starts(np.zeros(0)),
+            start.weekday(), tab.entry, e.state, e.age, e.segment, e.recycle,
             e.amount, tab.total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
             np.array([h - 1], dtype=np.int64), np.zeros(h), np.zeros(h, np.int64),

@@ -33,35 +33,54 @@ def _band_of(age, band_lo):
 
 
 @njit(cache=True)
-def sample_exit(st, total, k, s, g, r, band_lo, age, t, horizon):
-    """Day on which a lead in state ``s`` at ``age`` on day ``t`` leaves, and its age band.
+def epoch_of(t, ep_start):
+    """Index of the epoch holding day ``t`` (``ep_start`` ends with a far-future sentinel)."""
+    ep = 0
+    while ep_start[ep + 1] <= t:
+        ep += 1
+    return ep
 
-    Returns ``(-1, band)`` when it is still there at the end of the horizon.
+
+@njit(cache=True)
+def sample_exit(st, total, ks, ep_start, s, g, r, band_lo, age, t, horizon):
+    """Day on which a lead in state ``s`` at ``age`` on day ``t`` leaves, its age band there
+    and the parameter set in force that day.
+
+    The cumulative hazard is piecewise constant over age bands and over epochs (calendar
+    spans with their own parameter set ``ks[epoch]``; one epoch unless a scenario changes
+    parameters on a date). Returns ``(-1, band, set)`` when it is still there at the end of
+    the horizon.
     """
     n_b = band_lo.shape[0]
     e = exponential(st)
     b = _band_of(age, band_lo)
+    ep = epoch_of(t, ep_start)
     while True:
+        k = ks[ep]
         lam = total[k, s, b, g, r]
         last = b == n_b - 1
-        span = 0 if last else band_lo[b + 1] - age
+        to_epoch = ep_start[ep + 1] - t  # days to the next epoch (huge in the last one)
+        span = to_epoch if last else min(band_lo[b + 1] - age, to_epoch)
         if lam > 0.0:
             x = e / lam
-            if last or x < span:
+            if x < span:
                 if x >= horizon - t:
-                    return -1, b
+                    return -1, b, k
                 off = int(x)
-                if not last and off >= span:  # guard against rounding at the band edge
+                if off >= span:  # guard against rounding at the edge
                     off = span - 1
-                return t + off, b
+                return t + off, b, k
             e -= lam * span
-        elif last:
-            return -1, b
+        elif last and ep_start[ep + 1] >= horizon:
+            return -1, b, k
         t += span
         if t >= horizon:
-            return -1, b
+            return -1, b, k
         age += span
-        b += 1
+        if not last and age >= band_lo[b + 1]:
+            b += 1
+        if t >= ep_start[ep + 1]:
+            ep += 1
 
 
 @njit(cache=True)
@@ -88,7 +107,7 @@ def record_event(events, event_amounts, n_events, lead_id, state, day, segment, 
 
 
 @njit(cache=True)
-def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_rec, open_amount,
+def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_seg, open_rec, open_amount,
                   total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                   amount_stage, arr_mean, arr_size, dow, occ_days,
                   bookings, won, expired, recaptured, lost_value, moves, arrivals, occupancy,
@@ -100,7 +119,9 @@ def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_r
     and counted there from the end of day ``ed``. Accumulates into the path's output rows
     (``moves`` counts every transition by day). When ``events`` has rows, every state entered
     is also recorded there as ``(lead_id, state, day, segment)``, with the deal amount where
-    known.
+    known. Day ``t`` uses parameter set ``ks[e]`` of its epoch ``e``: epoch ``e`` holds the days
+    ``ep_start[e] <= t < ep_start[e + 1]`` (``ep_start[0] == 0``, the last entry a sentinel
+    beyond the horizon); a lead's hazards switch on the day its epoch changes.
     """
     horizon = bookings.shape[0]
     n_states = kinds.shape[1]
@@ -112,8 +133,12 @@ def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_r
     lost_state = n_active + 2
     n_rec = total.shape[4]
     lead_id = 0
+    ep_t = 0
     for t in range(-1, horizon):
         wd = (weekday0 + t) % 7
+        while t >= 0 and ep_start[ep_t + 1] <= t:
+            ep_t += 1
+        k = ks[ep_t]  # the parameter set of day t (arrivals)
         for g in range(n_seg if t >= 0 else 1):
             if t < 0:
                 n = n_open
@@ -138,16 +163,17 @@ def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_r
                 pend_stage = -1
                 while True:
                     occ_diff[max(ed, 0), s] += 1
-                    exit_day, b = sample_exit(st, total, k, s, seg, rec, band_lo, age, t0, horizon)
+                    exit_day, b, kx = sample_exit(st, total, ks, ep_start, s, seg, rec, band_lo,
+                                                  age, t0, horizon)
                     if exit_day < 0:
                         break
                     occ_diff[exit_day, s] -= 1
-                    d = sample_destination(st, cumdest, k, s, b, seg, rec)
+                    d = sample_destination(st, cumdest, kx, s, b, seg, rec)
                     moves[exit_day] += 1
                     kind = kinds[s, d]
                     if d == won_state or d == amount_stage:
                         if amount != amount:  # NaN: not known yet, draw it now
-                            amount = lognormal(st, deal_mu[k, seg], deal_sigma[k, seg])
+                            amount = lognormal(st, deal_mu[kx, seg], deal_sigma[kx, seg])
                     if events.shape[0] > 0:
                         priced = d == won_state or d == amount_stage
                         record_event(events, event_amounts, n_events, lead_id, d, exit_day, seg,
@@ -164,8 +190,8 @@ def simulate_path(st, k, weekday0, entry, open_state, open_age, open_seg, open_r
                     if kind == KIND_EXPIRY:
                         expired[exit_day, s] += 1
                         if pend_stage < 0:
-                            value = amount if amount == amount else deal_mean[k, seg]
-                            pend_val = winprob[k, s, seg, rec] * value
+                            value = amount if amount == amount else deal_mean[kx, seg]
+                            pend_val = winprob[kx, s, seg, rec] * value
                             pend_day = exit_day
                             pend_stage = s
                         rec = min(rec + 1, n_rec - 1)
@@ -197,7 +223,7 @@ def _make_forecast(parallel: bool):
     """
     loop = prange if parallel else range
 
-    def forecast(rng_states, set_index, weekday0, entry, open_state, open_age, open_seg,
+    def forecast(rng_states, set_index, ep_start, weekday0, entry, open_state, open_age, open_seg,
                  open_rec, open_amount, total, cumdest, band_lo, kinds, winprob, deal_mean,
                  deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow, occ_days,
                  bookings, won, expired, recaptured, lost_value, moves, arrivals, occupancy):
@@ -206,7 +232,7 @@ def _make_forecast(parallel: bool):
         for p in loop(rng_states.shape[0]):
             st = rng_states[p].copy()
             counter = np.zeros(1, dtype=np.int64)
-            simulate_path(st, set_index[p], weekday0, entry, open_state, open_age, open_seg,
+            simulate_path(st, set_index[p], ep_start, weekday0, entry, open_state, open_age, open_seg,
                           open_rec, open_amount, total, cumdest, band_lo, kinds, winprob,
                           deal_mean, deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow,
                           occ_days, bookings[p], won[p], expired[p], recaptured[p],
