@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -141,6 +142,21 @@ def writable_ledger_or_fail(ledger_file) -> Path:
     return path
 
 
+def ledger_or_fail(ledger_file) -> Path:
+    """The writable ledger of a ``--ledger [PATH]`` option (bare: the default ledger)."""
+    return writable_ledger_or_fail(None if ledger_file == _LEDGER_DEFAULT else ledger_file)
+
+
+def ledger_option(func):
+    """``--ledger [PATH]`` (record the run) and ``--ledger-timeout``."""
+    func = _ledger_timeout_option(func)
+    return click.option(
+        "--ledger", "ledger_file", is_flag=False, flag_value=_LEDGER_DEFAULT, default=None,
+        metavar="[PATH]",
+        help="Record the run and its bands in the ledger (a DuckDB file) once it succeeds. "
+             "Bare --ledger: $FORECAST_LEDGER, else ./forecasts.duckdb.")(func)
+
+
 def _ledger_timeout_option(func):
     return click.option(
         "--ledger-timeout", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
@@ -154,59 +170,65 @@ def main() -> None:
     """Monte Carlo pipeline forecasts: bands, not point estimates."""
 
 
-@main.command()
-@click.option("--model", "model_name", default=None, metavar="MODEL",
-              help="Funnel model file, or a bundled model name (b2b, consumer). Default: b2b.")
-@click.option("--history", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Event log (CSV / Parquet); the open pipeline at --as-of is taken from it. "
-                   "Default: the bundled sample history.")
-@click.option("--as-of", "as_of_text", default=None, metavar="DATE",
-              help="Forecast from the end of this day. Default: the last date in the history.")
-@click.option("--horizon", type=click.IntRange(1, 3660), default=HORIZON_DEFAULT,
-              show_default=True, help="Days to simulate after --as-of.")
-@click.option("--paths", type=click.IntRange(1, 10_000_000), default=PATHS_DEFAULT,
-              show_default=True, help="Monte Carlo paths.")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
-              help="Root seed; the same seed gives the same numbers, bit for bit.")
-@click.option("--by", type=click.Choice(["day", "week", "month", "quarter"]), default="month",
-              show_default=True, help="Period of the bands.")
-@click.option("--quantiles", default="0.1,0.5,0.9", show_default=True,
-              help="Quantiles of the bands, comma-separated.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Write bands.csv, bands.parquet, summary.json, fan_chart.png.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True, help="What to print on stdout.")
-@click.option("--threads", type=click.IntRange(1, 512), default=None,
-              help="Threads for the simulation (results do not depend on it).")
-@click.option("--quiet", is_flag=True, help="No progress bar or notes on stderr.")
-@click.option("--posterior", "posterior_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="A posterior from `forecast fit`: each path uses its own draw "
-                                 "(path p takes draw p mod the number of draws).")
-@click.option("--ledger", "ledger_file", is_flag=False, flag_value=_LEDGER_DEFAULT,
-              default=None, metavar="[PATH]",
-              help="Record the run and its bands in the ledger (a DuckDB file) once it "
-                   "succeeds. Bare --ledger: $FORECAST_LEDGER, else ./forecasts.duckdb.")
-@_ledger_timeout_option
-@history_options
-def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, out_dir, fmt,
-        threads, quiet, posterior_path, ledger_file, ledger_timeout, history_format, **kwargs):
-    """Forecast bookings: bands per period over a horizon, from an open pipeline."""
-    from forecast import ledger as ledger_mod
-    from forecast import outputs, summarize
-    from forecast.eventlog import latest_date, open_pipeline
-    from forecast.simulate import simulate
+@dataclass(frozen=True)
+class ForecastInputs:
+    """Everything a forecast starts from, resolved from the command line."""
 
-    note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    try:
-        qs = summarize.parse_quantiles(quantiles)
-    except ValueError as exc:
-        fail(str(exc))
+    model: FunnelModel
+    params: object  # forecast.parameters.Parameters
+    parameters_text: str
+    fitted: dict | None
+    log: object  # forecast.eventlog.EventLog
+    history_path: Path
+    as_of: dt.date
+    pipeline: object  # forecast.simulate.Pipeline
+    posterior_path: Path | None
+
+
+def forecast_options(func):
+    """The options every forecasting command shares (`run`, `scenario`, `sweep`, ...)."""
+    options = [
+        click.option("--model", "model_name", default=None, metavar="MODEL",
+                     help="Funnel model file, or a bundled model name (b2b, consumer). "
+                          "Default: b2b."),
+        click.option("--history", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None,
+                     help="Event log (CSV / Parquet); the open pipeline at --as-of is taken "
+                          "from it. Default: the bundled sample history."),
+        click.option("--as-of", "as_of_text", default=None, metavar="DATE",
+                     help="Forecast from the end of this day. Default: the last date in the "
+                          "history."),
+        click.option("--horizon", type=click.IntRange(1, 3660), default=HORIZON_DEFAULT,
+                     show_default=True, help="Days to simulate after --as-of."),
+        click.option("--paths", type=click.IntRange(1, 10_000_000), default=PATHS_DEFAULT,
+                     show_default=True, help="Monte Carlo paths."),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+                     help="Root seed; the same seed gives the same numbers, bit for bit."),
+        click.option("--threads", type=click.IntRange(1, 512), default=None,
+                     help="Threads for the simulation (results do not depend on it)."),
+        click.option("--quiet", is_flag=True, help="No progress bar or notes on stderr."),
+        click.option("--posterior", "posterior_path",
+                     type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="A posterior from `forecast fit`: each path uses its own draw "
+                          "(path p takes draw p mod the number of draws)."),
+    ]
+    func = history_options(func)
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def notes(quiet: bool):
+    """A function printing a note on stderr, or doing nothing with --quiet."""
+    return (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+
+
+def forecast_inputs(model_name, history, history_format, options: dict, as_of_text,
+                    posterior_path, paths: int, threads, note) -> ForecastInputs:
+    """Load the model, the parameters (defaults or posterior) and the open pipeline."""
+    from forecast.eventlog import latest_date, open_pipeline
+
     as_of = parse_date(as_of_text, "--as-of")
-    options = import_options(kwargs)
-    ledger_path = None
-    if ledger_file is not None:  # checked before simulating: a bad path fails fast
-        ledger_path = writable_ledger_or_fail(None if ledger_file == _LEDGER_DEFAULT
-                                              else ledger_file)
     try:
         model: FunnelModel = load_model(model_name)
     except ModelError as exc:
@@ -228,14 +250,51 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
         note(f"as of {as_of} (the last date in {history_path.name})")
     if fitted is not None and fitted["history_sha256"] != log.sha256:
         note(f"note: the posterior was fitted on {fitted['history_path']}, not on this history")
-    pipeline = open_pipeline(log, model, as_of)
-    per = summarize.periods(as_of, horizon, by)
-    occupancy_days = per.last_day if ledger_path is None else \
-        ledger_mod.occupancy_days(as_of, horizon, also=per.last_day)
     if threads is not None:
         import numba
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    return ForecastInputs(model=model, params=params, parameters_text=parameters_text,
+                          fitted=fitted, log=log, history_path=history_path, as_of=as_of,
+                          pipeline=open_pipeline(log, model, as_of),
+                          posterior_path=posterior_path)
+
+
+@main.command()
+@click.option("--by", type=click.Choice(["day", "week", "month", "quarter"]), default="month",
+              show_default=True, help="Period of the bands.")
+@click.option("--quantiles", default="0.1,0.5,0.9", show_default=True,
+              help="Quantiles of the bands, comma-separated.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Write bands.csv, bands.parquet, summary.json, fan_chart.png.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="What to print on stdout.")
+@ledger_option
+@forecast_options
+def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, out_dir, fmt,
+        threads, quiet, posterior_path, ledger_file, ledger_timeout, history_format, **kwargs):
+    """Forecast bookings: bands per period over a horizon, from an open pipeline."""
+    from forecast import ledger as ledger_mod
+    from forecast import outputs, summarize
+    from forecast.simulate import simulate
+
+    note = notes(quiet)
+    try:
+        qs = summarize.parse_quantiles(quantiles)
+    except ValueError as exc:
+        fail(str(exc))
+    options = import_options(kwargs)
+    ledger_path = None
+    if ledger_file is not None:  # checked before simulating: a bad path fails fast
+        ledger_path = ledger_or_fail(ledger_file)
+    inp = forecast_inputs(model_name, history, history_format, options, as_of_text,
+                          posterior_path, paths, threads, note)
+    model, params, fitted, log = inp.model, inp.params, inp.fitted, inp.log
+    as_of, pipeline, history_path = inp.as_of, inp.pipeline, inp.history_path
+    parameters_text = inp.parameters_text
+    per = summarize.periods(as_of, horizon, by)
+    occupancy_days = per.last_day if ledger_path is None else \
+        ledger_mod.occupancy_days(as_of, horizon, also=per.last_day)
     progress = Progress("simulating", enabled=not quiet)
     started = time.perf_counter()
     try:
@@ -820,3 +879,5 @@ def simulate_history_cmd(model_name, start_text, days, seed, out_path):
 from forecast.nightly import nightly as _nightly  # noqa: E402 - needs the helpers above
 
 main.add_command(_nightly)
+from forecast.report_cli import report as _report; main.add_command(_report)  # noqa: E402,E702,I001
+from forecast.backtest_cli import backtest as _backtest; main.add_command(_backtest)  # noqa: E402,E702,I001

@@ -16,7 +16,8 @@ day ``t + 1`` at age 0. Arrivals of day ``t`` are in the entry stage at the end 
 Outputs, per path: ``won`` / ``bookings`` on the day a deal enters ``won`` (its known amount, or
 a lognormal draw made when it first enters the amount stage or won); ``expired[t, s]``: expiry
 moves (back, or to nurture) out of active stage ``s``, each raising the recycle level by one up
-to the last; ``recaptured``: moves out of nurture into a stage; ``moves``: every move;
+to the last; ``recaptured``: moves out of nurture into a stage; ``entered[t, d]``: leads
+entering state ``d`` on day ``t`` (moves and arrivals);
 ``occupancy``: leads per state at the end of the chosen days (won and lost cumulative).
 ``lost_to_expiry``: a lead expiring from stage ``s`` with nothing pending sets aside
 ``winprob(s, its recycle level before the expiry) x (amount, or the segment's mean deal)``,
@@ -54,7 +55,7 @@ class ReferenceResult:
     expired: np.ndarray
     recaptured: np.ndarray
     lost_to_expiry: np.ndarray
-    moves: np.ndarray
+    entered: np.ndarray
     arrivals: np.ndarray
     occupancy: np.ndarray
     occupancy_days: np.ndarray
@@ -67,6 +68,10 @@ class ReferenceResult:
     @property
     def horizon(self) -> int:
         return self.bookings.shape[1]
+
+    @property
+    def moves(self) -> np.ndarray:
+        return self.entered.sum(axis=2, dtype=np.int64) - self.arrivals
 
 
 @njit(cache=True)
@@ -105,7 +110,7 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
                     open_state, open_age, open_seg, open_rec, open_amount,
                     hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                     arr_mean, arr_size, dow, occ_days,
-                    bookings, won, expired, recaptured, lost_value, moves, arrivals, occupancy):
+                    bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy):
     np.random.seed(seed)
     horizon = bookings.shape[0]
     n_active = kinds.shape[0] - 1
@@ -169,7 +174,7 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
                     c += h
                     if x < c:
                         break
-            moves[t] += 1
+            entered[t, dest] += 1
             kind = kinds[s, dest]
             if (dest == won_state or dest == amount_stage) and np.isnan(amount[i]):
                 amount[i] = np.random.lognormal(deal_mu[k, g], deal_sigma[k, g])
@@ -203,6 +208,7 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
                 amount[n] = np.nan
                 n += 1
             arrivals[t] += counts[t, g]
+            entered[t, entry] += counts[t, g]
 
         if m < occ_days.shape[0] and occ_days[m] == t:
             for i in range(n):
@@ -219,14 +225,14 @@ def _reference_paths(seeds, set_index, switch_days, weekday0, entry, amount_stag
                      open_state, open_age, open_seg, open_rec, open_amount,
                      hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                      arr_mean, arr_size, dow, occ_days,
-                     bookings, won, expired, recaptured, lost_value, moves, arrivals, occupancy):
+                     bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy):
     for p in range(seeds.shape[0]):
         _reference_path(seeds[p], set_index[p], switch_days, weekday0, entry, amount_stage, qualified,
                         open_state, open_age, open_seg, open_rec, open_amount,
                         hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                         arr_mean, arr_size, dow, occ_days,
                         bookings[p], won[p], expired[p], recaptured[p], lost_value[p],
-                        moves[p], arrivals[p], occupancy[p])
+                        entered[p], arrivals[p], occupancy[p])
 
 
 def reference_simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline,
@@ -255,7 +261,7 @@ def reference_simulate(model: FunnelModel, params: Parameters, pipeline: Pipelin
     expired = np.zeros((n_paths, horizon, n_active), dtype=np.int64)
     recaptured = np.zeros((n_paths, horizon), dtype=np.int64)
     lost = np.zeros((n_paths, horizon))
-    moves = np.zeros((n_paths, horizon), dtype=np.int64)
+    entered = np.zeros((n_paths, horizon, n_states), dtype=np.int64)
     arrivals = np.zeros((n_paths, horizon), dtype=np.int64)
     occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
     pl = pipeline
@@ -268,9 +274,9 @@ def reference_simulate(model: FunnelModel, params: Parameters, pipeline: Pipelin
         np.asarray(model.age_bands, dtype=np.int64), model.move_kinds().astype(np.int64),
         np.ascontiguousarray(winprob), params.deal_mean, params.deal_mu, params.deal_sigma,
         params.arrivals_mean, params.arrivals_dispersion, params.day_of_week, occupancy_days,
-        bookings, won, expired, recaptured, lost, moves, arrivals, occupancy)
+        bookings, won, expired, recaptured, lost, entered, arrivals, occupancy)
     return ReferenceResult(
         set_index=set_index, bookings=bookings, won=won, expired=expired, recaptured=recaptured,
-        lost_to_expiry=lost, moves=moves, arrivals=arrivals, occupancy=occupancy,
+        lost_to_expiry=lost, entered=entered, arrivals=arrivals, occupancy=occupancy,
         occupancy_days=occupancy_days, n_open=len(pipeline),
     )

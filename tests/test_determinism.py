@@ -15,7 +15,7 @@ from reference import reference_simulate
 from forecast.parameters import Parameters
 from forecast.simulate import simulate
 
-OUTPUTS = ("set_index", "bookings", "won", "expired", "recaptured", "lost_to_expiry", "moves",
+OUTPUTS = ("set_index", "bookings", "won", "expired", "recaptured", "lost_to_expiry", "entered",
            "arrivals", "occupancy")
 N_PATHS, HORIZON, SEED = 200, 60, 20240314
 

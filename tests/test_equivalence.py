@@ -50,6 +50,11 @@ def path_statistics(res, model, paths=None) -> dict[str, np.ndarray]:
         out[f"{name} total"] = a.sum(1)
         for w in windows:
             out[f"{name} days {w[0]}-{w[-1]}"] = a[:, w].sum(1)
+    for j, state in enumerate(model.states):
+        e = res.entered[sel][:, :, j]
+        out[f"entered[{state}] total"] = e.sum(1)
+        for w in halves:
+            out[f"entered[{state}] days {w[0]}-{w[-1]}"] = e[:, w].sum(1)
     for s, stage in enumerate(model.stages):
         e = res.expired[sel][:, :, s]
         out[f"expired[{stage}] total"] = e.sum(1)

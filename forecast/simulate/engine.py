@@ -57,7 +57,8 @@ class Pipeline:
 class SimulationResult:
     """Per-path outputs of a run. Day ``t`` of the horizon is the date ``as_of + 1 + t``.
 
-    Daily arrays are ``[path, day]`` (``moves``: transitions of any kind); ``expired`` is
+    Daily arrays are ``[path, day]``; ``entered`` is ``[path, day, state]``, the leads entering
+    each state each day (new arrivals in the entry stage included); ``expired`` is
     ``[path, day, active stage]``; ``set_index[path, epoch]`` is the parameter set each path
     used in each epoch, the epochs starting on day 0 and on each of ``switch_days``;
     ``occupancy`` is ``[path, occupancy day, state]``: how many leads are in each state (won and
@@ -74,7 +75,7 @@ class SimulationResult:
     expired: np.ndarray
     recaptured: np.ndarray
     lost_to_expiry: np.ndarray
-    moves: np.ndarray
+    entered: np.ndarray
     arrivals: np.ndarray
     occupancy: np.ndarray
     occupancy_days: np.ndarray
@@ -87,6 +88,11 @@ class SimulationResult:
     @property
     def horizon(self) -> int:
         return self.bookings.shape[1]
+
+    @property
+    def moves(self) -> np.ndarray:
+        """``[path, day]``: transitions of any kind (entries that are not new arrivals)."""
+        return self.entered.sum(axis=2, dtype=np.int64) - self.arrivals
 
     @property
     def dates(self) -> pd.DatetimeIndex:
@@ -183,7 +189,7 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     expired = np.zeros((n_paths, horizon, n_active), dtype=np.int64)
     recaptured = np.zeros((n_paths, horizon), dtype=np.int64)
     lost = np.zeros((n_paths, horizon))
-    moves = np.zeros((n_paths, horizon), dtype=np.int64)
+    entered = np.zeros((n_paths, horizon, n_states), dtype=np.int32)
     arrivals = np.zeros((n_paths, horizon), dtype=np.int64)
     occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
     weekday0 = (as_of + dt.timedelta(days=1)).weekday()
@@ -198,13 +204,13 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
             tab.total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
             occupancy_days, bookings[sl], won[sl], expired[sl], recaptured[sl], lost[sl],
-            moves[sl], arrivals[sl], occupancy[sl])
+            entered[sl], arrivals[sl], occupancy[sl])
         if progress is not None:
             progress(stop, n_paths)
     return SimulationResult(
         model=model, as_of=as_of, seed=seed, set_index=set_index, switch_days=switch_days,
         bookings=bookings, won=won,
-        expired=expired, recaptured=recaptured, lost_to_expiry=lost, moves=moves,
+        expired=expired, recaptured=recaptured, lost_to_expiry=lost, entered=entered,
         arrivals=arrivals,
         occupancy=occupancy, occupancy_days=occupancy_days, n_open=len(pipeline),
     )
@@ -235,7 +241,8 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
             np.array([h - 1], dtype=np.int64), np.zeros(h), np.zeros(h, np.int64),
             np.zeros((h, n_active), np.int64), np.zeros(h, np.int64), np.zeros(h),
-            np.zeros(h, np.int64), np.zeros(h, np.int64), np.zeros((1, n_states), np.int64),
+            np.zeros((h, n_states), np.int32), np.zeros(h, np.int64),
+            np.zeros((1, n_states), np.int64),
             events, amounts, counter)
         if counter[0] <= capacity:
             break

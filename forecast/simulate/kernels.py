@@ -110,14 +110,14 @@ def record_event(events, event_amounts, n_events, lead_id, state, day, segment, 
 def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_seg, open_rec, open_amount,
                   total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
                   amount_stage, arr_mean, arr_size, dow, occ_days,
-                  bookings, won, expired, recaptured, lost_value, moves, arrivals, occupancy,
+                  bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy,
                   events, event_amounts, n_events):
     """One Monte Carlo path: the open pipeline (as "day -1"), then each day's arrivals.
 
     Each lead is simulated from its state to absorption or the end of the horizon, its whole
     trajectory at once: it is in state ``s`` (age ``age`` on day ``t0``, its first day at risk)
     and counted there from the end of day ``ed``. Accumulates into the path's output rows
-    (``moves`` counts every transition by day). When ``events`` has rows, every state entered
+    (``entered[t, d]`` counts the leads entering state ``d`` on day ``t``, arrivals included). When ``events`` has rows, every state entered
     is also recorded there as ``(lead_id, state, day, segment)``, with the deal amount where
     known. Day ``t`` uses parameter set ``ks[e]`` of its epoch ``e``: epoch ``e`` holds the days
     ``ep_start[e] <= t < ep_start[e + 1]`` (``ep_start[0] == 0``, the last entry a sentinel
@@ -145,6 +145,7 @@ def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_
             else:
                 n = negative_binomial(st, arr_mean[k, g] * dow[k, wd], arr_size[k, g])
                 arrivals[t] += n
+                entered[t, entry] += n
             for j in range(n):
                 if t < 0:  # an open lead of the starting pipeline
                     s, age, t0, seg, rec, amount = (open_state[j], open_age[j], 0, open_seg[j],
@@ -169,7 +170,7 @@ def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_
                         break
                     occ_diff[exit_day, s] -= 1
                     d = sample_destination(st, cumdest, kx, s, b, seg, rec)
-                    moves[exit_day] += 1
+                    entered[exit_day, d] += 1
                     kind = kinds[s, d]
                     if d == won_state or d == amount_stage:
                         if amount != amount:  # NaN: not known yet, draw it now
@@ -226,7 +227,7 @@ def _make_forecast(parallel: bool):
     def forecast(rng_states, set_index, ep_start, weekday0, entry, open_state, open_age, open_seg,
                  open_rec, open_amount, total, cumdest, band_lo, kinds, winprob, deal_mean,
                  deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow, occ_days,
-                 bookings, won, expired, recaptured, lost_value, moves, arrivals, occupancy):
+                 bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy):
         no_events = np.zeros((0, 4), dtype=np.int64)
         no_amounts = np.zeros(0)
         for p in loop(rng_states.shape[0]):
@@ -236,7 +237,7 @@ def _make_forecast(parallel: bool):
                           open_rec, open_amount, total, cumdest, band_lo, kinds, winprob,
                           deal_mean, deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow,
                           occ_days, bookings[p], won[p], expired[p], recaptured[p],
-                          lost_value[p], moves[p], arrivals[p], occupancy[p], no_events,
+                          lost_value[p], entered[p], arrivals[p], occupancy[p], no_events,
                           no_amounts, counter)
 
     return njit(parallel=parallel, cache=True)(forecast)
