@@ -139,8 +139,8 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
 
 def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: dt.date,
              horizon: int, n_paths: int, seed: int, *, set_index: np.ndarray | None = None,
-             switch_days=(), occupancy_days: np.ndarray | None = None, chunk_size: int | None = None,
-             parallel: bool = True,
+             switch_days=(), occupancy_days: np.ndarray | None = None,
+             chunk_size: int | None = None, parallel: bool = True,
              progress: Callable[[int, int], None] | None = None) -> SimulationResult:
     """Run ``n_paths`` Monte Carlo paths of the funnel over ``horizon`` days after ``as_of``.
 

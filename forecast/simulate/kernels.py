@@ -18,10 +18,21 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from forecast.simulate.rng import exponential, lognormal, negative_binomial, uniform
+from forecast.simulate.rng import (
+    exponential,
+    lognormal,
+    negative_binomial,
+    seed_substream,
+    uniform,
+)
 
 KIND_EXPIRY = 2
 KIND_RECAPTURE = 3
+# Keys of a path's random substreams (``seed_substream``): open lead ``j`` uses key ``j``, the
+# arrivals count of day ``t`` and segment ``g`` uses ``KEY_COUNT + t * 4096 + g``, and the
+# ``i``-th of those arrivals ``KEY_ARRIVAL + (t * 4096 + g) * 2**24 + i``.
+KEY_COUNT = 1 << 61
+KEY_ARRIVAL = 1 << 62
 
 
 @njit(cache=True)
@@ -107,9 +118,9 @@ def record_event(events, event_amounts, n_events, lead_id, state, day, segment, 
 
 
 @njit(cache=True)
-def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_seg, open_rec, open_amount,
-                  total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                  amount_stage, arr_mean, arr_size, dow, occ_days,
+def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_seg, open_rec,
+                  open_amount, total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu,
+                  deal_sigma, amount_stage, arr_mean, arr_size, dow, occ_days,
                   bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy,
                   events, event_amounts, n_events):
     """One Monte Carlo path: the open pipeline (as "day -1"), then each day's arrivals.
@@ -117,11 +128,17 @@ def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_
     Each lead is simulated from its state to absorption or the end of the horizon, its whole
     trajectory at once: it is in state ``s`` (age ``age`` on day ``t0``, its first day at risk)
     and counted there from the end of day ``ed``. Accumulates into the path's output rows
-    (``entered[t, d]`` counts the leads entering state ``d`` on day ``t``, arrivals included). When ``events`` has rows, every state entered
-    is also recorded there as ``(lead_id, state, day, segment)``, with the deal amount where
-    known. Day ``t`` uses parameter set ``ks[e]`` of its epoch ``e``: epoch ``e`` holds the days
+    (``entered[t, d]`` counts the leads entering state ``d`` on day ``t``, arrivals included).
+    When ``events`` has rows, every state entered is also recorded there as
+    ``(lead_id, state, day, segment)``, with the deal amount where known.
+
+    Day ``t`` uses parameter set ``ks[e]`` of its epoch ``e``: epoch ``e`` holds the days
     ``ep_start[e] <= t < ep_start[e + 1]`` (``ep_start[0] == 0``, the last entry a sentinel
     beyond the horizon); a lead's hazards switch on the day its epoch changes.
+
+    Randomness: ``st`` is the path's root; every lead, and every day's arrivals count per
+    segment, draws from its own substream of it (``seed_substream``, keys above), so a change
+    to one lead or one segment's arrivals leaves the others' draws as they were.
     """
     horizon = bookings.shape[0]
     n_states = kinds.shape[1]
@@ -134,6 +151,7 @@ def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_
     n_rec = total.shape[4]
     lead_id = 0
     ep_t = 0
+    rs = np.empty(4, dtype=np.uint64)  # the random stream of the current lead (or count)
     for t in range(-1, horizon):
         wd = (weekday0 + t) % 7
         while t >= 0 and ep_start[ep_t + 1] <= t:
@@ -143,15 +161,18 @@ def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_
             if t < 0:
                 n = n_open
             else:
-                n = negative_binomial(st, arr_mean[k, g] * dow[k, wd], arr_size[k, g])
+                seed_substream(rs, st, KEY_COUNT + t * 4096 + g)
+                n = negative_binomial(rs, arr_mean[k, g] * dow[k, wd], arr_size[k, g])
                 arrivals[t] += n
                 entered[t, entry] += n
             for j in range(n):
                 if t < 0:  # an open lead of the starting pipeline
                     s, age, t0, seg, rec, amount = (open_state[j], open_age[j], 0, open_seg[j],
                                                     open_rec[j], open_amount[j])
+                    seed_substream(rs, st, j)
                 else:  # a new arrival: in the entry stage from the end of day t
                     s, age, t0, seg, rec, amount = entry, 0, t + 1, g, 0, np.nan
+                    seed_substream(rs, st, KEY_ARRIVAL + (t * 4096 + g) * (1 << 24) + j)
                     if events.shape[0] > 0:
                         record_event(events, event_amounts, n_events, lead_id, entry, t, g,
                                      np.nan)
@@ -164,17 +185,17 @@ def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_
                 pend_stage = -1
                 while True:
                     occ_diff[max(ed, 0), s] += 1
-                    exit_day, b, kx = sample_exit(st, total, ks, ep_start, s, seg, rec, band_lo,
+                    exit_day, b, kx = sample_exit(rs, total, ks, ep_start, s, seg, rec, band_lo,
                                                   age, t0, horizon)
                     if exit_day < 0:
                         break
                     occ_diff[exit_day, s] -= 1
-                    d = sample_destination(st, cumdest, kx, s, b, seg, rec)
+                    d = sample_destination(rs, cumdest, kx, s, b, seg, rec)
                     entered[exit_day, d] += 1
                     kind = kinds[s, d]
                     if d == won_state or d == amount_stage:
                         if amount != amount:  # NaN: not known yet, draw it now
-                            amount = lognormal(st, deal_mu[kx, seg], deal_sigma[kx, seg])
+                            amount = lognormal(rs, deal_mu[kx, seg], deal_sigma[kx, seg])
                     if events.shape[0] > 0:
                         priced = d == won_state or d == amount_stage
                         record_event(events, event_amounts, n_events, lead_id, d, exit_day, seg,
@@ -233,8 +254,8 @@ def _make_forecast(parallel: bool):
         for p in loop(rng_states.shape[0]):
             st = rng_states[p].copy()
             counter = np.zeros(1, dtype=np.int64)
-            simulate_path(st, set_index[p], ep_start, weekday0, entry, open_state, open_age, open_seg,
-                          open_rec, open_amount, total, cumdest, band_lo, kinds, winprob,
+            simulate_path(st, set_index[p], ep_start, weekday0, entry, open_state, open_age,
+                          open_seg, open_rec, open_amount, total, cumdest, band_lo, kinds, winprob,
                           deal_mean, deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow,
                           occ_days, bookings[p], won[p], expired[p], recaptured[p],
                           lost_value[p], entered[p], arrivals[p], occupancy[p], no_events,

@@ -59,6 +59,35 @@ def next_u64(st):
     return result
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit
+def _mix64(z):
+    """splitmix64's output function (Stafford's variant 13): a bijective 64-bit mixer."""
+    z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> uint64(27))) * uint64(0x94D049BB133111EB)
+    return z ^ (z >> uint64(31))
+
+
+@njit
+def seed_substream(out, root, key):
+    """Write into ``out`` the xoshiro256** state of substream ``key`` of the path ``root``.
+
+    The path's four words and the key are mixed into one 64-bit seed, expanded into four words
+    by splitmix64 (the seeding Vigna recommends for xoshiro). A lead's randomness then depends
+    on the path and the lead's own key only, not on how many numbers other leads drew: a
+    scenario that changes one lead leaves every other lead's trajectory as it was (sharp
+    common random numbers).
+    """
+    x = _mix64(root[0] ^ _mix64(root[1] + uint64(key) * _GOLDEN)) ^ root[2]
+    for i in range(4):
+        x += _GOLDEN
+        out[i] = _mix64(x)
+    if out[0] == 0 and out[1] == 0 and out[2] == 0 and out[3] == 0:
+        out[0] = uint64(1)
+
+
 @njit
 def uniform(st):
     """Uniform on [0, 1) with 53 random bits."""
