@@ -13,7 +13,7 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache/$(KERNEL_HASH)
 # The machine sets PYTHONDONTWRITEBYTECODE; without .pyc files every import recompiles numba.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo test test-fast bench lint clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/forecast run
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The report's browser test (tests/test_report_browser.py) drives Debian's chromium through
+# Playwright (a browser download of Playwright's own cannot work here). Installed with apt when
+# missing and we can (root); otherwise the test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	     --no-install-recommends chromium >/dev/null; } \
+	  || echo "chromium is missing and could not be installed: the report's browser test will be skipped"
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"

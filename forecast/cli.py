@@ -879,5 +879,9 @@ def simulate_history_cmd(model_name, start_text, days, seed, out_path):
 from forecast.nightly import nightly as _nightly  # noqa: E402 - needs the helpers above
 
 main.add_command(_nightly)
+from forecast import planning_cli as _planning  # noqa: E402
+
+for _command in (_planning.scenario_cmd, _planning.sweep_cmd, _planning.sensitivity_cmd,
+                 _planning.plan_cmd):
+    main.add_command(_command)
 from forecast.report_cli import report as _report; main.add_command(_report)  # noqa: E402,E702,I001
-from forecast.backtest_cli import backtest as _backtest; main.add_command(_backtest)  # noqa: E402,E702,I001
