@@ -1,0 +1,387 @@
+"""Stress tests and planning on the simulator: scenarios against a baseline, sweeps of one
+lever, the sensitivity of bookings to every lever, and the probabilistic reverse funnel.
+
+Every comparison here uses common random numbers: the baseline and each variant run the same
+paths with the same root seed (so the same per-path random streams) and the same parameter set
+(posterior draw) on each path. A variant that changes nothing therefore gives exactly the
+baseline, and the per-path difference is much less noisy than the difference of two
+independent runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from forecast.hazards import reach_probability
+from forecast.model import WON, FunnelModel
+from forecast.parameters import Parameters
+from forecast.scenario import (
+    Change,
+    Scenario,
+    ScenarioError,
+    closing_stages,
+    needed_band_edges,
+    parse_change,
+    scenario_run,
+    split_bands,
+)
+from forecast.simulate import Pipeline, SimulationResult, simulate
+from forecast.summarize import Periods, per_period, quantile_label
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The common ground of a family of runs: model, parameters, pipeline, dates, paths."""
+
+    model: FunnelModel
+    params: Parameters
+    pipeline: Pipeline
+    as_of: dt.date
+    horizon: int
+    paths: int
+    seed: int
+    occupancy_days: np.ndarray | None = None
+
+
+def run_scenarios(setting: Setting, scenarios: Sequence[Scenario],
+                  progress: Callable[[int, int], None] | None = None, *,
+                  baseline: bool = True) -> list[SimulationResult]:
+    """The baseline (unless ``baseline`` is false), then each scenario, on common random
+    numbers.
+
+    Age-band edges that any scenario needs (``expiry within_days``) are added for all runs,
+    the baseline included, so every run is the same process on the same bands.
+    """
+    edges = sorted({e for sc in scenarios for e in needed_band_edges(setting.model, sc.changes)})
+    model, params = split_bands(setting.model, setting.params, edges)
+    base_index = np.arange(setting.paths, dtype=np.int64) % params.n_sets
+    out = []
+    todo = [Scenario.empty(), *scenarios] if baseline else list(scenarios)
+    for i, sc in enumerate(todo):
+        plan = scenario_run(model, params, setting.pipeline, sc, setting.as_of,
+                            setting.horizon, setting.paths, setting.seed, base_index)
+        out.append(simulate(model, plan.params, plan.pipeline, setting.as_of, setting.horizon,
+                            setting.paths, setting.seed, set_index=plan.set_index,
+                            switch_days=plan.switch_days,
+                            occupancy_days=setting.occupancy_days))
+        if progress is not None:
+            progress(i + 1, len(todo))
+    return out
+
+
+# ---- comparing a scenario with the baseline --------------------------------------------------
+
+def metric_values(result: SimulationResult, per: Periods, metric: str) -> np.ndarray:
+    """``[path, period + total]``: the metric per period, then over the whole horizon."""
+    values = per_period(result, per)
+    if metric not in values:
+        raise ValueError(f"unknown metric {metric!r} (one of {', '.join(values)})")
+    x = values[metric].astype(float)
+    total = x[:, -1:] if metric.startswith("in_") else x.sum(1, keepdims=True)
+    return np.concatenate([x, total], axis=1)
+
+
+def compare(base: SimulationResult, other: SimulationResult, per: Periods, metric: str,
+            quantiles: Sequence[float]) -> pd.DataFrame:
+    """Per period (and ``total``): bands of the baseline, of the scenario and of their per-path
+    difference, and the probability that the scenario does better (or worse) than the
+    baseline on the same path."""
+    b, s = metric_values(base, per, metric), metric_values(other, per, metric)
+    d = s - b
+    rows = []
+    for j, label in enumerate([*per.labels, "total"]):
+        row = {"period": label, "metric": metric}
+        for name, x in (("baseline", b[:, j]), ("scenario", s[:, j]), ("delta", d[:, j])):
+            row[f"{name}_mean"] = x.mean()
+            for q, v in zip(quantiles, np.quantile(x, quantiles), strict=True):
+                row[f"{name}_{quantile_label(q)}"] = v
+        row["p_better"] = float(np.mean(d[:, j] > 0))
+        row["p_worse"] = float(np.mean(d[:, j] < 0))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---- one period inside the horizon -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Window:
+    """Days ``first .. last`` (indices of the horizon) of a calendar period."""
+
+    label: str
+    start: dt.date
+    end: dt.date
+    first: int
+    last: int
+
+    @property
+    def days(self) -> int:
+        return self.last - self.first + 1
+
+
+def window(label: str, start: dt.date, end: dt.date, as_of: dt.date) -> Window:
+    """The part of the period ``start .. end`` after ``as_of`` (an error if none is)."""
+    if end <= as_of:
+        raise ValueError(f"period {label} ({start} to {end}) ended on or before the as-of "
+                         f"date {as_of}: nothing to forecast")
+    first = max((start - as_of).days - 1, 0)
+    return Window(label=label, start=max(start, as_of + dt.timedelta(days=1)), end=end,
+                  first=first, last=(end - as_of).days - 1)
+
+
+def in_window(x: np.ndarray, w: Window) -> np.ndarray:
+    """Per path: the daily array ``x[path, day]`` summed over the window's days."""
+    return x[:, w.first:w.last + 1].sum(axis=1)
+
+
+# ---- sweep ----------------------------------------------------------------------------------
+
+DEFAULT_OPS = {"win_rate": "add", "conversion": "add", "velocity": "multiply",
+               "expiry": "multiply", "recapture": "multiply", "arrivals": "multiply",
+               "deal_size": "multiply", "neglect": "share"}
+
+
+def lever_change(model: FunnelModel, lever: str, op: str, value: float,
+                 stage: str | None = None, segment: str | None = None) -> Change:
+    """A change built from the command line (validated like a scenario file's)."""
+    raw = {"lever": lever, op: value}
+    if stage is not None:
+        raw["stage"] = stage
+    if segment is not None:
+        raw["segment"] = segment
+    return parse_change(raw, model, f"--lever {lever} {op} {value:g}")
+
+
+def sweep(setting: Setting, changes: Sequence[Change], w: Window, quantiles: Sequence[float],
+          target: float | None = None,
+          progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Bookings (and won deals) in the window for each change, on common random numbers."""
+    scenarios = [Scenario(name=c.describe(), description="", changes=(c,)) for c in changes]
+    results = run_scenarios(setting, scenarios, progress, baseline=False)
+    rows = []
+    for c, res in zip(changes, results, strict=True):
+        booked = in_window(res.bookings, w)
+        row = {"value": c.value, "op": c.op, "bookings_mean": booked.mean()}
+        for q, v in zip(quantiles, np.quantile(booked, quantiles), strict=True):
+            row[f"bookings_{quantile_label(q)}"] = v
+        row["won_deals_mean"] = in_window(res.won, w).mean()
+        if target is not None:
+            row["p_target"] = float(np.mean(booked >= target))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---- sensitivity ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Lever:
+    """One lever of the sensitivity analysis: a name, and its change for a step of ``x``
+    (positive: the direction that helps bookings)."""
+
+    name: str
+    make: Callable[[float], Change]
+    segment: str | None = None  # arrivals of one segment: its spend scales with them
+
+
+def levers(model: FunnelModel) -> list[Lever]:
+    """Every lever of the model, each moved by a relative amount ``x`` in its helpful
+    direction: probabilities and volumes times ``1 + x``, days in stage and going cold times
+    ``1 - x`` (``x`` negative moves the other way)."""
+    closing = set(closing_stages(model))
+    out = [Lever("win rate", lambda x: lever_change(model, "win_rate", "multiply", 1 + x))]
+    for s in model.stages:
+        if s in closing:
+            continue
+        if any(model.move_kind(s, d) in ("advance", "skip") for d in model.hazards.get(s, {})):
+            out.append(Lever(f"conversion {s}", lambda x, s=s: lever_change(
+                model, "conversion", "multiply", 1 + x, stage=s)))
+    for s in model.stages:
+        if model.hazards.get(s):
+            out.append(Lever(f"days in {s}", lambda x, s=s: lever_change(
+                model, "velocity", "multiply", 1 - x, stage=s)))
+    for s in model.stages:
+        if any(model.move_kind(s, d) == "expiry" for d in model.hazards.get(s, {})):
+            out.append(Lever(f"going cold from {s}", lambda x, s=s: lever_change(
+                model, "expiry", "multiply", 1 - x, stage=s)))
+    if any(model.move_kind("nurture", d) == "recapture" for d in model.hazards.get("nurture", {})):
+        out.append(Lever("recapture", lambda x: lever_change(
+            model, "recapture", "multiply", 1 + x)))
+    for g in model.segment_names:
+        out.append(Lever(f"arrivals {g}", lambda x, g=g: lever_change(
+            model, "arrivals", "multiply", 1 + x, segment=g), segment=g))
+    out.append(Lever("deal size", lambda x: lever_change(model, "deal_size", "multiply", 1 + x)))
+    return out
+
+
+def sensitivity(setting: Setting, change: float, w: Window, target: float | None,
+                spend: dict[str, float] | None = None, ltv_multiple: float = 1.0,
+                progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Each lever moved by ``+change`` and ``-change``: P50 bookings in the window and the
+    probability of reaching ``target``, against the baseline; ranked by the size of the
+    effect. With ``spend`` (per segment, in currency per day of the window), the cost of
+    acquiring a customer (CAC: spend / won deals) and LTV:CAC (LTV = mean won deal times
+    ``ltv_multiple``) under each lever; spend on a segment scales with its arrivals."""
+    all_levers = levers(setting.model)
+    scenarios, skipped = [], []
+    for lv in all_levers:
+        try:
+            pair = [lv.make(change), lv.make(-change)]
+        except ScenarioError as exc:
+            skipped.append(f"{lv.name}: {exc}")
+            continue
+        scenarios += [Scenario(name=f"{lv.name} +", description="", changes=(pair[0],)),
+                      Scenario(name=f"{lv.name} -", description="", changes=(pair[1],))]
+    results = run_scenarios(setting, scenarios, progress)
+    base = results[0]
+
+    def stats(res: SimulationResult, lv: Lever | None, sign: float) -> dict:
+        booked = in_window(res.bookings, w)
+        won = in_window(res.won, w)
+        out = {"p50": float(np.median(booked)), "mean": float(booked.mean())}
+        if target is not None:
+            out["p_target"] = float(np.mean(booked >= target))
+        if spend is not None:
+            cost = sum(v * w.days * ((1 + sign * change) if lv is not None
+                                     and lv.segment == g else 1.0)
+                       for g, v in spend.items())
+            deals = won.mean()
+            out["cac"] = cost / deals if deals > 0 else math.inf
+            mean_deal = booked.sum() / won.sum() if won.sum() > 0 else math.nan
+            out["ltv_cac"] = mean_deal * ltv_multiple / out["cac"] if deals > 0 else 0.0
+        return out
+
+    b = stats(base, None, 0.0)
+    rows = []
+    named = {sc.name: res for sc, res in zip(scenarios, results[1:], strict=True)}
+    for lv in all_levers:
+        if f"{lv.name} +" not in named:
+            continue
+        up, down = stats(named[f"{lv.name} +"], lv, 1.0), stats(named[f"{lv.name} -"], lv, -1.0)
+        row = {"lever": lv.name, "p50_base": b["p50"], "p50_down": down["p50"],
+               "p50_up": up["p50"], "delta_p50_up": up["p50"] - b["p50"],
+               "delta_p50_down": down["p50"] - b["p50"],
+               "delta_mean_up": up["mean"] - b["mean"]}
+        if target is not None:
+            row.update(p_target_base=b["p_target"], p_target_down=down["p_target"],
+                       p_target_up=up["p_target"],
+                       delta_p_target_up=up["p_target"] - b["p_target"])
+        if spend is not None:
+            row.update(cac_base=b["cac"], cac_up=up["cac"], ltv_cac_base=b["ltv_cac"],
+                       ltv_cac_up=up["ltv_cac"])
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        size = np.maximum(frame["delta_p50_up"].abs(), frame["delta_p50_down"].abs())
+        frame = frame.iloc[np.argsort(-size.to_numpy(), kind="stable")].reset_index(drop=True)
+    frame.attrs["skipped"] = skipped
+    return frame
+
+
+# ---- the probabilistic reverse funnel --------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    """The arrivals multiplier that reaches the target with the wanted confidence."""
+
+    factor: float
+    probability: float  # P(bookings in the window >= target) at ``factor`` (this run's paths)
+    result: SimulationResult
+    current_probability: float  # the same at today's arrivals
+    evaluations: int
+
+
+def arrivals_scenario(factor: float) -> Scenario:
+    """All arrivals times ``factor`` (the segment mix kept)."""
+    return Scenario(name=f"arrivals x{factor:g}", description="", changes=(
+        Change(lever="arrivals", op="multiply", value=factor, where="plan"),))
+
+
+def plan(setting: Setting, target: float, w: Window, confidence: float,
+         rel_tol: float = 0.01, max_factor: float = 1024.0,
+         progress: Callable[[int, int], None] | None = None) -> Plan:
+    """The smallest multiplier ``m`` of all arrivals (segment mix kept) with
+    ``P(bookings in the window >= target) >= confidence``, by a deterministic search on common
+    random numbers: bracketing by doubling (or halving from 1), then bisection on ``log m``
+    to a relative precision ``rel_tol``. The same seed gives the same plan.
+
+    Raises ``ValueError`` when even ``max_factor`` times today's arrivals does not reach it
+    (leads arriving now cannot close within the window).
+    """
+    cache: dict[float, tuple[float, SimulationResult]] = {}
+
+    def prob(m: float) -> float:
+        if m not in cache:
+            res = run_scenarios(setting, [arrivals_scenario(m)], baseline=False)[0]
+            cache[m] = (float(np.mean(in_window(res.bookings, w) >= target)), res)
+            if progress is not None:
+                progress(len(cache), 0)
+        return cache[m][0]
+
+    now = prob(1.0)
+    if prob(0.0) >= confidence:
+        lo = hi = 0.0
+    elif now >= confidence:
+        lo, hi = 0.0, 1.0
+    else:
+        lo, hi = 1.0, 2.0
+        while prob(hi) < confidence:
+            if hi >= max_factor:
+                raise ValueError(
+                    f"even {max_factor:g} times today's arrivals reach the target with "
+                    f"probability {prob(hi):.2f} only: leads arriving from now on do not close "
+                    f"within {w.label} often enough (lower the target or the confidence, or "
+                    "plan a later period)")
+            lo, hi = hi, hi * 2
+    while hi > 0 and (lo == 0 or hi / lo > 1 + rel_tol):
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+        if lo == 0 and hi < 1e-3:
+            break
+        if prob(mid) >= confidence:
+            hi = mid
+        else:
+            lo = mid
+    return Plan(factor=hi, probability=prob(hi), result=cache[hi][1], current_probability=now,
+                evaluations=len(cache))
+
+
+def stage_rates(model: FunnelModel, params: Parameters) -> dict[str, float]:
+    """The rates of the classic reverse funnel, as a CRM report shows them: of the new leads
+    that ever reach stage ``a``, the share that ever reaches the next stage ``b`` (eventual
+    probabilities of fresh arrivals, summed over segments by their arrivals and averaged
+    over parameter sets). ``"mean_deal"``: the mean deal weighted by expected wins."""
+    entry = model.state_index(model.entry)
+    path = [*model.stages, WON]
+    reach = {b: [] for b in path}
+    for k in range(params.n_sets):
+        for b in path:
+            r = reach_probability(model, params.hazards[k], b)[:, entry, 0]  # [g]
+            reach[b].append(r * params.arrivals_mean[k])  # expected leads a day reaching b
+    out = {}
+    for a, b in itertools.pairwise(path):
+        num, den = np.sum(reach[b]), np.sum(reach[a])
+        out[f"{a}->{b}"] = float(num / den) if den > 0 else 0.0
+    wins = np.array(reach[WON])  # [set, g]
+    out["mean_deal"] = float((wins * params.deal_mean).sum() / wins.sum()) if wins.sum() > 0 \
+        else float(params.deal_mean.mean())
+    return out
+
+
+def classic_reverse_funnel(model: FunnelModel, params: Parameters, target: float,
+                           w: Window) -> dict[str, float]:
+    """Target / mean deal / win rate / ... : the deterministic arithmetic every planner knows
+    (no timing, no variance, no open pipeline): how many of each stage the period needs,
+    and the new leads a week over the period that would feed it."""
+    rates = stage_rates(model, params)
+    need = {WON: target / rates["mean_deal"]}
+    path = [*model.stages, WON]
+    for a, b in reversed(list(itertools.pairwise(path))):
+        need[a] = need[b] / rates[f"{a}->{b}"] if rates[f"{a}->{b}"] > 0 else math.inf
+    need["leads_per_week"] = need[model.entry] / (w.days / 7.0)
+    need["mean_deal"] = rates["mean_deal"]
+    return need

@@ -1,0 +1,577 @@
+"""The planning commands: ``scenario``, ``sweep``, ``sensitivity`` and ``plan``.
+
+Each resolves its inputs like ``forecast run`` (same options), then compares runs on common
+random numbers (``forecast.planning``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+
+from forecast.cli import (
+    Progress,
+    check_png,
+    fail,
+    forecast_inputs,
+    forecast_options,
+    import_options,
+    ledger_option,
+    ledger_or_fail,
+    notes,
+)
+from forecast.outputs import money
+
+_METRICS = ("bookings", "won_deals", "lost_to_expiry", "expired_all", "recaptured", "arrivals")
+
+
+def _period_option(func):
+    return click.option(
+        "--period", "period_label", default=None, metavar="PERIOD",
+        help="The period to plan for: 2027Q1, 2027-01 or 2027. The horizon then runs to its "
+             "end. Default: the whole horizon from the as-of date.")(func)
+
+
+def _setting(inp, horizon: int, paths: int, seed: int, occupancy_days=None):
+    from forecast.planning import Setting
+
+    return Setting(model=inp.model, params=inp.params, pipeline=inp.pipeline, as_of=inp.as_of,
+                   horizon=horizon, paths=paths, seed=seed, occupancy_days=occupancy_days)
+
+
+def _window(period_label: str | None, as_of: dt.date, horizon: int):
+    """The planning window and the horizon that covers it."""
+    from forecast.planning import window
+    from forecast.trend import PeriodError, parse_period
+
+    if period_label is None:
+        end = as_of + dt.timedelta(days=horizon)
+        label = f"the next {horizon} days"
+        return window(label, as_of + dt.timedelta(days=1), end, as_of), horizon
+    try:
+        _, start, end = parse_period(period_label)
+        w = window(period_label, start, end, as_of)
+    except (PeriodError, ValueError) as exc:
+        fail(str(exc))
+    return w, w.last + 1
+
+
+def _inputs(model_name, history, history_format, kwargs, as_of_text, posterior_path, paths,
+            threads, quiet):
+    note = notes(quiet)
+    return forecast_inputs(model_name, history, history_format, import_options(kwargs),
+                           as_of_text, posterior_path, paths, threads, note), note
+
+
+def _header(inp, what: str, horizon: int, paths: int, seed: int) -> list[str]:
+    return [f"{what}: model {inp.model.name} ({inp.model.path}), as of {inp.as_of}, "
+            f"{horizon} days, {paths:,} paths, seed {seed}",
+            f"Open pipeline from {inp.history_path}: {len(inp.pipeline):,} leads; parameters: "
+            f"{inp.parameters_text}"]
+
+
+def _show(x: float, metric: str, currency: str) -> str:
+    if metric in ("bookings", "lost_to_expiry"):
+        return money(x, currency)
+    return f"{x:,.1f}" if abs(x) < 100 else f"{x:,.0f}"
+
+
+def _emit_frame(frame: pd.DataFrame, fmt: str, table: str, meta: dict) -> None:
+    if fmt == "table":
+        click.echo(table)
+    elif fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    else:
+        click.echo(json.dumps({**meta, "rows": json.loads(frame.to_json(orient="records"))},
+                              indent=2, default=str))
+
+
+def _render(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+
+    def fmt(r):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    return "\n".join([fmt(header), line, *(fmt(r) for r in rows)])
+
+
+# ---- scenario --------------------------------------------------------------------------------
+
+@click.command("scenario")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--by", type=click.Choice(["week", "month", "quarter"]), default="month",
+              show_default=True, help="Period of the bands.")
+@click.option("--metric", type=click.Choice(_METRICS), default="bookings", show_default=True)
+@click.option("--quantiles", default="0.1,0.5,0.9", show_default=True,
+              help="Quantiles of the bands, comma-separated.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Write scenarios.csv and summary.json there.")
+@click.option("--no-arrivals", is_flag=True,
+              help="No new leads: what the open pipeline alone yields, in both runs.")
+@ledger_option
+@forecast_options
+def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger_file,
+                 ledger_timeout,
+                 model_name, history, as_of_text, horizon, paths, seed, threads, quiet,
+                 posterior_path, history_format, **kwargs):
+    """Baseline and each scenario FILE on common random numbers: bands of each, of the
+    difference, and the probability that the scenario does better."""
+    from forecast import ledger as ledger_mod
+    from forecast import outputs, summarize
+    from forecast.planning import compare, run_scenarios
+    from forecast.scenario import ScenarioError, load_scenario
+
+    try:
+        qs = summarize.parse_quantiles(quantiles)
+    except ValueError as exc:
+        fail(str(exc))
+    ledger_path = ledger_or_fail(ledger_file) if ledger_file is not None else None
+    inp, note = _inputs(model_name, history, history_format, kwargs, as_of_text, posterior_path,
+                        paths, threads, quiet)
+    try:
+        scenarios = [load_scenario(f, inp.model) for f in files]
+    except ScenarioError as exc:
+        fail(str(exc))
+    if no_arrivals:
+        inp = replace(inp, params=inp.params.with_arrivals_scaled(0.0),
+                      parameters_text=inp.parameters_text + ", no new leads")
+    per = summarize.periods(inp.as_of, horizon, by)
+    occ = per.last_day if ledger_path is None else \
+        ledger_mod.occupancy_days(inp.as_of, horizon, also=per.last_day)
+    progress = Progress("simulating", enabled=not quiet)
+    try:
+        results = run_scenarios(_setting(inp, horizon, paths, seed, occ), scenarios)
+    except ScenarioError as exc:
+        fail(str(exc))
+    finally:
+        progress.close()
+    frames = []
+    for sc, res in zip(scenarios, results[1:], strict=True):
+        f = compare(results[0], res, per, metric, qs)
+        f.insert(0, "scenario", sc.name)
+        frames.append(f)
+    frame = pd.concat(frames, ignore_index=True)
+    meta = {"model": inp.model.name, "as_of": inp.as_of.isoformat(), "horizon_days": horizon,
+            "paths": paths, "seed": seed, "metric": metric, "history": str(inp.history_path),
+            "parameters": inp.parameters_text,
+            "scenarios": [{"name": s.name, "file": s.path, "sha256": s.sha256,
+                           "changes": [c.describe() for c in s.changes]} for s in scenarios]}
+    if out_dir is not None:
+        def csv(path):
+            frame.to_csv(path, index=False)
+
+        def summary(path):
+            path.write_text(json.dumps({**meta, "rows": json.loads(
+                frame.to_json(orient="records"))}, indent=2, default=str))
+
+        try:
+            outputs.write_outputs(out_dir, {"scenarios.csv": csv, "summary.json": summary})
+        except OSError as exc:
+            fail(f"{out_dir}: could not write outputs ({exc}); nothing was changed there")
+        note(f"wrote {out_dir}/scenarios.csv, summary.json")
+    if ledger_path is not None:
+        meta["run_ids"] = _record(ledger_mod, ledger_path, inp, scenarios, results, horizon,
+                                  paths, seed, ledger_timeout)
+        note(f"recorded runs {', '.join(map(str, meta['run_ids']))} in {ledger_path}")
+    lo, mid, hi = (summarize.quantile_label(q) for q in (qs[0], 0.5 if 0.5 in qs else qs[0],
+                                                          qs[-1]))
+    blocks = _header(inp, "Scenarios", horizon, paths, seed)
+    for sc, f in zip(scenarios, frames, strict=True):
+        blocks.append("")
+        blocks.append(f"{sc.name}" + (f" ({sc.path})" if sc.path else "") + ": "
+                      + ("; ".join(c.describe() for c in sc.changes) or "no change"))
+        rows = []
+        for _, r in f.iterrows():
+            rows.append([r["period"]] + [
+                f"{_show(r[f'{n}_{mid}'], metric, inp.model.currency)} "
+                f"[{_show(r[f'{n}_{lo}'], metric, inp.model.currency)} to "
+                f"{_show(r[f'{n}_{hi}'], metric, inp.model.currency)}]"
+                for n in ("baseline", "scenario", "delta")]
+                + [_show(r["delta_mean"], metric, inp.model.currency),
+                   f"{r['p_better']:.0%}"])
+        blocks.append(_render(rows, ["period", f"baseline {mid.upper()} [{lo.upper()} to "
+                                     f"{hi.upper()}]", "scenario", "difference",
+                                     "mean difference", "P(better)"]))
+    blocks.append("")
+    blocks.append(f"{metric} per period; difference = scenario - baseline on the same path "
+                  "(common random numbers); P(better) = share of paths where the scenario "
+                  "is strictly higher.")
+    _emit_frame(frame, fmt, "\n".join(blocks), meta)
+
+
+def _record(ledger_mod, path, inp, scenarios, results, horizon, paths, seed, timeout):
+    """Record the baseline and each scenario as runs (``scenario`` names them)."""
+    ids = []
+    for name, res in zip(["baseline", *[s.name for s in scenarios]], results, strict=True):
+        record = ledger_mod.RunRecord(
+            as_of=inp.as_of, model_name=inp.model.name, model_path=str(inp.model.path),
+            model_sha256=inp.model.sha256, history_path=str(inp.history_path),
+            history_sha256=inp.log.sha256, seed=seed, paths=paths, horizon_days=horizon,
+            currency=inp.model.currency,
+            posterior_path=str(inp.posterior_path) if inp.posterior_path else None,
+            posterior_sha256=inp.fitted["sha256"] if inp.fitted else None, scenario=name)
+        try:
+            ids.append(ledger_mod.record(path, record, ledger_mod.ledger_bands(res),
+                                         timeout=timeout))
+        except ledger_mod.LedgerError as exc:
+            fail(str(exc))
+    return ids
+
+
+# ---- sweep -----------------------------------------------------------------------------------
+
+@click.command("sweep")
+@click.option("--lever", required=True,
+              type=click.Choice(["win_rate", "conversion", "velocity", "expiry", "recapture",
+                                 "arrivals", "deal_size"]))
+@click.option("--op", default=None, type=click.Choice(["add", "multiply", "set"]),
+              help="How the values act (default: add for win_rate and conversion, in "
+                   "probability points; multiply for the others).")
+@click.option("--stage", default=None, help="The stage (conversion, velocity, expiry).")
+@click.option("--segment", default=None, help="Only this segment.")
+@click.option("--from", "start", type=float, required=True, help="First value.")
+@click.option("--to", "stop", type=float, required=True, help="Last value.")
+@click.option("--steps", type=click.IntRange(2, 101), default=9, show_default=True)
+@_period_option
+@click.option("--target", type=float, default=None, metavar="AMOUNT",
+              help="Also the probability that bookings in the period reach AMOUNT.")
+@click.option("--quantiles", default="0.1,0.5,0.9", show_default=True)
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE.png", help="Draw the bands against the lever.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@forecast_options
+def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, target, quantiles,
+              chart_path, fmt, model_name, history, as_of_text, horizon, paths, seed, threads,
+              quiet, posterior_path, history_format, **kwargs):
+    """Bookings in a period (P10/P50/P90) against one lever, on common random numbers."""
+    from forecast import planning, summarize
+    from forecast.scenario import ScenarioError
+
+    try:
+        qs = summarize.parse_quantiles(quantiles)
+    except ValueError as exc:
+        fail(str(exc))
+    if chart_path is not None:
+        check_png(chart_path)
+    inp, note = _inputs(model_name, history, history_format, kwargs, as_of_text, posterior_path,
+                        paths, threads, quiet)
+    w, horizon = _window(period_label, inp.as_of, horizon)
+    op = op or planning.DEFAULT_OPS[lever]
+    values = np.linspace(start, stop, steps)
+    try:
+        changes = [planning.lever_change(inp.model, lever, op, float(v), stage, segment)
+                   for v in values]
+        frame = planning.sweep(_setting(inp, horizon, paths, seed), changes, w, qs, target)
+    except ScenarioError as exc:
+        fail(str(exc))
+    cur = inp.model.currency
+    what = f"{lever}" + (f" {stage}" if stage else "") + (f" [{segment}]" if segment else "")
+    lo, hi = summarize.quantile_label(qs[0]), summarize.quantile_label(qs[-1])
+    mid = summarize.quantile_label(0.5) if 0.5 in qs else lo
+    rows = [[f"{op} {r['value']:+.4g}" if op == "add" else f"{op} {r['value']:.4g}",
+             money(r[f"bookings_{lo}"], cur), money(r[f"bookings_{mid}"], cur),
+             money(r[f"bookings_{hi}"], cur), money(r["bookings_mean"], cur),
+             f"{r['won_deals_mean']:.1f}"] + ([f"{r['p_target']:.0%}"] if target else [])
+            for _, r in frame.iterrows()]
+    table = "\n".join([*_header(inp, f"Sweep of {what} over bookings in {w.label}", horizon,
+                                paths, seed), "",
+                       _render(rows, [what, lo.upper(), mid.upper(), hi.upper(), "mean",
+                                      "won deals"] + ([f"P(>= {money(target, cur)})"]
+                                                      if target else []))])
+    if chart_path is not None:
+        _sweep_chart(chart_path, frame, what, op, lo, mid, hi, w.label, cur, target)
+        note(f"wrote {chart_path}")
+    _emit_frame(frame, fmt, table, {"lever": lever, "op": op, "stage": stage,
+                                    "segment": segment, "period": w.label,
+                                    "as_of": inp.as_of.isoformat(), "paths": paths,
+                                    "seed": seed})
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    """Write a figure atomically (a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        fail(f"{path}: could not write ({exc})")
+    finally:
+        _plt().close(fig)
+
+
+def _sweep_chart(path, frame, what, op, lo, mid, hi, period, currency, target) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    x = frame["value"]
+    ax.fill_between(x, frame[f"bookings_{lo}"], frame[f"bookings_{hi}"], color="tab:blue",
+                    alpha=0.25, lw=0, label=f"{lo.upper()}-{hi.upper()}")
+    ax.plot(x, frame[f"bookings_{mid}"], color="tab:blue", lw=2, marker="o", label=mid.upper())
+    if target is not None:
+        ax.axhline(target, color="tab:red", ls="--", lw=1, label="target")
+    ax.set_xlabel(f"{what} ({op})")
+    ax.set_ylabel(f"bookings in {period} ({currency})")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: money(v, currency)))
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    ax.set_title(f"Bookings in {period} against {what}", loc="left")
+    _save(fig, path)
+
+
+# ---- sensitivity -----------------------------------------------------------------------------
+
+def read_spend(path: Path, model) -> dict[str, float]:
+    """Spend per segment per month from a CSV with columns ``segment,monthly_spend``;
+    returned per day (a month counted as 365.25 / 12 days)."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        fail(f"{path}: cannot read the spend file ({exc})")
+    for col in ("segment", "monthly_spend"):
+        if col not in frame.columns:
+            fail(f"{path}: missing column {col!r} (expected columns segment,monthly_spend)")
+    out: dict[str, float] = {}
+    for i, row in frame.iterrows():
+        where = f"{path}: row {i + 2}"
+        seg = model.map_segment(row["segment"]) if row["segment"].strip() else None
+        if seg is None:
+            fail(f"{where}, column segment: unknown segment {row['segment']!r} (one of "
+                 f"{', '.join(model.segment_names)})")
+        try:
+            value = float(row["monthly_spend"])
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            fail(f"{where}, column monthly_spend: {row['monthly_spend']!r} is not an amount "
+                 "of 0 or more")
+        if seg in out:
+            fail(f"{where}, column segment: segment {seg!r} appears twice")
+        out[seg] = value / (365.25 / 12)
+    return out
+
+
+@click.command("sensitivity")
+@click.option("--change", type=click.FloatRange(0.001, 0.9), default=0.10, show_default=True,
+              help="Relative step of every lever (0.10: each moved 10% up and 10% down).")
+@click.option("--target", type=float, default=None, metavar="AMOUNT",
+              help="Also the change in the probability of booking AMOUNT in the period.")
+@_period_option
+@click.option("--spend", "spend_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="CSV of segment,monthly_spend: adds CAC and LTV:CAC.")
+@click.option("--ltv-multiple", type=click.FloatRange(0, None, min_open=True), default=1.0,
+              show_default=True,
+              help="LTV = mean won deal times this (1: first-deal bookings only).")
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE.png", help="Draw a tornado chart.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@forecast_options
+def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, chart_path, fmt,
+                    model_name, history, as_of_text, horizon, paths, seed, threads, quiet,
+                    posterior_path, history_format, **kwargs):
+    """Every lever moved by the same relative amount: the change in P50 bookings (and in the
+    chance of reaching a target), ranked; a tornado chart."""
+    from forecast import planning
+    from forecast.scenario import ScenarioError
+
+    if chart_path is not None:
+        check_png(chart_path)
+    inp, note = _inputs(model_name, history, history_format, kwargs, as_of_text, posterior_path,
+                        paths, threads, quiet)
+    spend = read_spend(spend_path, inp.model) if spend_path is not None else None
+    w, horizon = _window(period_label, inp.as_of, horizon)
+    progress = Progress("simulating levers", enabled=not quiet)
+    try:
+        frame = planning.sensitivity(_setting(inp, horizon, paths, seed), change, w, target,
+                                     spend, ltv_multiple)
+    except ScenarioError as exc:
+        fail(str(exc))
+    finally:
+        progress.close()
+    for text in frame.attrs.get("skipped", []):
+        note(f"skipped {text}")
+    cur = inp.model.currency
+    pct = f"{change:.0%}"
+    head = ["lever", f"P50 -{pct}", f"P50 +{pct}", "change of P50 (+)", "change of P50 (-)"]
+    if target is not None:
+        head += ["P(target) +", "change"]
+    if spend is not None:
+        head += ["CAC +", "LTV:CAC +"]
+    rows = []
+    for _, r in frame.iterrows():
+        row = [r["lever"], money(r["p50_down"], cur), money(r["p50_up"], cur),
+               money(r["delta_p50_up"], cur), money(r["delta_p50_down"], cur)]
+        if target is not None:
+            row += [f"{r['p_target_up']:.0%}", f"{r['delta_p_target_up']:+.1%}"]
+        if spend is not None:
+            row += [money(r["cac_up"], cur), f"{r['ltv_cac_up']:.2f}"]
+        rows.append(row)
+    lines = _header(inp, f"Sensitivity of bookings in {w.label}, each lever moved {pct}",
+                    horizon, paths, seed)
+    if len(frame):
+        base = frame.iloc[0]
+        lines.append(f"Baseline P50 {money(base['p50_base'], cur)}"
+                     + (f"; P(>= {money(target, cur)}) {base['p_target_base']:.0%}"
+                        if target is not None else "")
+                     + (f"; CAC {money(base['cac_base'], cur)}, LTV:CAC "
+                        f"{base['ltv_cac_base']:.2f}" if spend is not None else ""))
+    lines += ["", _render(rows, head), "",
+              "+ moves each lever the helpful way: probabilities, recapture, arrivals and deal "
+              "size up; days in stage and going cold down. Ranked by the larger change."]
+    if chart_path is not None:
+        _tornado(chart_path, frame, pct, w.label, cur)
+        note(f"wrote {chart_path}")
+    _emit_frame(frame, fmt, "\n".join(lines), {"period": w.label, "change": change,
+                                               "as_of": inp.as_of.isoformat(),
+                                               "paths": paths, "seed": seed})
+
+
+def _tornado(path, frame, pct, period, currency) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    plt = _plt()
+    n = len(frame)
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.38 * max(n, 1)), constrained_layout=True)
+    y = np.arange(n)[::-1]
+    base = frame["p50_base"].iloc[0] if n else 0.0
+    ax.barh(y, frame["delta_p50_up"], left=base, color="tab:green", label=f"+{pct}")
+    ax.barh(y, frame["delta_p50_down"], left=base, color="tab:red", alpha=0.7,
+            label=f"-{pct}")
+    ax.axvline(base, color="black", lw=1)
+    ax.set_yticks(y, frame["lever"])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: money(v, currency)))
+    ax.set_xlabel(f"P50 bookings in {period} ({currency})")
+    ax.set_title(f"What moves bookings in {period}: each lever {pct} either way", loc="left")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(frameon=False, loc="lower right")
+    _save(fig, path)
+
+
+# ---- plan ------------------------------------------------------------------------------------
+
+@click.command("plan")
+@click.option("--target", type=click.FloatRange(0, None, min_open=True), required=True,
+              metavar="AMOUNT", help="Bookings to reach in the period.")
+@click.option("--period", "period_label", required=True, metavar="PERIOD",
+              help="The period: 2027Q1, 2027-01 or 2027.")
+@click.option("--confidence", type=click.FloatRange(0.01, 0.99), default=0.8,
+              show_default=True, help="Wanted probability of reaching the target.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@forecast_options
+def plan_cmd(target, period_label, confidence, fmt, model_name, history, as_of_text, horizon,
+             paths, seed, threads, quiet, posterior_path, history_format, **kwargs):
+    """The new leads per week needed so that bookings in the period reach the target with the
+    given probability; next to the classic reverse-funnel arithmetic."""
+    from forecast import planning
+    from forecast.summarize import periods
+
+    inp, _ = _inputs(model_name, history, history_format, kwargs, as_of_text, posterior_path,
+                     paths, threads, quiet)
+    w, horizon = _window(period_label, inp.as_of, horizon)
+    progress = Progress("searching", enabled=not quiet)
+    try:
+        p = planning.plan(_setting(inp, horizon, paths, seed), target, w, confidence)
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        progress.close()
+    model, params, cur = inp.model, inp.params, inp.model.currency
+    classic = planning.classic_reverse_funnel(model, params, target, w)
+    now_per_day = params.arrivals_mean.mean(0)  # [segment], averaged over parameter sets
+    # What the classic number of leads a week achieves, on the same paths.
+    classic_factor = classic["leads_per_week"] / (now_per_day.sum() * 7)
+    classic_p = float(np.mean(planning.in_window(planning.run_scenarios(
+        _setting(inp, horizon, paths, seed), [planning.arrivals_scenario(classic_factor)],
+        baseline=False)[0].bookings, w) >= target)) if math.isfinite(classic_factor) else 0.0
+    need_per_week = now_per_day * p.factor * 7
+    res = p.result
+    per = periods(inp.as_of, horizon, "month")
+    monthly = []
+    for i, label in enumerate(per.labels):
+        sl = slice(per.first_day[i], per.last_day[i] + 1)
+        row = {"month": label, "new_leads": res.entered[:, sl, model.state_index(model.entry)]
+               .sum(1).mean()}
+        for s in model.stages[1:]:
+            row[s] = res.entered[:, sl, model.state_index(s)].sum(1).mean()
+        row["won_deals"] = res.won[:, sl].sum(1).mean()
+        row["bookings"] = res.bookings[:, sl].sum(1).mean()
+        monthly.append(row)
+    booked = planning.in_window(res.bookings, w)
+    summary = {
+        "target": target, "period": w.label, "confidence": confidence,
+        "as_of": inp.as_of.isoformat(), "paths": paths, "seed": seed,
+        "arrivals_factor": p.factor, "probability": p.probability,
+        "probability_at_current_arrivals": p.current_probability,
+        "leads_per_week": float(need_per_week.sum()),
+        "leads_per_week_now": float(now_per_day.sum() * 7),
+        "leads_per_week_by_segment": dict(zip(model.segment_names,
+                                              map(float, need_per_week), strict=True)),
+        "bookings_p10_p50_p90": [float(v) for v in np.quantile(booked, [0.1, 0.5, 0.9])],
+        "classic": classic, "probability_with_classic_leads": classic_p,
+        "monthly": monthly, "evaluations": p.evaluations,
+    }
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2, default=float))
+        return
+    lines = _header(inp, f"Plan: {money(target, cur)} of bookings in {w.label} ({w.start} to "
+                         f"{w.end}) with probability {confidence:.0%}", horizon, paths, seed)
+    lines += [
+        "",
+        f"New leads needed: {need_per_week.sum():,.0f} a week from {inp.as_of + dt.timedelta(1)}"
+        f" ({p.factor:.2f}x today's {now_per_day.sum() * 7:,.0f}); P(bookings >= target) "
+        f"= {p.probability:.0%} with them, {p.current_probability:.0%} at today's volume.",
+        "  by segment: " + ", ".join(f"{g} {v:,.0f}" for g, v in
+                                     zip(model.segment_names, need_per_week, strict=True)),
+        f"  bookings in {w.label} with the plan: "
+        + ", ".join(f"{n} {money(v, cur)}" for n, v in
+                    zip(("P10", "P50", "P90"), summary["bookings_p10_p50_p90"], strict=True)),
+        "",
+        "Implied flow per month (means over paths):",
+    ]
+    head = ["month", "new leads", *model.stages[1:], "won deals", "bookings"]
+    rows = [[m["month"], f"{m['new_leads']:,.0f}", *(f"{m[s]:,.1f}" for s in model.stages[1:]),
+             f"{m['won_deals']:,.1f}", money(m["bookings"], cur)] for m in monthly]
+    lines += [_render(rows, head), ""]
+    path = [*model.stages, "won"]
+    rows = [["leads per week", f"{classic['leads_per_week']:,.0f}",
+             f"{need_per_week.sum():,.0f}"]]
+    for s in path[1:]:
+        sl = slice(w.first, w.last + 1)
+        sim = (res.won[:, sl].sum(1).mean() if s == "won"
+               else res.entered[:, sl, model.state_index(s)].sum(1).mean())
+        rows.append([f"{s} in {w.label}", f"{classic[s]:,.1f}", f"{sim:,.1f}"])
+    lines += ["Classic reverse funnel (target / mean deal / win rate / ...) against the plan:",
+              _render(rows, ["", "classic arithmetic", "Monte Carlo plan"]),
+              "",
+              f"The classic arithmetic divides by the mean won deal "
+              f"({money(classic['mean_deal'], cur)}) and the eventual stage-to-stage rates; it "
+              "ignores the time leads take to close (leads arriving late in the period close "
+              "after it), the open pipeline and the spread. With its "
+              f"{classic['leads_per_week']:,.0f} leads a week, P(bookings >= target) = "
+              f"{classic_p:.0%} on the same paths."]
+    click.echo("\n".join(lines))
