@@ -11,7 +11,8 @@ Schema (version 2)
 ``runs``
     One row per recorded run: ``run_id`` (from a sequence), ``recorded_at`` (UTC), ``as_of``,
     the model's name, path and SHA-256, the posterior's path and SHA-256 (NULL without one),
-    the history's path and SHA-256, ``scenario`` (NULL for the baseline), ``seed``, ``paths``,
+    the history's path and SHA-256, ``scenario`` (NULL for a forecast; a what-if run of
+    ``forecast scenario`` has its scenario's name, or ``baseline``), ``seed``, ``paths``,
     ``horizon_days``, ``package_version``, ``currency`` and ``quantile_grid``, the quantile
     levels of the run's bands (:data:`GRID`: 0.01, 0.02, ..., 0.99).
 ``bands``
@@ -493,13 +494,18 @@ def list_runs(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) -> p
 def find_run(con, run: str | int = "latest", as_of: dt.date | None = None) -> dict:
     """The ``runs`` row of ``run`` ('latest' or an id), or the latest run as of ``as_of``.
 
+    'latest' (with or without ``as_of``) skips what-if runs (``scenario`` set); an id finds
+    any run.
+
     Raises
     ------
     LedgerError
         No runs, no such run id, or no run with that as-of date.
     """
     where, args = [], []
-    if str(run) != "latest":
+    if str(run) == "latest":
+        where.append("scenario IS NULL")  # the latest forecast, not a what-if run
+    else:
         try:
             where.append("run_id = ?")
             args.append(int(run))
@@ -518,7 +524,10 @@ def find_run(con, run: str | int = "latest", as_of: dt.date | None = None) -> di
         if str(run) != "latest":
             raise LedgerError(f"no run with id {run}"
                               + (f" and as-of date {as_of}" if as_of else ""))
-        raise LedgerError(f"no run with as-of date {as_of}")
+        if as_of is None:
+            raise LedgerError("no forecast recorded yet, only what-if runs of `forecast "
+                              "scenario` (pick one with --run ID)")
+        raise LedgerError(f"no forecast with as-of date {as_of}")
     return dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
@@ -713,7 +722,8 @@ def trend(con, period: str, metric: str = "bookings", *, quantiles=(0.1, 0.5, 0.
     except PeriodError as exc:
         raise LedgerError(str(exc)) from None
     period = period.strip()
-    where = ["b.grain = ?", "NOT b.cumulative", "b.period = ?", "b.metric = ?"]
+    where = ["b.grain = ?", "NOT b.cumulative", "b.period = ?", "b.metric = ?",
+             "r.scenario IS NULL"]  # the forecasts, not what-if runs
     args: list = [grain, period, metric]
     if model_name is not None:
         where.append("r.model_name = ?")

@@ -133,7 +133,7 @@ def test_bare_ledger_flag_uses_the_environment_then_the_working_directory(tmp_pa
 @pytest.mark.parametrize("args, message", [
     (["--run", "9"], "no run with id 9"),
     (["--run", "nine"], "--run takes 'latest' or a run id"),
-    (["--as-of", "2020-01-01"], "no run with as-of date 2020-01-01"),
+    (["--as-of", "2020-01-01"], "no forecast with as-of date 2020-01-01"),
     (["--run", "1", "--as-of", "2026-09-30"], "not both"),
     (["--quantiles", "0.005,0.5"], "quantile 0.005 is outside the recorded grid [0.01, 0.99]"),
     (["--quantiles", "1.5"], "--quantiles must be between 0 and 1"),
