@@ -80,10 +80,16 @@ def run_scenarios(setting: Setting, scenarios: Sequence[Scenario],
 
 def metric_values(result: SimulationResult, per: Periods, metric: str) -> np.ndarray:
     """``[path, period + total]``: the metric per period, then over the whole horizon."""
-    values = per_period(result, per)
-    if metric not in values:
-        raise ValueError(f"unknown metric {metric!r} (one of {', '.join(values)})")
-    x = values[metric].astype(float)
+    daily = {"bookings": result.bookings, "won_deals": result.won,
+             "lost_to_expiry": result.lost_to_expiry, "recaptured": result.recaptured,
+             "expired_all": result.expired.sum(axis=2), "arrivals": result.arrivals}
+    if metric in daily:  # a flow: no need for occupancy at the period ends
+        x = np.add.reduceat(daily[metric], per.first_day, axis=1).astype(float)
+    else:
+        values = per_period(result, per)
+        if metric not in values:
+            raise ValueError(f"unknown metric {metric!r} (one of {', '.join(values)})")
+        x = values[metric].astype(float)
     total = x[:, -1:] if metric.startswith("in_") else x.sum(1, keepdims=True)
     return np.concatenate([x, total], axis=1)
 

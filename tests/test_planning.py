@@ -1,0 +1,223 @@
+"""Scenarios against a baseline, sweeps, sensitivity and the probabilistic reverse funnel:
+the library (``forecast.planning``) and the commands (``forecast scenario|sweep|sensitivity|
+plan``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from forecast import planning
+from forecast.cli import main
+from forecast.scenario import Scenario, parse_change
+from tests.conftest import AS_OF
+
+SAMPLE_AS_OF = "2026-09-30"
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def small(b2b, b2b_params, b2b_pipeline):
+    """The b2b model with a tenth of its arrivals and a 250-lead pipeline: fast runs."""
+    return planning.Setting(model=b2b, params=b2b_params.with_arrivals_scaled(0.1),
+                            pipeline=b2b_pipeline, as_of=AS_OF, horizon=78, paths=2000,
+                            seed=5)
+
+
+def test_an_empty_scenario_gives_exactly_the_baseline(small):
+    base, empty = planning.run_scenarios(small, [Scenario.empty("nothing")])
+    for name in ("bookings", "won", "expired", "recaptured", "lost_to_expiry", "entered",
+                 "arrivals", "occupancy"):
+        np.testing.assert_array_equal(getattr(base, name), getattr(empty, name))
+
+
+def test_common_random_numbers_keep_untouched_leads_identical(small, b2b):
+    """Arrivals of one segment cut from day 30: the days before are identical path by path,
+    and so are the other segments' arrivals afterwards."""
+    c = parse_change({"lever": "arrivals", "segment": "partner", "multiply": 0.0,
+                      "from": (AS_OF + dt.timedelta(days=31)).isoformat()}, b2b, "t")
+    base, cut = planning.run_scenarios(small, [Scenario("cut", "", (c,))])
+    np.testing.assert_array_equal(base.bookings[:, :30], cut.bookings[:, :30])
+    np.testing.assert_array_equal(base.entered[:, :30], cut.entered[:, :30])
+    assert np.all(cut.arrivals[:, 30:] <= base.arrivals[:, 30:])
+    assert cut.arrivals[:, 30:].sum() < base.arrivals[:, 30:].sum()
+
+
+def test_compare_bands_and_probability_of_doing_better(small, b2b):
+    c = parse_change({"lever": "win_rate", "add": 0.1}, b2b, "t")
+    base, better = planning.run_scenarios(small, [Scenario("w", "", (c,))])
+    from forecast.summarize import periods
+
+    per = periods(AS_OF, small.horizon, "month")
+    frame = planning.compare(base, better, per, "bookings", (0.1, 0.5, 0.9))
+    total = frame[frame["period"] == "total"].iloc[0]
+    diff = better.bookings.sum(1) - base.bookings.sum(1)
+    assert total["delta_mean"] == pytest.approx(diff.mean())
+    assert total["p_better"] == pytest.approx(np.mean(diff > 0))
+    assert total["p_better"] > 0.5 > total["p_worse"]
+
+
+@pytest.mark.slow
+def test_plan_reaches_the_target_with_the_stated_probability(small):
+    """The plan's arrivals (searched on 1,000 paths), checked on 4,000 fresh paths (another
+    seed): P(bookings in the period >= target) is the confidence within Monte Carlo error
+    (3 standard errors of the two estimates: 0.045), and 20% fewer leads fall clearly short
+    (the plan is not an overshoot)."""
+    w = planning.window("2024-05", dt.date(2024, 5, 1), dt.date(2024, 5, 31), AS_OF)
+    base = planning.run_scenarios(small, [], baseline=True)[0]
+    target = float(np.median(planning.in_window(base.bookings, w))) * 1.3
+    result = planning.plan(planning.Setting(**{**small.__dict__, "paths": 1000}), target, w,
+                           0.8)
+    assert result.factor > 1 and result.current_probability < 0.5
+    check = planning.Setting(**{**small.__dict__, "paths": 4000, "seed": 999})
+
+    def reach(factor):
+        res = planning.run_scenarios(check, [planning.arrivals_scenario(factor)],
+                                     baseline=False)[0]
+        return float(np.mean(planning.in_window(res.bookings, w) >= target))
+
+    assert abs(reach(result.factor) - 0.8) < 0.045
+    assert reach(0.8 * result.factor) < 0.75
+
+
+def test_classic_reverse_funnel_arithmetic(b2b, b2b_params):
+    w = planning.window("2027Q1", dt.date(2027, 1, 1), dt.date(2027, 3, 31),
+                        dt.date(2026, 9, 30))
+    c = planning.classic_reverse_funnel(b2b, b2b_params, 1_000_000, w)
+    rates = planning.stage_rates(b2b, b2b_params)
+    assert c["won"] == pytest.approx(1_000_000 / rates["mean_deal"])
+    assert c["lead"] == pytest.approx(c["won"] / np.prod(
+        [rates[k] for k in ("lead->mql", "mql->sql", "sql->opportunity", "opportunity->won")]))
+    assert c["leads_per_week"] == pytest.approx(c["lead"] / (90 / 7))
+    # The model documents ~1% of leads converting and ~$100k won deals.
+    assert c["lead"] / c["won"] == pytest.approx(100, rel=0.4)
+    assert rates["mean_deal"] == pytest.approx(100_000, rel=0.05)
+
+
+# ---- the commands ----------------------------------------------------------------------------
+
+def test_scenario_command_table_json_out_and_ledger(tmp_path):
+    empty = tmp_path / "nothing.toml"
+    empty.write_text('name = "Nothing"\n')
+    args = ["scenario", "scenarios/win_rate_plus_5_points.toml", empty, "--paths", 200,
+            "--horizon", 60, "--quiet"]
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    assert "Win rate +5 points" in res.output and "P(better)" in res.output
+    data = json.loads(invoke(*args, "--format", "json").output)
+    rows = pd.DataFrame(data["rows"])
+    nothing = rows[rows["scenario"] == "Nothing"]
+    assert (nothing.filter(like="delta_") == 0).all().all() and (nothing["p_better"] == 0).all()
+    win = rows[(rows["scenario"] == "Win rate +5 points") & (rows["period"] == "total")]
+    assert win["delta_mean"].iloc[0] > 0
+    ledger = tmp_path / "l.duckdb"
+    res = invoke(*args, "--out", tmp_path / "out", "--ledger", ledger)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "scenarios.csv").exists()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["scenarios"]
+    from forecast import ledger as ledger_mod
+
+    runs = ledger_mod.list_runs(ledger)
+    assert list(runs["scenario"]) == ["baseline", "Win rate +5 points", "Nothing"]
+    # `bands` shows the latest forecast, never a what-if run.
+    res = invoke("bands", "--ledger", ledger)
+    assert res.exit_code == 1 and "only what-if runs" in res.output
+
+
+def test_scenario_command_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[change]]\nlever = "win_rate"\nset = 0.99\n')
+    res = invoke("scenario", bad, "--paths", 10, "--horizon", 10, "--quiet")
+    assert res.exit_code == 1 and str(bad) in res.output and "out of reach" in res.output
+    res = invoke("scenario", tmp_path / "missing.toml", "--paths", 10, "--quiet")
+    assert res.exit_code == 1 and "missing.toml" in res.output
+
+
+def test_seeds_example_neglected_sqls_cost_money():
+    res = invoke("scenario", "scenarios/five_of_forty_sqls_neglected.toml", "--history",
+                 "scenarios/forty_sqls.csv", "--no-arrivals", "--horizon", 365, "--paths", 400,
+                 "--format", "json", "--quiet")
+    assert res.exit_code == 0, res.output
+    rows = pd.DataFrame(json.loads(res.output)["rows"])
+    total = rows[rows["period"] == "total"].iloc[0]
+    # 5 of 40 SQLs at ~25% and ~$100k: about $125k expected, never a gain.
+    assert -200_000 < total["delta_mean"] < -60_000
+    # Rarely better: a neglected lead may come back from nurture and win where, worked, it
+    # was lost (its own random stream, another trajectory).
+    assert total["p_better"] < 0.02 and total["baseline_mean"] > 700_000
+
+
+def test_sweep_command(tmp_path):
+    chart = tmp_path / "sweep.png"
+    res = invoke("sweep", "--lever", "win_rate", "--from", -0.1, "--to", 0.1, "--steps", 5,
+                 "--period", "2026-11", "--paths", 200, "--target", 1_000_000, "--chart", chart,
+                 "--format", "csv", "--quiet")
+    assert res.exit_code == 0, res.output
+    frame = pd.read_csv(pd.io.common.StringIO(res.output))
+    assert list(frame["value"]) == pytest.approx([-0.1, -0.05, 0, 0.05, 0.1])
+    assert frame["bookings_mean"].is_monotonic_increasing
+    assert frame["p_target"].iloc[-1] > frame["p_target"].iloc[0]
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = invoke("sweep", "--lever", "conversion", "--from", 1, "--to", 2, "--quiet")
+    assert res.exit_code == 1 and "needs 'stage'" in res.output
+
+
+def test_sensitivity_command_with_spend(tmp_path):
+    spend = tmp_path / "spend.csv"
+    spend.write_text("segment,monthly_spend\npaid_search,60000\npaid_social,40000\n"
+                     "organic,15000\nevents,30000\npartner,10000\n")
+    chart = tmp_path / "tornado.png"
+    res = invoke("sensitivity", "--paths", 100, "--horizon", 45, "--target", 1_000_000,
+                 "--spend", spend, "--chart", chart, "--format", "json", "--quiet")
+    assert res.exit_code == 0, res.output
+    rows = pd.DataFrame(json.loads(res.output)["rows"])
+    assert {"win rate", "deal size", "arrivals partner", "days in sql", "recapture"} <= set(
+        rows["lever"])
+    size = np.maximum(rows["delta_p50_up"].abs(), rows["delta_p50_down"].abs())
+    assert size.is_monotonic_decreasing
+    # Deal size +10% books 10% more on every path (same deals, larger amounts) and changes
+    # nothing about how many deals close, so CAC is unchanged.
+    # (known amounts of open deals stay as they are, so a little under 10%).
+    deal = rows[rows["lever"] == "deal size"].iloc[0]
+    assert deal["p50_base"] < deal["p50_up"] <= 1.1 * deal["p50_base"]
+    assert deal["cac_up"] == deal["cac_base"]
+    assert deal["ltv_cac_base"] < deal["ltv_cac_up"] <= 1.1 * deal["ltv_cac_base"]
+    assert chart.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("segment,spend\nx,1\n", "missing column 'monthly_spend'"),
+    ("segment,monthly_spend\ntv,1\n", "row 2, column segment: unknown segment 'tv'"),
+    ("segment,monthly_spend\norganic,-5\n", "row 2, column monthly_spend"),
+    ("segment,monthly_spend\norganic,1\norganic,2\n", "row 3, column segment"),
+])
+def test_spend_file_errors(tmp_path, text, message):
+    spend = tmp_path / "spend.csv"
+    spend.write_text(text)
+    res = invoke("sensitivity", "--spend", spend, "--paths", 10, "--quiet")
+    assert res.exit_code == 1 and str(spend) in res.output and message in res.output
+
+
+def test_plan_command():
+    res = invoke("plan", "--target", 1_000_000, "--period", "2026-11", "--confidence", 0.5,
+                 "--paths", 300, "--format", "json", "--quiet")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["probability"] >= 0.5 > out["probability_at_current_arrivals"]
+    assert out["arrivals_factor"] > 1
+    assert out["leads_per_week"] == pytest.approx(out["leads_per_week_now"]
+                                                  * out["arrivals_factor"])
+    assert [m["month"] for m in out["monthly"]] == ["2026-10", "2026-11"]
+    assert out["classic"]["leads_per_week"] > 0
+    res = invoke("plan", "--target", 1e12, "--period", "2026-10", "--paths", 50, "--quiet")
+    assert res.exit_code == 1 and "even 1024 times" in res.output
+    res = invoke("plan", "--target", 1e6, "--period", "2026-09", "--quiet")
+    assert res.exit_code == 1 and "ended on or before the as-of date" in res.output

@@ -1,0 +1,289 @@
+"""Levers (``forecast.scenario``): each definition checked exactly on the hazard table and, for
+the ones a planner reads off outcomes, by simulation against the definition."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from forecast.hazards import median_days_in_stage, shelf_life, stage_exit
+from forecast.model import WON
+from forecast.scenario import (
+    Scenario,
+    ScenarioError,
+    apply_changes,
+    load_scenario,
+    needed_band_edges,
+    neglect_pipeline,
+    parse_change,
+    scenario_run,
+    split_bands,
+)
+from forecast.simulate import simulate_history
+
+AS_OF = dt.date(2026, 9, 30)
+
+
+def change(model, **raw):
+    return parse_change(raw, model, "test")
+
+
+def exit_prob(model, params, stage):
+    """``[set, g, r, dest]``: first-exit probabilities of a lead entering ``stage``."""
+    return stage_exit(params.hazards[:, model.state_index(stage)], model.age_bands).prob
+
+
+def band_totals(params, model, stage):
+    return params.hazards[:, model.state_index(stage)].sum(-1)
+
+
+# ---- exact definitions on the hazard table ---------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "expect"), [
+    ({"set": 0.30}, lambda old: np.full_like(old, 0.30)),
+    ({"add": 0.05}, lambda old: old + 0.05),
+    ({"multiply": 0.5}, lambda old: old * 0.5),
+])
+def test_win_rate_sets_the_won_share_and_keeps_the_timing(b2b, b2b_params, raw, expect):
+    won = b2b.state_index(WON)
+    new = apply_changes(b2b, b2b_params, [change(b2b, lever="win_rate", **raw)])
+    old_p = exit_prob(b2b, b2b_params, "opportunity")[..., won]
+    np.testing.assert_allclose(exit_prob(b2b, new, "opportunity")[..., won], expect(old_p),
+                               atol=1e-12)
+    # The total hazard of every band (so the time in stage) is what it was.
+    np.testing.assert_allclose(band_totals(new, b2b, "opportunity"),
+                               band_totals(b2b_params, b2b, "opportunity"), rtol=1e-12)
+    # Other stages untouched.
+    other = [i for i in range(b2b.n_transient) if i != b2b.state_index("opportunity")]
+    np.testing.assert_array_equal(new.hazards[:, other], b2b_params.hazards[:, other])
+
+
+def test_conversion_of_one_segment_only(b2b, b2b_params):
+    c = change(b2b, lever="conversion", stage="mql", multiply=1.2, segment="organic")
+    new = apply_changes(b2b, b2b_params, [c])
+    g = b2b.segment_names.index("organic")
+    sql = b2b.state_index("sql")
+    old_p, new_p = (exit_prob(b2b, p, "mql")[..., sql] for p in (b2b_params, new))
+    np.testing.assert_allclose(new_p[:, g], 1.2 * old_p[:, g], rtol=1e-12)
+    others = [i for i in range(len(b2b.segments)) if i != g]
+    np.testing.assert_array_equal(new_p[:, others], old_p[:, others])
+
+
+def test_velocity_keeps_outcomes_and_scales_mean_days(b2b, b2b_params):
+    new = apply_changes(b2b, b2b_params, [change(b2b, lever="velocity", stage="sql",
+                                                 multiply=0.5)])
+    ex_old = stage_exit(b2b_params.hazards[:, b2b.state_index("sql")], b2b.age_bands)
+    ex_new = stage_exit(new.hazards[:, b2b.state_index("sql")], b2b.age_bands)
+    np.testing.assert_allclose(ex_new.prob, ex_old.prob, atol=1e-10)
+    mean_old = ex_old.days.sum(-1) / ex_old.prob.sum(-1)
+    mean_new = ex_new.days.sum(-1) / ex_new.prob.sum(-1)
+    np.testing.assert_allclose(mean_new, 0.5 * mean_old, rtol=1e-9)
+    assert np.all(median_days_in_stage(b2b, new.hazards[0])[b2b.state_index("sql")]
+                  < median_days_in_stage(b2b, b2b_params.hazards[0])[b2b.state_index("sql")])
+
+
+def test_expiry_shelf_life_and_multiply(b2b, b2b_params):
+    new = apply_changes(b2b, b2b_params, [change(b2b, lever="expiry", stage="sql", set=10)])
+    assert np.all(shelf_life(b2b, new.hazards[0], "sql") == 10)
+    assert np.all(shelf_life(b2b, b2b_params.hazards[0], "sql") == 30)
+    half = apply_changes(b2b, b2b_params, [change(b2b, lever="expiry", stage="sql",
+                                                  multiply=0.5)])
+    s, mql, nur, opp = (b2b.state_index(x) for x in ("sql", "mql", "nurture", "opportunity"))
+    np.testing.assert_allclose(half.hazards[:, s, ..., [mql, nur]],
+                               0.5 * b2b_params.hazards[:, s, ..., [mql, nur]])
+    np.testing.assert_array_equal(half.hazards[:, s, ..., opp], b2b_params.hazards[:, s, ..., opp])
+
+
+def test_recapture_arrivals_and_deal_size(b2b, b2b_params):
+    n = b2b.state_index("nurture")
+    rec = apply_changes(b2b, b2b_params, [change(b2b, lever="recapture", multiply=2)])
+    np.testing.assert_allclose(rec.hazards[:, n, ..., b2b.state_index("mql")],
+                               2 * b2b_params.hazards[:, n, ..., b2b.state_index("mql")])
+    np.testing.assert_array_equal(rec.hazards[:, n, ..., b2b.state_index("lost")],
+                                  b2b_params.hazards[:, n, ..., b2b.state_index("lost")])
+    total = apply_changes(b2b, b2b_params, [change(b2b, lever="arrivals", set=100)])
+    assert total.arrivals_mean.sum() == pytest.approx(100)
+    np.testing.assert_allclose(total.arrivals_mean / total.arrivals_mean.sum(),
+                               b2b_params.arrivals_mean / b2b_params.arrivals_mean.sum())
+    one = apply_changes(b2b, b2b_params, [change(b2b, lever="arrivals", multiply=0.8,
+                                                 segment="paid_search")])
+    g = b2b.segment_names.index("paid_search")
+    assert one.arrivals_mean[0, g] == pytest.approx(0.8 * b2b_params.arrivals_mean[0, g])
+    assert one.arrivals_mean.sum() == pytest.approx(b2b_params.arrivals_mean.sum()
+                                                    - 0.2 * b2b_params.arrivals_mean[0, g])
+    deals = apply_changes(b2b, b2b_params, [change(b2b, lever="deal_size", set=150_000)])
+    np.testing.assert_allclose(deals.deal_mean, 150_000)
+    np.testing.assert_array_equal(deals.deal_sigma, b2b_params.deal_sigma)
+
+
+def test_sla_adds_a_band_edge_and_stops_expiry_from_that_age(b2b, b2b_params):
+    c = change(b2b, lever="expiry", stage="sql", within_days=2)
+    assert needed_band_edges(b2b, [c]) == (2,)
+    model, params = split_bands(b2b, b2b_params, needed_band_edges(b2b, [c]))
+    assert model.age_bands == (0, 2, 7, 30, 90, 180)
+    # Splitting alone changes nothing: same exits, same absorption.
+    np.testing.assert_allclose(exit_prob(model, params, "sql"),
+                               exit_prob(b2b, b2b_params, "sql"), atol=1e-14)
+    new = apply_changes(model, params, [c])
+    s, mql, nur = (model.state_index(x) for x in ("sql", "mql", "nurture"))
+    cold = new.hazards[:, s][..., [mql, nur]]  # [set, band, g, r, 2]
+    assert np.all(cold[:, 1:] == 0)
+    assert np.all(cold[:, 0] == params.hazards[:, s, 0][..., [mql, nur]])
+
+
+# ---- by simulation: what a planner reads off the outcomes ------------------------------------
+
+def _first_exits(log: pd.DataFrame, stage: str, before: dt.date) -> pd.DataFrame:
+    """Each entry into ``stage`` before ``before``: the next state and the days to it."""
+    log = log.sort_values(["lead_id", "entered_at"], kind="stable").reset_index(drop=True)
+    nxt = log.groupby("lead_id").shift(-1)
+    rows = log[(log["stage"] == stage) & (log["entered_at"] < before) & nxt["stage"].notna()]
+    nxt = nxt.loc[rows.index]
+    days = (pd.to_datetime(nxt["entered_at"]) - pd.to_datetime(rows["entered_at"])).dt.days
+    return pd.DataFrame({"next": nxt["stage"].to_numpy(), "days": days.to_numpy()})
+
+
+@pytest.fixture(scope="module")
+def opportunity_exits(b2b, b2b_params):
+    """First exits of ~7,000 fresh opportunities under the defaults, under ``win_rate set
+    0.30`` and under a naive won-hazard scaling: new leads enter as opportunities (20 a day
+    for a year; all but ~0.2% have left their stage 540 days later)."""
+    model = replace(b2b, entry="opportunity")
+    params = b2b_params.with_arrivals_scaled(0.5)
+    start = dt.date(2024, 1, 1)
+    out = {}
+    for name, p in [("base", params),
+                    ("set30", apply_changes(b2b, params, [change(b2b, lever="win_rate",
+                                                                 set=0.30)])),
+                    ("naive", _naive_won_scaling(b2b, params, 0.6))]:
+        log = simulate_history(model, p, start, 900, seed=7)
+        out[name] = _first_exits(log, "opportunity", start + dt.timedelta(days=360))
+    return out
+
+
+def _naive_won_scaling(model, params, factor):
+    """The won hazard alone scaled (the definition we do not use: it shortens the cycle)."""
+    h = params.hazards.copy()
+    h[:, model.state_index("opportunity"), ..., model.state_index(WON)] *= factor
+    return replace(params, hazards=h)
+
+
+def test_win_rate_set_030_by_simulation(opportunity_exits):
+    """After ``win_rate set 0.30`` the share of opportunities closing won is 0.30 within Monte
+    Carlo error, and the days to close of won deals have the same distribution."""
+    base, new = opportunity_exits["base"], opportunity_exits["set30"]
+    n = len(new)
+    assert n > 6000
+    share = np.mean(new["next"] == WON)
+    assert abs(share - 0.30) < 4 * math.sqrt(0.3 * 0.7 / n), share
+    assert np.mean(base["next"] == WON) > 0.40  # the change is a real one
+    won_days = [x.loc[x["next"] == WON, "days"] for x in (base, new)]
+    assert stats.ks_2samp(*won_days).pvalue > 1e-3
+    assert abs(np.median(won_days[0]) - np.median(won_days[1])) <= 3
+
+
+def test_the_naive_definition_would_fail_that_test(opportunity_exits):
+    """Power: scaling the won hazard alone changes the days to close (and the test sees it)."""
+    base, naive = opportunity_exits["base"], opportunity_exits["naive"]
+    won_days = [x.loc[x["next"] == WON, "days"] for x in (base, naive)]
+    assert stats.ks_2samp(*won_days).pvalue < 1e-3  # the threshold the test above uses
+
+
+def test_sla_by_simulation(b2b, b2b_params):
+    """With SQLs worked within 2 days, no SQL goes cold at 2 days or more."""
+    c = change(b2b, lever="expiry", stage="sql", within_days=2)
+    model, params = split_bands(b2b, b2b_params.with_arrivals_scaled(5), (2,))
+    start = dt.date(2024, 1, 1)
+    exits = {name: _first_exits(simulate_history(model, p, start, 400, seed=3), "sql",
+                                start + dt.timedelta(days=400))
+             for name, p in [("base", params), ("sla", apply_changes(model, params, [c]))]}
+    cold = {k: x[x["next"].isin(["mql", "nurture"])] for k, x in exits.items()}
+    assert (cold["base"]["days"] > 2).sum() > 500
+    assert (cold["sla"]["days"] > 2).sum() == 0 and len(cold["sla"]) > 20
+
+
+# ---- the open pipeline: neglect ---------------------------------------------------------------
+
+def test_neglect_sends_the_chosen_leads_cold(b2b, b2b_pipeline):
+    c = change(b2b, lever="neglect", stage="sql", count=5)
+    sql, nurture = b2b.state_index("sql"), b2b.state_index("nurture")
+    out = neglect_pipeline(b2b, b2b_pipeline, [c], seed=1)
+    moved = (b2b_pipeline.state == sql) & (out.state == nurture)
+    assert moved.sum() == min(5, (b2b_pipeline.state == sql).sum())
+    assert np.all(out.age[moved] == 0)
+    assert np.all(out.recycle[moved] == np.minimum(b2b_pipeline.recycle[moved] + 1,
+                                                   b2b.recycle_levels - 1))
+    same = neglect_pipeline(b2b, b2b_pipeline, [c], seed=1)
+    np.testing.assert_array_equal(same.state, out.state)
+    share = neglect_pipeline(b2b, b2b_pipeline, [change(b2b, lever="neglect", stage="sql",
+                                                        share=1.0)], seed=1)
+    assert not np.any(share.state == sql)
+
+
+# ---- effective dates -------------------------------------------------------------------------
+
+def test_effective_dates_make_epochs(b2b, b2b_params, b2b_pipeline):
+    sc = Scenario(name="t", description="", changes=(
+        change(b2b, lever="arrivals", multiply=0.5, **{"from": "2026-10-11"}),
+        change(b2b, lever="deal_size", multiply=2.0, **{"from": "2026-09-01"}),  # already
+        change(b2b, lever="win_rate", add=0.05, **{"from": "2027-06-01"}),  # after horizon
+    ))
+    run = scenario_run(b2b, b2b_params, b2b_pipeline, sc, AS_OF, 90, 4, seed=0)
+    assert list(run.switch_days) == [10]  # 2026-10-11 is day 10 after 2026-09-30
+    assert run.params.n_sets == 2 and run.set_index.tolist() == [[0, 1]] * 4
+    assert np.allclose(run.params.deal_mean[0], 2 * b2b_params.deal_mean[0])  # from day 0
+    assert np.allclose(run.params.arrivals_mean[0], b2b_params.arrivals_mean[0])
+    assert np.allclose(run.params.arrivals_mean[1], 0.5 * b2b_params.arrivals_mean[0])
+    np.testing.assert_array_equal(run.params.hazards[1], b2b_params.hazards[0])
+
+
+# ---- files and messages ----------------------------------------------------------------------
+
+def test_bundled_scenarios_load(b2b):
+    from pathlib import Path
+
+    files = sorted(Path(__file__).parents[1].joinpath("scenarios").glob("*.toml"))
+    assert len(files) >= 5
+    for f in files:
+        sc = load_scenario(f, b2b)
+        assert sc.name and sc.changes and sc.sha256
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[[change]]\nlever = "win"\nadd = 0.1\n', "'lever' must be one of"),
+    ('[[change]]\nlever = "win_rate"\nadd = 0.1\nset = 0.3\n', "give exactly one of"),
+    ('[[change]]\nlever = "velocity"\nadd = 0.1\nstage = "sql"\n', "'add' is not one of"),
+    ('[[change]]\nlever = "conversion"\nadd = 0.1\n', "needs 'stage'"),
+    ('[[change]]\nlever = "conversion"\nadd = 0.1\nstage = "demo"\n', "unknown stage 'demo'"),
+    ('[[change]]\nlever = "arrivals"\nmultiply = 2\nsegment = "tv"\n', "unknown segment 'tv'"),
+    ('[[change]]\nlever = "win_rate"\nset = 1.5\n', "a probability in [0, 1]"),
+    ('[[change]]\nlever = "win_rate"\nset = 0.3\nfrom = "soon"\n', "'from' must be a date"),
+    ('[[change]]\nlever = "neglect"\ncount = 2\nstage = "sql"\nfrom = 2027-01-01\n',
+     "takes no 'from'"),
+    ('[[change]]\nlever = "expiry"\nwithin_days = 1.5\nstage = "sql"\n', "whole number"),
+    ('[[change]]\nlever = "expiry"\nmultiply = 0.5\nstage = "lead"\ncolour = 1\n',
+     "unknown key 'colour'"),
+    ('name = "x"\nchange = 3\n', "[[change]] tables"),
+    ('name = [\n', "not a valid TOML file"),
+])
+def test_bad_scenario_files_name_the_file_and_change(tmp_path, b2b, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path, b2b)
+    assert str(path) in str(err.value) and message in str(err.value)
+    if "[[change]]" in text and "tables" not in message and "TOML" not in message:
+        assert "change 1" in str(err.value)
+
+
+def test_out_of_reach_values_are_errors(b2b, b2b_params):
+    with pytest.raises(ScenarioError, match="out of reach"):
+        apply_changes(b2b, b2b_params, [change(b2b, lever="win_rate", set=0.99)])
+    with pytest.raises(ScenarioError, match="out of"):
+        apply_changes(b2b, b2b_params, [change(b2b, lever="win_rate", add=0.9)])
