@@ -344,34 +344,19 @@ def _sweep_chart(path, frame, what, op, lo, mid, hi, period, currency, target) -
 
 # ---- sensitivity -----------------------------------------------------------------------------
 
-def read_spend(path: Path, model) -> dict[str, float]:
-    """Spend per segment per month from a CSV with columns ``segment,monthly_spend``;
-    returned per day (a month counted as 365.25 / 12 days)."""
+def spend_per_day(path: Path, model) -> dict[str, float]:
+    """Spend per segment per day from a spend file (the format of ``forecast report``: CSV
+    ``segment,month,spend``): each segment's mean monthly spend over the months it lists,
+    a month counted as 365.25 / 12 days. Segments not listed spend nothing."""
+    from forecast.eventlog import InputError
+    from forecast.report import read_spend
+
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        fail(f"{path}: cannot read the spend file ({exc})")
-    for col in ("segment", "monthly_spend"):
-        if col not in frame.columns:
-            fail(f"{path}: missing column {col!r} (expected columns segment,monthly_spend)")
-    out: dict[str, float] = {}
-    for i, row in frame.iterrows():
-        where = f"{path}: row {i + 2}"
-        seg = model.map_segment(row["segment"]) if row["segment"].strip() else None
-        if seg is None:
-            fail(f"{where}, column segment: unknown segment {row['segment']!r} (one of "
-                 f"{', '.join(model.segment_names)})")
-        try:
-            value = float(row["monthly_spend"])
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < 0:
-            fail(f"{where}, column monthly_spend: {row['monthly_spend']!r} is not an amount "
-                 "of 0 or more")
-        if seg in out:
-            fail(f"{where}, column segment: segment {seg!r} appears twice")
-        out[seg] = value / (365.25 / 12)
-    return out
+        frame = read_spend(path, model)
+    except InputError as exc:
+        fail(str(exc))
+    monthly = frame.groupby("segment")["spend"].mean()
+    return {g: float(v) / (365.25 / 12) for g, v in monthly.items()}
 
 
 @click.command("sensitivity")
@@ -381,7 +366,9 @@ def read_spend(path: Path, model) -> dict[str, float]:
               help="Also the change in the probability of booking AMOUNT in the period.")
 @_period_option
 @click.option("--spend", "spend_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="CSV of segment,monthly_spend: adds CAC and LTV:CAC.")
+              default=None,
+              help="Marketing spend, CSV segment,month,spend (as for `forecast report`): "
+                   "adds CAC and LTV:CAC, from each segment's mean monthly spend.")
 @click.option("--ltv-multiple", type=click.FloatRange(0, None, min_open=True), default=1.0,
               show_default=True,
               help="LTV = mean won deal times this (1: first-deal bookings only).")
@@ -402,7 +389,7 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
         check_png(chart_path)
     inp, note = _inputs(model_name, history, history_format, kwargs, as_of_text, posterior_path,
                         paths, threads, quiet)
-    spend = read_spend(spend_path, inp.model) if spend_path is not None else None
+    spend = spend_per_day(spend_path, inp.model) if spend_path is not None else None
     w, horizon = _window(period_label, inp.as_of, horizon)
     progress = Progress("simulating levers", enabled=not quiet)
     try:

@@ -172,8 +172,9 @@ def test_sweep_command(tmp_path):
 
 def test_sensitivity_command_with_spend(tmp_path):
     spend = tmp_path / "spend.csv"
-    spend.write_text("segment,monthly_spend\npaid_search,60000\npaid_social,40000\n"
-                     "organic,15000\nevents,30000\npartner,10000\n")
+    spend.write_text("segment,month,spend\npaid_search,2026-08,50000\npaid_search,2026-09,70000\n"
+                     "paid_social,2026-09,40000\norganic,2026-09,15000\nevents,2026-09,30000\n"
+                     "partner,2026-09,10000\n")
     chart = tmp_path / "tornado.png"
     res = invoke("sensitivity", "--paths", 100, "--horizon", 45, "--target", 1_000_000,
                  "--spend", spend, "--chart", chart, "--format", "json", "--quiet")
@@ -194,10 +195,9 @@ def test_sensitivity_command_with_spend(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("segment,spend\nx,1\n", "missing column 'monthly_spend'"),
-    ("segment,monthly_spend\ntv,1\n", "row 2, column segment: unknown segment 'tv'"),
-    ("segment,monthly_spend\norganic,-5\n", "row 2, column monthly_spend"),
-    ("segment,monthly_spend\norganic,1\norganic,2\n", "row 3, column segment"),
+    ("segment,spend\nx,1\n", "month"),
+    ("segment,month,spend\ntv,2026-09,1\n", "row 2"),
+    ("segment,month,spend\norganic,2026-09,-5\n", "row 2"),
 ])
 def test_spend_file_errors(tmp_path, text, message):
     spend = tmp_path / "spend.csv"
