@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sys
 import time
@@ -804,11 +805,20 @@ def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tu
                    "fitted with, or b2b without a posterior.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
-def describe(posterior_path, model_name, fmt):
+@click.option("--history", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also count the stale open deals of this history at --as-of (open longer "
+                   "than 95% of stays in their stage last) and what they are worth.")
+@click.option("--as-of", "as_of_text", default=None, metavar="DATE",
+              help="With --history: the date of the open pipeline (default: its last date).")
+@click.option("--horizon", type=click.IntRange(1, 3660), default=HORIZON_DEFAULT,
+              show_default=True, help="With --history: days over which stale deals are valued.")
+@history_options
+def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, history_format,
+             **kwargs):
     """Conversion, days in stage, shelf life, recapture, arrivals and deal size, with ranges.
 
     From a posterior (median and 90% interval over its draws) or, without one, from the
-    model file's defaults.
+    model file's defaults. With --history, also the stale open deals.
     """
     from forecast import describe as describe_mod
     from forecast.fit import PosteriorError, load_posterior, provenance
@@ -829,13 +839,36 @@ def describe(posterior_path, model_name, fmt):
         source = (f"posterior {posterior_path}: {info['draws']:,} draws, fitted to "
                   f"{info['history_path']} as of {info['as_of']}")
     table = describe_mod.describe(model, params)
+    stale = None
+    if history is not None:
+        from forecast.eventlog import latest_date, open_pipeline
+
+        as_of = parse_date(as_of_text, "--as-of")
+        log = read_history_or_fail(history, model, history_format, import_options(kwargs),
+                                   as_of)
+        as_of = as_of or latest_date(log)
+        stale = describe_mod.stale_deals(model, params, open_pipeline(log, model, as_of), as_of,
+                                         horizon=horizon)
     if fmt == "table":
         header = [f"Model {model.name} ({model.path}); parameters: {source}"]
         click.echo(describe_mod.render(table, model, header))
+        if stale is not None:
+            click.echo(f"\nStale open deals in {history} as of {as_of} (open longer than 95% of "
+                       "stays in the stage last):\n"
+                       + describe_mod.render_stale(stale, model.currency, horizon)
+                       + "\nCRM weighted value: what a weighted pipeline counts them for (the "
+                         "stage's win rate x amount); expected: what the model expects them to "
+                         "book at their age.")
     elif fmt == "csv":
         click.echo(table.to_csv(index=False), nl=False)
+        if stale is not None:
+            click.echo("\n" + stale.to_csv(index=False), nl=False)
     else:
-        click.echo(table.to_json(orient="records", indent=2))
+        out = {"describe": json.loads(table.to_json(orient="records"))}
+        if stale is not None:
+            out["stale_deals"] = json.loads(stale.to_json(orient="records"))
+        click.echo(json.dumps(out, indent=2) if stale is not None
+                   else table.to_json(orient="records", indent=2))
 
 
 @main.command("simulate-history")
@@ -885,3 +918,4 @@ for _command in (_planning.scenario_cmd, _planning.sweep_cmd, _planning.sensitiv
                  _planning.plan_cmd):
     main.add_command(_command)
 from forecast.report_cli import report as _report; main.add_command(_report)  # noqa: E402,E702,I001
+from forecast.backtest_cli import backtest as _backtest; main.add_command(_backtest)  # noqa: E402,E702,I001

@@ -153,3 +153,78 @@ def render(table: pd.DataFrame, model: FunnelModel, header: list[str]) -> str:
         lines.append(fmt.format(*row).rstrip())
         previous = row[:2]
     return "\n".join(lines)
+
+
+# ---- stale open deals ------------------------------------------------------------------------
+
+STALE_QUANTILE = 0.95  # open longer than 95% of stays in the stage last: stale
+
+
+def stale_threshold(model: FunnelModel, params: Parameters) -> np.ndarray:
+    """``[active stage, g]``: days in stage beyond which an open lead is stale, the 95th
+    percentile of the time in stage of a fresh, unrecycled lead (median over parameter sets);
+    ``inf`` where 95% never leave."""
+    from forecast.hazards import survival_quantile
+
+    per_set = [survival_quantile(np.moveaxis(params.hazards[k].sum(-1), 1, -1),
+                                 model.age_bands, STALE_QUANTILE)[:model.n_active, :, 0]
+               for k in range(min(params.n_sets, 200))]
+    return np.median(np.stack(per_set), axis=0)
+
+
+def stale_deals(model: FunnelModel, params: Parameters, pipeline, as_of, *, horizon: int = 90,
+                paths: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Open leads older than the stage's :func:`stale_threshold`, per active stage: how many,
+    the oldest, the amounts on them, what the CRM's weighted pipeline counts them for (the
+    stage's eventual win probability of a fresh lead × amount, or the mean deal), and what the
+    model expects them to book within ``horizon`` days at their real age (a simulation of
+    each stage's stale leads alone, no new arrivals): the gap is what cleaning them up changes.
+    """
+    from forecast.simulate import Pipeline, simulate
+
+    limit = stale_threshold(model, params)  # [stage, g]
+    st = pipeline.state
+    active = st < model.n_active
+    stale = np.zeros(len(st), dtype=bool)
+    stale[active] = pipeline.age[active] >= limit[st[active], pipeline.segment[active]]
+    sets = params.take(np.arange(min(params.n_sets, 200)))
+    win = np.median(np.stack([absorption(model, h).win for h in sets.hazards]), axis=0)
+    deal = np.median(params.deal_mean, axis=0)  # [g]
+    quiet = params.with_arrivals_scaled(0.0)
+    rows = []
+    for i, stage in enumerate(model.stages):
+        mine = stale & (st == i)
+        n = int(mine.sum())
+        amount = pipeline.amount[mine]
+        g, r = pipeline.segment[mine], pipeline.recycle[mine]
+        value = np.where(np.isnan(amount), deal[g], amount)
+        row = {"stage": stage, "threshold_days": float(np.min(limit[i])),
+               "open": int((st == i).sum()), "stale_open": n,
+               "oldest_days": int(pipeline.age[mine].max()) if n else 0,
+               "amount_known": float(np.nansum(amount)),
+               "crm_weighted": float((win[g, i, r] * value).sum()),
+               "expected_bookings": 0.0, "expected_won": 0.0}
+        if n:
+            sub = Pipeline(*(getattr(pipeline, f)[mine] for f in
+                             ("state", "age", "segment", "recycle", "amount")))
+            res = simulate(model, quiet, sub, as_of, horizon, paths, seed)
+            row["expected_bookings"] = float(res.bookings.sum(1).mean())
+            row["expected_won"] = float(res.won.sum(1).mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def render_stale(table: pd.DataFrame, currency: str, horizon: int) -> str:
+    """The stale-deal table as text."""
+    from forecast.outputs import money
+
+    head = ("stage", "stale after (days)", "stale / open", "oldest (days)",
+            "CRM weighted value", f"expected bookings in {horizon} d", "expected deals")
+    rows = [(r.stage, "never" if not np.isfinite(r.threshold_days) else f"{r.threshold_days:,.0f}",
+             f"{r.stale_open:,} / {r.open:,}", f"{r.oldest_days:,}",
+             money(r.crm_weighted, currency), money(r.expected_bookings, currency),
+             f"{r.expected_won:,.1f}") for r in table.itertuples(index=False)]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*row) for row in rows)])

@@ -1,0 +1,61 @@
+"""Stale open deals (``forecast describe --history``): the threshold, the count and what they
+are worth at their real age."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from forecast.cli import main
+from forecast.describe import stale_deals, stale_threshold
+from forecast.hazards import survival_quantile
+from forecast.simulate import Pipeline
+from tests.conftest import AS_OF
+
+
+def test_threshold_is_the_95th_percentile_of_days_in_stage(b2b, b2b_params):
+    limit = stale_threshold(b2b, b2b_params)
+    opp = b2b.state_index("opportunity")
+    rates = b2b_params.hazards[0, opp].sum(-1)[:, 0, 0]  # [band], segment 0, fresh
+    assert limit[opp, 0] == survival_quantile(rates, b2b.age_bands, 0.95)
+    # P(T > limit - 1) > 5% >= P(T > limit), with P(T > n) = exp(-cumulative hazard).
+    lo = np.asarray(b2b.age_bands)
+    def cum(n):
+        return sum(r * max(0, min(n, hi) - a) for r, a, hi in
+                   zip(rates, lo, [*lo[1:], 10**9], strict=True))
+    n = int(limit[opp, 0])
+    assert math.exp(-cum(n - 1)) > 0.05 >= math.exp(-cum(n))
+
+
+def test_stale_deals_count_and_expected_value(b2b, b2b_params):
+    """200 opportunities aged 10 days (fresh) and 300 aged 400 days (stale, in the last age
+    band): only the old ones count, and their expected deals in 90 days match the last band's
+    constant hazards (leaving within 90 days, won share), up to the rare deal that goes to
+    nurture and comes all the way back within the quarter."""
+    opp, g = b2b.state_index("opportunity"), 2
+    n_old = 300
+    pipe = Pipeline(state=np.full(500, opp), age=np.r_[np.full(200, 10), np.full(n_old, 400)],
+                    segment=np.full(500, g), recycle=np.zeros(500, np.int64),
+                    amount=np.full(500, 50_000.0))
+    table = stale_deals(b2b, b2b_params, pipe, AS_OF, horizon=90, paths=2000, seed=1)
+    row = table[table["stage"] == "opportunity"].iloc[0]
+    assert row["stale_open"] == n_old and row["open"] == 500 and row["oldest_days"] == 400
+    h = b2b_params.hazards[0, opp, -1, g, 0]
+    lam = h.sum()
+    p_won = (1 - math.exp(-90 * lam)) * h[b2b.state_index("won")] / lam
+    sd = math.sqrt(n_old * p_won * (1 - p_won) / 2000)
+    assert row["expected_won"] == pytest.approx(n_old * p_won, abs=4 * sd + 0.05)
+    assert row["expected_bookings"] == pytest.approx(50_000 * row["expected_won"], rel=1e-9)
+    # The CRM's weighted pipeline counts them at a fresh opportunity's win rate: far more.
+    assert row["crm_weighted"] > 2 * row["expected_bookings"]
+    assert (table[table["stage"] != "opportunity"]["stale_open"] == 0).all()
+
+
+def test_describe_with_history_prints_stale_deals():
+    res = CliRunner().invoke(main, ["describe", "--history",
+                                    "forecast/samples/b2b_history.csv.gz", "--horizon", "30"])
+    assert res.exit_code == 0, res.output
+    assert "Stale open deals" in res.output and "CRM weighted value" in res.output
