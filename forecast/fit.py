@@ -53,7 +53,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from forecast import __version__
-from forecast.model import FunnelModel
+from forecast.calendar import type_parts
+from forecast.model import LOST, WON, FunnelModel
 from forecast.parameters import Parameters
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ PRIOR_DEFAULTS = {
     "day_of_week_sigma": 0.5,
     "deal_log_mu_sigma": 2.0,
     "deal_log_sigma_scale": 1.0,
+    "calendar_effect_sigma": 0.3,
 }
 MOVE_KINDS = ("advance", "expiry", "recapture", "lost")  # move_kinds() codes 1..4
 SEGMENT_SD_LOG_SIGMA = 0.5  # spread of the segment-effect scale around its prior median
@@ -166,6 +168,13 @@ def build_model(stats: Statistics, model: FunnelModel):
         coords[f"{name}_move"] = [m for m, w in zip(coords["move"], group, strict=True) if w]
     exposure = stats.exposure[sources]  # [source, band, g, r]
     exits = stats.events.sum(-1)[sources]
+    calendar = model.calendar.declared and stats.day_events is not None
+    if calendar:  # the same, with a last axis for the 42 kinds of calendar day
+        coords["quarter_month"] = ["first", "second", "third"]
+        y = stats.day_events[moves.source, :, :, :, :, moves.dest]  # [move, band, g, r, kind]
+        exposure = stats.day_exposure[sources]
+        exits = stats.day_events.sum(-1)[sources]
+        closing = np.isin(moves.dest, [model.state_index(WON), model.state_index(LOST)])
 
     with pm.Model(coords=coords) as pm_model:
         # -- hazards
@@ -202,6 +211,16 @@ def build_model(stats: Statistics, model: FunnelModel):
             log_lam = log_lam + moves.towards_won.astype(float)[:, None, None, None] \
                 * full[None, None, None, :]
         log_lam = pt.broadcast_to(log_lam, (len(moves), n_b, n_g, n_r))
+        if calendar:
+            # Closing moves (to won and lost) run faster or slower by the kind of day.
+            sd = pri["calendar_effect_sigma"]
+            c_wd = pm.ZeroSumNormal("close_day_of_week_effect", sigma=sd, dims="weekday")
+            c_qm = pm.ZeroSumNormal("close_quarter_month_effect", sigma=sd, dims="quarter_month")
+            c_me = pm.Normal("close_month_end_effect", 0.0, sd)
+            wd_k, qm_k, me_k = type_parts()
+            log_mult = c_wd[wd_k] + c_qm[qm_k] + c_me * me_k  # [kind]
+            log_lam = log_lam[..., None] + closing.astype(float)[:, None, None, None, None] \
+                * log_mult[None, None, None, None, :]
         lam = pt.exp(log_lam)
         lam_total = pt.stack([lam[moves.source == s].sum(0) for s in sources])
         pm.Potential("hazard_loglik",
@@ -220,6 +239,13 @@ def build_model(stats: Statistics, model: FunnelModel):
                             dims="segment")
         if stats.arrivals.shape[0] > 0:
             mu = pt.exp(log_mu)[None, :] * weights[stats.weekday][:, None]
+            if calendar:
+                sd = pri["calendar_effect_sigma"]
+                a_qm = pm.ZeroSumNormal("arrivals_quarter_month_effect", sigma=sd,
+                                        dims="quarter_month")
+                a_me = pm.Normal("arrivals_month_end_effect", 0.0, sd)
+                mu = mu * pt.exp(a_qm[stats.quarter_month]
+                                 + a_me * stats.month_end.astype(float))[:, None]
             pm.NegativeBinomial("arrivals", mu=mu, alpha=size[None, :],
                                 observed=stats.arrivals)
 
@@ -403,6 +429,15 @@ def posterior_parameters(idata, model: FunnelModel, path: str = "posterior") -> 
         deal_mu = _flat(post, "deal_log_mu")
     else:
         deal_mu = _flat(post, "deal_log_mu_pooled")[:, None]
+    close_cal = arr_cal = None
+    if "close_day_of_week_effect" in post:
+        close_cal = np.exp(np.concatenate([
+            _flat(post, "close_day_of_week_effect"), _flat(post, "close_quarter_month_effect"),
+            _flat(post, "close_month_end_effect")[:, None]], axis=1))
+    if "arrivals_quarter_month_effect" in post:
+        arr_cal = np.exp(np.concatenate([_flat(post, "arrivals_quarter_month_effect"),
+                                         _flat(post, "arrivals_month_end_effect")[:, None]],
+                                        axis=1))
     return Parameters(
         hazards=hazards,
         arrivals_mean=np.exp(_flat(post, "log_arrivals")),
@@ -410,6 +445,7 @@ def posterior_parameters(idata, model: FunnelModel, path: str = "posterior") -> 
         day_of_week=dow,
         deal_mu=np.ascontiguousarray(deal_mu),
         deal_sigma=_flat(post, "deal_log_sigma"),
+        close_calendar=close_cal, arrivals_calendar=arr_cal,
     )
 
 

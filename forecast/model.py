@@ -51,6 +51,32 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Calendar:
+    """Calendar multipliers (``[calendar]``): on the hazards of closing moves (to ``won`` and
+    ``lost``) and on arrivals, by the date. Each list is normalised to a mean of 1.
+
+    ``close_day_of_week``: Monday first; ``close_quarter_month`` / ``arrivals_quarter_month``:
+    by month of the quarter (first, second, third); ``close_month_end`` /
+    ``arrivals_month_end``: on the last ``month_end_days`` days of every month, on top.
+    """
+
+    close_day_of_week: tuple[float, ...] = (1.0,) * 7
+    close_quarter_month: tuple[float, ...] = (1.0,) * 3
+    close_month_end: float = 1.0
+    arrivals_quarter_month: tuple[float, ...] = (1.0,) * 3
+    arrivals_month_end: float = 1.0
+    month_end_days: int = 5
+    declared: bool = False  # the model file has a [calendar] table: `forecast fit` fits it
+
+    def close_vector(self) -> tuple[float, ...]:
+        """The 11 closing multipliers as :class:`~forecast.parameters.Parameters` stores them."""
+        return (*self.close_day_of_week, *self.close_quarter_month, self.close_month_end)
+
+    def arrivals_vector(self) -> tuple[float, ...]:
+        return (*self.arrivals_quarter_month, self.arrivals_month_end)
+
+
+@dataclass(frozen=True)
 class FunnelModel:
     """A validated funnel model file.
 
@@ -78,6 +104,7 @@ class FunnelModel:
     documented: dict = field(default_factory=dict)
     sha256: str = ""
     segment_aliases: dict[str, str] = field(default_factory=dict)
+    calendar: Calendar = field(default_factory=Calendar)
 
     # ---- numbering -------------------------------------------------------------------------
     @property
@@ -205,7 +232,7 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
         return v
 
     known_top = {"funnel", "crm_stages", "moves", "recycle", "segments", "segment_aliases",
-                 "arrivals", "priors", "documented"}
+                 "arrivals", "calendar", "priors", "documented"}
     for key in raw:
         if key not in known_top:
             raise err(key, f"unknown table (expected one of {', '.join(sorted(known_top))})")
@@ -334,6 +361,10 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
         raise err("arrivals.day_of_week", "must not be all zero")
     dow = tuple(7.0 * v / sum(dow) for v in dow)  # normalised: mean 1 over the week
 
+    calendar = _parse_calendar(raw.get("calendar", {}), err, number)
+    if "calendar" in raw and not raw["calendar"]:
+        calendar = Calendar(declared=True)  # an empty [calendar]: fit it, defaults of 1
+
     crm = raw.get("crm_stages", {})
     for crm_name, target in crm.items():
         if target not in states:
@@ -346,10 +377,38 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
         recycle_levels=len(mult), recycle_advance_multiplier=mult, segments=tuple(segments),
         default_segment=default_segment, day_of_week=dow, hazards=hazards, crm_stages=dict(crm),
         priors=dict(raw.get("priors", {})), documented=dict(raw.get("documented", {})), sha256=sha,
-        segment_aliases=dict(aliases),
+        segment_aliases=dict(aliases), calendar=calendar,
     )
     _check_reachability(model, err)
     return model
+
+
+def _parse_calendar(raw, err, number) -> Calendar:
+    """The optional ``[calendar]`` table; absent, every multiplier is 1."""
+    if not isinstance(raw, dict):
+        raise err("calendar", "must be a table")
+    lists = {"close_day_of_week": 7, "close_quarter_month": 3, "arrivals_quarter_month": 3}
+    scalars = ("close_month_end", "arrivals_month_end")
+    for key in raw:
+        if key not in (*lists, *scalars, "month_end_days"):
+            raise err(f"calendar.{key}", "unknown key (expected "
+                      f"{', '.join([*lists, *scalars, 'month_end_days'])})")
+    out = {}
+    for key, n in lists.items():
+        values = raw.get(key, [1.0] * n)
+        if not isinstance(values, list) or len(values) != n:
+            raise err(f"calendar.{key}", f"needs {n} multipliers")
+        values = [number(f"calendar.{key}", v) for v in values]
+        if sum(values) <= 0:
+            raise err(f"calendar.{key}", "must not be all zero")
+        out[key] = tuple(n * v / sum(values) for v in values)  # mean 1
+    for key in scalars:
+        out[key] = number(f"calendar.{key}", raw.get(key, 1.0), strict=True)
+    days = raw.get("month_end_days", 5)
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 27:
+        raise err("calendar.month_end_days", f"must be a whole number of days from 1 to 27, "
+                                             f"got {days!r}")
+    return Calendar(**out, month_end_days=days, declared=bool(raw))
 
 
 def _check_reachability(model: FunnelModel, err) -> None:

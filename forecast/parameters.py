@@ -7,10 +7,11 @@ table, arrivals, deal sizes. The defaults of a model file make one set; a fitted
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from forecast.calendar import N_ARRIVALS, N_CLOSE
 from forecast.model import EXPIRY, LOST, FunnelModel
 
 
@@ -30,6 +31,11 @@ class Parameters:
         Arrival multipliers, Monday first, mean 1.
     deal_mu, deal_sigma : float64 [n_sets, n_segments]
         Lognormal deal size on the log scale.
+    close_calendar : float64 [n_sets, 11]
+        Multipliers of closing hazards by date (``forecast.calendar``): weekday (7), month of
+        the quarter (3), month end (1). All ones (the default) means no calendar effect.
+    arrivals_calendar : float64 [n_sets, 4]
+        Multipliers of arrivals: month of the quarter (3), month end (1).
     """
 
     hazards: np.ndarray
@@ -38,6 +44,24 @@ class Parameters:
     day_of_week: np.ndarray
     deal_mu: np.ndarray
     deal_sigma: np.ndarray
+    close_calendar: np.ndarray | None = None
+    arrivals_calendar: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = self.hazards.shape[0]
+        if self.close_calendar is None:
+            object.__setattr__(self, "close_calendar", np.ones((n, N_CLOSE)))
+        if self.arrivals_calendar is None:
+            object.__setattr__(self, "arrivals_calendar", np.ones((n, N_ARRIVALS)))
+
+    @classmethod
+    def concat(cls, parts) -> Parameters:
+        """The sets of several :class:`Parameters`, one block after the other."""
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+    @property
+    def has_calendar(self) -> bool:
+        return bool(np.any(self.close_calendar != 1.0) or np.any(self.arrivals_calendar != 1.0))
 
     @property
     def n_sets(self) -> int:
@@ -55,12 +79,11 @@ class Parameters:
 
     def with_arrivals_scaled(self, factor: float) -> Parameters:
         """The same sets with every segment's arrival mean multiplied by ``factor``."""
-        return Parameters(self.hazards, self.arrivals_mean * factor, self.arrivals_dispersion,
-                          self.day_of_week, self.deal_mu, self.deal_sigma)
+        return replace(self, arrivals_mean=self.arrivals_mean * factor)
 
 
 _FIELDS = ("hazards", "arrivals_mean", "arrivals_dispersion", "day_of_week", "deal_mu",
-           "deal_sigma")
+           "deal_sigma", "close_calendar", "arrivals_calendar")
 
 
 def default_parameters(model: FunnelModel) -> Parameters:
@@ -93,4 +116,6 @@ def default_parameters(model: FunnelModel) -> Parameters:
         day_of_week=np.array([model.day_of_week], dtype=float),
         deal_mu=np.array([[s.deal_mu for s in segs]], dtype=float),
         deal_sigma=np.array([[s.deal_sigma for s in segs]], dtype=float),
+        close_calendar=np.array([model.calendar.close_vector()], dtype=float),
+        arrivals_calendar=np.array([model.calendar.arrivals_vector()], dtype=float),
     )

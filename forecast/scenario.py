@@ -504,9 +504,7 @@ def scenario_run(model: FunnelModel, params: Parameters, pipeline: Pipeline,
         live = [c for c in scenario.changes
                 if c.start is None or (c.start - first).days <= day0]
         blocks.append(apply_changes(model, params, live))
-    stacked = Parameters(*(np.concatenate([getattr(b, f) for b in blocks])
-                           for f in ("hazards", "arrivals_mean", "arrivals_dispersion",
-                                     "day_of_week", "deal_mu", "deal_sigma")))
+    stacked = Parameters.concat(blocks)
     set_index = base_index[:, None] + n * np.arange(len(blocks))[None, :]
     return ScenarioRun(params=stacked, switch_days=np.asarray(days, dtype=np.int64),
                        set_index=set_index,

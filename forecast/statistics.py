@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 
+from forecast.calendar import N_TYPES, day_types, type_index
 from forecast.eventlog import (
     EventLog,
     InputError,
@@ -91,6 +92,13 @@ class Statistics:
         The last day counted.
     since : datetime.date or None
         Only days after it count (None: the whole log).
+    day_events, day_exposure : numpy.ndarray of float64
+        ``events`` and ``exposure`` split by the kind of calendar day the lead was at risk on
+        (an extra axis of 42 before the destination: ``forecast.calendar.type_index``); they
+        sum to ``events`` and ``exposure``. For fitting calendar effects.
+    quarter_month, month_end : numpy.ndarray
+        Of each ``arrivals`` row: the month's place in its quarter (0, 1, 2), and whether it
+        is one of the month's last ``model.calendar.month_end_days`` days.
     """
 
     events: np.ndarray
@@ -106,6 +114,10 @@ class Statistics:
     n_rows: int
     as_of: dt.date
     since: dt.date | None
+    day_events: np.ndarray | None = None
+    day_exposure: np.ndarray | None = None
+    quarter_month: np.ndarray | None = None
+    month_end: np.ndarray | None = None
 
 
 def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
@@ -218,15 +230,37 @@ def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
     dur, a0 = n_at_risk[sel], age_from[sel]
     size = n_t * n_b * n_g * n_r
     exposure = np.zeros(size)
+    # Days at risk by kind of calendar day: cumulative counts of each kind over the calendar,
+    # so a band's stretch of days [u, v] holds cum[:, v + 1] - cum[:, u] of each kind.
+    dmin = int(min(day.min(), cut))
+    kinds_of_day = type_index((epoch + dmin).astype(dt.date), int(cut) - dmin + 1,
+                              model.calendar.month_end_days)
+    cum = np.zeros((N_TYPES, kinds_of_day.size + 1), dtype=np.int64)
+    cum[kinds_of_day, np.arange(1, kinds_of_day.size + 1)] = 1
+    cum = np.cumsum(cum, axis=1)
+    day_exposure = np.zeros((size, N_TYPES))
+    first_at_risk = (x - n_at_risk + 1)[sel] - dmin  # calendar index of age 0
     for b in range(n_b):
         hi = dur if b == n_b - 1 else np.minimum(dur, bands[b + 1])
-        overlap = np.maximum(hi - np.maximum(a0, bands[b]), 0)
+        start_age = np.maximum(a0, bands[b])
+        overlap = np.maximum(hi - start_age, 0)
         cell = np.ravel_multi_index((cs, np.full(cs.size, b), cg, cr), shape)
         exposure += np.bincount(cell, weights=overlap, minlength=size)
+        some = overlap > 0
+        u = first_at_risk[some] + start_age[some]
+        v = u + overlap[some]  # exclusive
+        per_kind = cum[:, v] - cum[:, u]  # [kind, spell]
+        for kind in np.flatnonzero(per_kind.any(axis=1)):
+            day_exposure[:, kind] += np.bincount(cell[some], weights=per_kind[kind],
+                                                 minlength=size)
     ev = np.flatnonzero(event)
     band = np.searchsorted(bands, n_at_risk[ev] - 1, side="right") - 1
     cell = np.ravel_multi_index((s[ev], band, g[ev], r[ev], d[ev]), (*shape, n_s))
     events = np.bincount(cell, minlength=size * n_s).astype(np.float64).reshape(*shape, n_s)
+    ev_kind = kinds_of_day[x[ev] - dmin]
+    cell = np.ravel_multi_index((s[ev], band, g[ev], r[ev], ev_kind, d[ev]),
+                                (*shape, N_TYPES, n_s))
+    day_events = np.bincount(cell, minlength=size * N_TYPES * n_s).astype(np.float64)
 
     # ---- arrivals ---------------------------------------------------------------------------
     first_rows = np.flatnonzero(first)
@@ -237,6 +271,7 @@ def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
                            minlength=n_days * n_g).reshape(n_days, n_g).astype(np.int64)
     first_day = (epoch + day0).astype(dt.date)
     weekday = (first_day.weekday() + np.arange(n_days, dtype=np.int64)) % 7
+    _, quarter_month, month_end = day_types(first_day, n_days, model.calendar.month_end_days)
 
     # ---- won deals --------------------------------------------------------------------------
     wins = np.flatnonzero((state == model.state_index(WON)) & (day > lo))
@@ -248,7 +283,10 @@ def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
         weekday=weekday, deal_amounts=value[priced].astype(np.float64),
         deal_segment=segment[wins][priced].astype(np.int64),
         unpriced_wins=int((~priced).sum()), undeclared=int(undeclared.sum()),
-        n_leads=int(first.sum()), n_rows=int(n_rows), as_of=as_of, since=since)
+        n_leads=int(first.sum()), n_rows=int(n_rows), as_of=as_of, since=since,
+        day_events=day_events.reshape(*shape, N_TYPES, n_s),
+        day_exposure=day_exposure.reshape(*shape, N_TYPES),
+        quarter_month=quarter_month, month_end=month_end)
 
 
 def crude_hazards(stats: Statistics) -> np.ndarray:

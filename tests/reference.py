@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from forecast.calendar import arrival_multipliers, close_multipliers
 from forecast.hazards import absorption
 from forecast.model import FunnelModel
 from forecast.parameters import Parameters
@@ -85,7 +86,7 @@ def _set_of_day(t, ks, switch_days):
 
 
 @njit(cache=True)
-def _draw_arrivals(ks, switch_days, weekday0, arr_mean, arr_size, dow, horizon):
+def _draw_arrivals(ks, switch_days, weekday0, arr_mean, arr_size, dow, arr_cal, horizon):
     """``counts[t, g]``: new leads of segment ``g`` on day ``t`` (negative binomial / Poisson)."""
     n_seg = arr_mean.shape[1]
     counts = np.zeros((horizon, n_seg), dtype=np.int64)
@@ -93,7 +94,7 @@ def _draw_arrivals(ks, switch_days, weekday0, arr_mean, arr_size, dow, horizon):
         k = _set_of_day(t, ks, switch_days)
         wd = (weekday0 + t) % 7
         for g in range(n_seg):
-            mean = arr_mean[k, g] * dow[k, wd]
+            mean = arr_mean[k, g] * dow[k, wd] * arr_cal[k, t]
             if mean <= 0.0:
                 continue
             size = arr_size[k, g]
@@ -109,7 +110,7 @@ def _draw_arrivals(ks, switch_days, weekday0, arr_mean, arr_size, dow, horizon):
 def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualified,
                     open_state, open_age, open_seg, open_rec, open_amount,
                     hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                    arr_mean, arr_size, dow, occ_days,
+                    arr_mean, arr_size, dow, occ_days, closing, close_mult, arr_cal,
                     bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy):
     np.random.seed(seed)
     horizon = bookings.shape[0]
@@ -121,7 +122,7 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
 
     # Arrivals do not depend on anything else, so they can be drawn up front; this also tells
     # how many leads the path will hold.
-    counts = _draw_arrivals(ks, switch_days, weekday0, arr_mean, arr_size, dow, horizon)
+    counts = _draw_arrivals(ks, switch_days, weekday0, arr_mean, arr_size, dow, arr_cal, horizon)
     n_open = open_state.shape[0]
     cap = n_open + counts.sum()
 
@@ -146,6 +147,7 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
     m = 0
     for t in range(horizon):
         k = _set_of_day(t, ks, switch_days)
+        m_close = close_mult[k, t]  # today's multiplier of moves to won and lost
         # Every lead present at the start of day t (arrivals of day t come after this loop).
         for i in range(n):
             s = state[i]
@@ -160,7 +162,7 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
             r = rec[i]
             lam = 0.0
             for d in range(n_dest):
-                lam += hazards[k, s, b, g, r, d]
+                lam += hazards[k, s, b, g, r, d] * (m_close if closing[d] else 1.0)
             if np.random.random() >= 1.0 - math.exp(-lam):
                 continue  # stays today
             # Leaves today: destination d with probability hazard_d / lam.
@@ -168,7 +170,7 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
             dest = -1
             c = 0.0
             for d in range(n_dest):
-                h = hazards[k, s, b, g, r, d]
+                h = hazards[k, s, b, g, r, d] * (m_close if closing[d] else 1.0)
                 if h > 0.0:
                     dest = d
                     c += h
@@ -224,13 +226,13 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
 def _reference_paths(seeds, set_index, switch_days, weekday0, entry, amount_stage, qualified,
                      open_state, open_age, open_seg, open_rec, open_amount,
                      hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                     arr_mean, arr_size, dow, occ_days,
+                     arr_mean, arr_size, dow, occ_days, closing, close_mult, arr_cal,
                      bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy):
     for p in range(seeds.shape[0]):
-        _reference_path(seeds[p], set_index[p], switch_days, weekday0, entry, amount_stage, qualified,
-                        open_state, open_age, open_seg, open_rec, open_amount,
+        _reference_path(seeds[p], set_index[p], switch_days, weekday0, entry, amount_stage,
+                        qualified, open_state, open_age, open_seg, open_rec, open_amount,
                         hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                        arr_mean, arr_size, dow, occ_days,
+                        arr_mean, arr_size, dow, occ_days, closing, close_mult, arr_cal,
                         bookings[p], won[p], expired[p], recaptured[p], lost_value[p],
                         entered[p], arrivals[p], occupancy[p])
 
@@ -264,6 +266,14 @@ def reference_simulate(model: FunnelModel, params: Parameters, pipeline: Pipelin
     entered = np.zeros((n_paths, horizon, n_states), dtype=np.int64)
     arrivals = np.zeros((n_paths, horizon), dtype=np.int64)
     occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
+    # Calendar effects: closing moves (to won and lost) times close_mult[set, day]; arrivals
+    # times arr_cal[set, day] (forecast.calendar maps dates to multipliers).
+    first = as_of + dt.timedelta(days=1)
+    closing = np.array([s in ("won", "lost") for s in model.states])
+    close_mult = np.ascontiguousarray(close_multipliers(params.close_calendar, first, horizon,
+                                                        model.calendar.month_end_days))
+    arr_cal = np.ascontiguousarray(arrival_multipliers(params.arrivals_calendar, first, horizon,
+                                                       model.calendar.month_end_days))
     pl = pipeline
     _reference_paths(
         seeds, set_index, switch_days, (as_of + dt.timedelta(days=1)).weekday(),
@@ -274,6 +284,7 @@ def reference_simulate(model: FunnelModel, params: Parameters, pipeline: Pipelin
         np.asarray(model.age_bands, dtype=np.int64), model.move_kinds().astype(np.int64),
         np.ascontiguousarray(winprob), params.deal_mean, params.deal_mu, params.deal_sigma,
         params.arrivals_mean, params.arrivals_dispersion, params.day_of_week, occupancy_days,
+        closing, close_mult, arr_cal,
         bookings, won, expired, recaptured, lost, entered, arrivals, occupancy)
     return ReferenceResult(
         set_index=set_index, bookings=bookings, won=won, expired=expired, recaptured=recaptured,

@@ -28,7 +28,8 @@ def fake_result(n_paths=5, horizon=45, as_of=dt.date(2026, 1, 20)):
         model=model, as_of=as_of, seed=0, set_index=np.zeros((n_paths, 1), np.int64),
         switch_days=np.zeros(0, np.int64),
         bookings=bookings, won=won, expired=expired, recaptured=zeros, lost_to_expiry=zeros * 1.0,
-        entered=np.zeros((n_paths, horizon, n_states), np.int32), arrivals=zeros, occupancy=occ, occupancy_days=per.last_day, n_open=0)
+        entered=np.zeros((n_paths, horizon, n_states), np.int32), arrivals=zeros,
+        occupancy=occ, occupancy_days=per.last_day, n_open=0)
 
 
 def test_periods_split_the_horizon_into_calendar_months():

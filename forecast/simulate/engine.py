@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from forecast.calendar import arrival_multipliers, close_multipliers
 from forecast.hazards import absorption, transition_tables
-from forecast.model import FunnelModel
+from forecast.model import LOST, WON, FunnelModel
 from forecast.parameters import Parameters
 from forecast.simulate import kernels
 from forecast.simulate.rng import path_states
@@ -116,6 +117,26 @@ class KernelTables:
     dow: np.ndarray
     entry: int
     amount_stage: int
+    hazards: np.ndarray
+    closing: np.ndarray
+    close_total: np.ndarray
+    close_calendar: np.ndarray
+    arrivals_calendar: np.ndarray
+    month_end_days: int
+
+    def calendar(self, start: dt.date, days: int):
+        """``(total, close_mult, cmax, arr_cal)`` for the days from ``start``: the dominating
+        total hazard the kernels sample with, the closing multiplier of each set and day, its
+        largest value per set, and the arrivals multiplier of each set and day."""
+        close_mult = np.ascontiguousarray(close_multipliers(
+            self.close_calendar, start, days, self.month_end_days))
+        cmax = np.maximum(close_mult.max(axis=1), 1.0) if days else np.ones(len(close_mult))
+        extra = (cmax - 1.0)[:, None, None, None, None] * self.close_total
+        total = np.where((cmax == 1.0)[:, None, None, None, None], self.total,
+                         self.total + extra)  # the plain total wherever nothing changes
+        arr_cal = np.ascontiguousarray(arrival_multipliers(
+            self.arrivals_calendar, start, days, self.month_end_days))
+        return np.ascontiguousarray(total), close_mult, cmax, arr_cal
 
 
 def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
@@ -127,6 +148,9 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
     # or later, valued at their eventual win probability there: earlier stages weigh nothing.
     winprob[:, :model.state_index(model.qualified_stage)] = 0.0
     amount_stage = model.state_index(model.amount_stage) if model.amount_stage else -1
+    closing = np.zeros(len(model.states), dtype=np.bool_)
+    closing[[model.state_index(WON), model.state_index(LOST)]] = True
+    hazards = np.ascontiguousarray(params.hazards, dtype=np.float64)
     return KernelTables(
         total=np.ascontiguousarray(total), cumdest=np.ascontiguousarray(cumdest),
         band_lo=np.asarray(model.age_bands, dtype=np.int64), kinds=model.move_kinds(),
@@ -134,6 +158,10 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
         deal_mu=params.deal_mu, deal_sigma=params.deal_sigma,
         arr_mean=params.arrivals_mean, arr_size=params.arrivals_dispersion,
         dow=params.day_of_week, entry=model.state_index(model.entry), amount_stage=amount_stage,
+        hazards=hazards, closing=closing,
+        close_total=np.ascontiguousarray(hazards[..., closing].sum(-1)),
+        close_calendar=params.close_calendar, arrivals_calendar=params.arrivals_calendar,
+        month_end_days=model.calendar.month_end_days,
     )
 
 
@@ -193,6 +221,7 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     arrivals = np.zeros((n_paths, horizon), dtype=np.int64)
     occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
     weekday0 = (as_of + dt.timedelta(days=1)).weekday()
+    total, close_mult, cmax, arr_cal = tab.calendar(as_of + dt.timedelta(days=1), horizon)
     run = kernels.forecast_parallel if parallel else kernels.forecast_serial
     pl = pipeline
     for start in range(0, n_paths, chunk_size):
@@ -201,9 +230,10 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
         run(path_states(seed, start, stop), set_index[sl], ep_start, weekday0, tab.entry,
             pl.state.astype(np.int64), pl.age.astype(np.int64), pl.segment.astype(np.int64),
             pl.recycle.astype(np.int64), pl.amount.astype(np.float64),
-            tab.total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
+            total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
-            occupancy_days, bookings[sl], won[sl], expired[sl], recaptured[sl], lost[sl],
+            occupancy_days, tab.hazards, tab.closing, tab.close_total, close_mult, cmax, arr_cal,
+            bookings[sl], won[sl], expired[sl], recaptured[sl], lost[sl],
             entered[sl], arrivals[sl], occupancy[sl])
         if progress is not None:
             progress(stop, n_paths)
@@ -228,6 +258,7 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
     expected = float(params.arrivals_mean[set_index].sum()) * days
     capacity = int(expected * 4 + 1000)
     h, n_active, n_states = days, model.n_active, len(model.states)
+    total, close_mult, cmax, arr_cal = tab.calendar(start, days)
     e = Pipeline.empty()
     while True:  # retried with the exact size if the first guess of the event count was short
         events = np.zeros((capacity, 4), dtype=np.int64)
@@ -237,9 +268,10 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
         kernels.simulate_path(
             st, np.array([set_index], dtype=np.int64), epoch_starts(np.zeros(0)),
             start.weekday(), tab.entry, e.state, e.age, e.segment, e.recycle,
-            e.amount, tab.total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
+            e.amount, total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
-            np.array([h - 1], dtype=np.int64), np.zeros(h), np.zeros(h, np.int64),
+            np.array([h - 1], dtype=np.int64), tab.hazards, tab.closing, tab.close_total,
+            close_mult, cmax, arr_cal, np.zeros(h), np.zeros(h, np.int64),
             np.zeros((h, n_active), np.int64), np.zeros(h, np.int64), np.zeros(h),
             np.zeros((h, n_states), np.int32), np.zeros(h, np.int64),
             np.zeros((1, n_states), np.int64),

@@ -15,6 +15,8 @@ Move kinds (``kinds[s, d]``): 1 advance/skip, 2 expiry, 3 recapture, 4 lost.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -53,45 +55,65 @@ def epoch_of(t, ep_start):
 
 
 @njit(cache=True)
-def sample_exit(st, total, ks, ep_start, s, g, r, band_lo, age, t, horizon):
-    """Day on which a lead in state ``s`` at ``age`` on day ``t`` leaves, its age band there
-    and the parameter set in force that day.
+def sample_exit(st, total, close_total, close_mult, cmax, ks, ep_start, s, g, r, band_lo, age, t,
+                horizon):
+    """Day on which a lead in state ``s`` at ``age`` on day ``t`` leaves, its age band there,
+    the parameter set in force that day and that day's multiplier of closing moves.
 
     The cumulative hazard is piecewise constant over age bands and over epochs (calendar
     spans with their own parameter set ``ks[epoch]``; one epoch unless a scenario changes
-    parameters on a date). Returns ``(-1, band, set)`` when it is still there at the end of
-    the horizon.
+    parameters on a date). Calendar effects (closing hazards times ``close_mult[k, day]``) are
+    drawn by thinning: ``total`` is the dominating hazard (closing moves at the set's largest
+    multiplier ``cmax[k]``); a candidate day is kept with probability
+    ``(1 - e^{-Λ(day)}) / (1 - e^{-Λ_dom})``, else the search restarts the next day, which is
+    exact for the day-by-day process. Without calendar effects every candidate is kept and no
+    extra number is drawn. Returns ``(-1, band, set, 1.0)`` when the lead is still there at
+    the end of the horizon.
     """
     n_b = band_lo.shape[0]
-    e = exponential(st)
-    b = _band_of(age, band_lo)
-    ep = epoch_of(t, ep_start)
-    while True:
-        k = ks[ep]
-        lam = total[k, s, b, g, r]
-        last = b == n_b - 1
-        to_epoch = ep_start[ep + 1] - t  # days to the next epoch (huge in the last one)
-        span = to_epoch if last else min(band_lo[b + 1] - age, to_epoch)
-        if lam > 0.0:
-            x = e / lam
-            if x < span:
-                if x >= horizon - t:
-                    return -1, b, k
-                off = int(x)
-                if off >= span:  # guard against rounding at the edge
-                    off = span - 1
-                return t + off, b, k
-            e -= lam * span
-        elif last and ep_start[ep + 1] >= horizon:
-            return -1, b, k
-        t += span
-        if t >= horizon:
-            return -1, b, k
-        age += span
-        if not last and age >= band_lo[b + 1]:
-            b += 1
-        if t >= ep_start[ep + 1]:
-            ep += 1
+    while True:  # one pass per thinning candidate
+        e = exponential(st)
+        b = _band_of(age, band_lo)
+        ep = epoch_of(t, ep_start)
+        rejected = False
+        while True:
+            k = ks[ep]
+            lam = total[k, s, b, g, r]
+            last = b == n_b - 1
+            to_epoch = ep_start[ep + 1] - t  # days to the next epoch (huge in the last one)
+            span = to_epoch if last else min(band_lo[b + 1] - age, to_epoch)
+            if lam > 0.0:
+                x = e / lam
+                if x < span:
+                    if x >= horizon - t:
+                        return -1, b, k, 1.0
+                    off = int(x)
+                    if off >= span:  # guard against rounding at the edge
+                        off = span - 1
+                    day = t + off
+                    m = close_mult[k, day]
+                    if m == cmax[k]:
+                        return day, b, k, m
+                    lam_day = lam - (cmax[k] - m) * close_total[k, s, b, g, r]
+                    if uniform(st) * -math.expm1(-lam) < -math.expm1(-lam_day):
+                        return day, b, k, m
+                    age += day + 1 - t  # rejected: the lead is still there after that day
+                    t = day + 1
+                    rejected = True
+                    break
+                e -= lam * span
+            elif last and ep_start[ep + 1] >= horizon:
+                return -1, b, k, 1.0
+            t += span
+            if t >= horizon:
+                return -1, b, k, 1.0
+            age += span
+            if not last and age >= band_lo[b + 1]:
+                b += 1
+            if t >= ep_start[ep + 1]:
+                ep += 1
+        if rejected and t >= horizon:
+            return -1, _band_of(age, band_lo), ks[epoch_of(horizon - 1, ep_start)], 1.0
 
 
 @njit(cache=True)
@@ -102,6 +124,26 @@ def sample_destination(st, cumdest, k, s, b, g, r):
     while u >= cumdest[k, s, b, g, r, d]:
         d += 1
     return d
+
+
+@njit(cache=True)
+def sample_destination_scaled(st, hazards, closing, k, s, b, g, r, m):
+    """Destination on a day whose closing moves run at ``m`` times their hazard."""
+    n_dest = hazards.shape[5]
+    lam = 0.0
+    for d in range(n_dest):
+        lam += hazards[k, s, b, g, r, d] * (m if closing[d] else 1.0)
+    x = uniform(st) * lam
+    c = 0.0
+    dest = -1
+    for d in range(n_dest):
+        h = hazards[k, s, b, g, r, d] * (m if closing[d] else 1.0)
+        if h > 0.0:
+            dest = d
+            c += h
+            if x < c:
+                break
+    return dest
 
 
 @njit(cache=True)
@@ -121,6 +163,7 @@ def record_event(events, event_amounts, n_events, lead_id, state, day, segment, 
 def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_seg, open_rec,
                   open_amount, total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu,
                   deal_sigma, amount_stage, arr_mean, arr_size, dow, occ_days,
+                  hazards, closing, close_total, close_mult, cmax, arr_cal,
                   bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy,
                   events, event_amounts, n_events):
     """One Monte Carlo path: the open pipeline (as "day -1"), then each day's arrivals.
@@ -162,7 +205,8 @@ def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_
                 n = n_open
             else:
                 seed_substream(rs, st, KEY_COUNT + t * 4096 + g)
-                n = negative_binomial(rs, arr_mean[k, g] * dow[k, wd], arr_size[k, g])
+                n = negative_binomial(rs, arr_mean[k, g] * dow[k, wd] * arr_cal[k, t],
+                                      arr_size[k, g])
                 arrivals[t] += n
                 entered[t, entry] += n
             for j in range(n):
@@ -185,12 +229,16 @@ def simulate_path(st, ks, ep_start, weekday0, entry, open_state, open_age, open_
                 pend_stage = -1
                 while True:
                     occ_diff[max(ed, 0), s] += 1
-                    exit_day, b, kx = sample_exit(rs, total, ks, ep_start, s, seg, rec, band_lo,
-                                                  age, t0, horizon)
+                    exit_day, b, kx, mx = sample_exit(rs, total, close_total, close_mult, cmax,
+                                                      ks, ep_start, s, seg, rec, band_lo, age,
+                                                      t0, horizon)
                     if exit_day < 0:
                         break
                     occ_diff[exit_day, s] -= 1
-                    d = sample_destination(rs, cumdest, kx, s, b, seg, rec)
+                    if mx == 1.0:
+                        d = sample_destination(rs, cumdest, kx, s, b, seg, rec)
+                    else:
+                        d = sample_destination_scaled(rs, hazards, closing, kx, s, b, seg, rec, mx)
                     entered[exit_day, d] += 1
                     kind = kinds[s, d]
                     if d == won_state or d == amount_stage:
@@ -248,6 +296,7 @@ def _make_forecast(parallel: bool):
     def forecast(rng_states, set_index, ep_start, weekday0, entry, open_state, open_age, open_seg,
                  open_rec, open_amount, total, cumdest, band_lo, kinds, winprob, deal_mean,
                  deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow, occ_days,
+                 hazards, closing, close_total, close_mult, cmax, arr_cal,
                  bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy):
         no_events = np.zeros((0, 4), dtype=np.int64)
         no_amounts = np.zeros(0)
@@ -257,7 +306,8 @@ def _make_forecast(parallel: bool):
             simulate_path(st, set_index[p], ep_start, weekday0, entry, open_state, open_age,
                           open_seg, open_rec, open_amount, total, cumdest, band_lo, kinds, winprob,
                           deal_mean, deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow,
-                          occ_days, bookings[p], won[p], expired[p], recaptured[p],
+                          occ_days, hazards, closing, close_total, close_mult, cmax, arr_cal,
+                          bookings[p], won[p], expired[p], recaptured[p],
                           lost_value[p], entered[p], arrivals[p], occupancy[p], no_events,
                           no_amounts, counter)
 

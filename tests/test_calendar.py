@@ -1,0 +1,116 @@
+"""Calendar effects: the kinds of day, the model file's ``[calendar]``, the statistics by kind
+of day, and the fit recovering planted quarter-month and month-end effects."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast.calendar import (
+    close_multipliers,
+    close_vector_multipliers,
+    day_types,
+    type_index,
+)
+from forecast.eventlog import EventLog
+from forecast.model import ModelError, load_model
+from forecast.parameters import default_parameters
+from forecast.statistics import sufficient_statistics
+from tests.conftest import TWO_STAGE_TOML
+
+CALENDAR = """
+[calendar]
+close_day_of_week = [1, 1, 1, 1, 1, 1, 1]
+close_quarter_month = [0.6, 0.9, 1.5]
+close_month_end = 2.0
+arrivals_quarter_month = [0.8, 1.0, 1.2]
+arrivals_month_end = 1.5
+month_end_days = 5
+"""
+
+
+def test_day_types_by_hand():
+    wd, qm, me = day_types(dt.date(2024, 3, 26), 8, 5)  # Tue 26 March .. Tue 2 April 2024
+    assert list(wd) == [1, 2, 3, 4, 5, 6, 0, 1]
+    assert list(qm) == [2, 2, 2, 2, 2, 2, 0, 0]  # March: 3rd month of Q1; April: 1st of Q2
+    assert list(me) == [False, True, True, True, True, True, False, False]  # 27-31 March
+    kinds = type_index(dt.date(2024, 3, 26), 8, 5)
+    assert kinds[0] == 1 + 7 * 2 and kinds[2] == 3 + 7 * (2 + 3) and kinds[6] == 0
+    cal = np.array([[1, 1, 1, 1, 1, 0.5, 0.5, 0.6, 0.9, 1.5, 2.0]])
+    m = close_multipliers(cal, dt.date(2024, 3, 26), 8, 5)[0]
+    np.testing.assert_allclose(m, [1.5, 3.0, 3.0, 3.0, 1.5, 1.5, 0.6, 0.6])
+    np.testing.assert_allclose(close_vector_multipliers(cal)[0, kinds], m)
+
+
+def test_model_calendar_table(tmp_path):
+    path = tmp_path / "cal.toml"
+    path.write_text(TWO_STAGE_TOML + CALENDAR)
+    model = load_model(path)
+    assert model.calendar.declared
+    assert model.calendar.close_quarter_month == pytest.approx((0.6, 0.9, 1.5))
+    assert default_parameters(model).close_calendar[0, 7:] == pytest.approx([0.6, 0.9, 1.5, 2])
+    plain = load_model(tmp_path.joinpath("p.toml").write_text(TWO_STAGE_TOML) and
+                       tmp_path / "p.toml")
+    assert not plain.calendar.declared and not default_parameters(plain).has_calendar
+    for bad, message in [("[calendar]\nclose_month_end = 0\n", "close_month_end"),
+                         ("[calendar]\nclose_quarter_month = [1, 2]\n", "needs 3"),
+                         ("[calendar]\nmonth_end_days = 40\n", "month_end_days"),
+                         ("[calendar]\nweekend = 1\n", "unknown key")]:
+        path.write_text(TWO_STAGE_TOML + bad)
+        with pytest.raises(ModelError, match=message) as err:
+            load_model(path)
+        assert str(path) in str(err.value)
+
+
+def test_statistics_by_kind_of_day(two_stage):
+    """One lead at risk in stage a from Tue 26 March to its move on Tue 2 April 2024: one
+    lead-day of each of those days' kinds, and the event on the kind of 2 April."""
+    frame = pd.DataFrame({
+        "lead_id": ["L1", "L1"], "stage": ["a", "lost"],
+        "entered_at": pd.to_datetime(["2024-03-25", "2024-04-02"]),
+        "amount": [np.nan, np.nan], "segment": ["x", "x"]})
+    log = EventLog(frame=frame, path="t", as_of=None, sha256="t")
+    st = sufficient_statistics(log, two_stage, dt.date(2024, 4, 10))
+    kinds = type_index(dt.date(2024, 3, 26), 8, two_stage.calendar.month_end_days)
+    got = st.day_exposure[0].sum(axis=(0, 1, 2))  # stage a, summed over band, segment, recycle
+    assert got.sum() == 8
+    np.testing.assert_array_equal(np.flatnonzero(got), np.unique(kinds))
+    assert st.day_events[0, ..., two_stage.state_index("lost")].sum(axis=(0, 1, 2))[
+        kinds[-1]] == 1
+    assert st.quarter_month[0] == 2  # the arrivals row of 25 March
+
+
+@pytest.mark.slow
+def test_fit_recovers_planted_calendar_effects(tmp_path, two_stage_params):
+    """Two years simulated with closing hazards x0.6 / x0.9 / x1.5 by month of the quarter and
+    x2 in the last 5 days of a month, arrivals x0.8 / 1.0 / 1.2 and x1.5: the fit's 90%
+    intervals cover the truth (as log effects around their mean), and exclude no effect."""
+    from forecast.fit import fit, posterior_parameters
+    from forecast.simulate import simulate_history
+
+    path = tmp_path / "cal.toml"
+    path.write_text(TWO_STAGE_TOML + CALENDAR)
+    model = load_model(path)
+    truth = replace(default_parameters(model), hazards=two_stage_params.hazards)
+    truth = truth.with_arrivals_scaled(4.0)
+    start = dt.date(2023, 1, 2)
+    frame = simulate_history(model, truth, start, 730, seed=5)
+    frame["entered_at"] = frame["entered_at"].astype("datetime64[ns]")
+    log = EventLog(frame=frame, path="simulated", as_of=None, sha256="sim")
+    stats = sufficient_statistics(log, model, start + dt.timedelta(days=729))
+    result = fit(stats, model, draws=200, tune=200, chains=2, seed=2, progress=False)
+    params = posterior_parameters(result.idata, model)
+    log_close = np.log(params.close_calendar)
+    want_qm = np.log([0.6, 0.9, 1.5]) - np.log([0.6, 0.9, 1.5]).mean()
+    lo, hi = np.quantile(log_close[:, 7:10], [0.05, 0.95], axis=0)
+    assert np.all((lo <= want_qm) & (want_qm <= hi)), (lo, hi, want_qm)
+    assert hi[0] < 0 < lo[2]  # the effect is found, not just allowed
+    lo, hi = np.quantile(log_close[:, 10], [0.05, 0.95])
+    assert lo <= np.log(2.0) <= hi and lo > 0.3
+    log_arr = np.log(params.arrivals_calendar)
+    lo, hi = np.quantile(log_arr[:, 3], [0.05, 0.95])
+    assert lo <= np.log(1.5) <= hi and lo > 0
