@@ -64,6 +64,16 @@ def parse_date(value: str | None, option: str) -> dt.date | None:
         fail(f"{option} {value!r} is not a date (expected YYYY-MM-DD)")
 
 
+def parse_days(value: str | None, option: str) -> int | None:
+    """'180' or '180d' -> 180 (days, 1 to 36600)."""
+    if value is None:
+        return None
+    text = value.strip().lower().removesuffix("d")
+    if not text.isdigit() or not 1 <= int(text) <= 36600:
+        fail(f"{option} {value!r} is not a number of days (e.g. 180 or 180d)")
+    return int(text)
+
+
 # Column options of the CRM importers (forecast.importers) for commands that read a history.
 _IMPORT_OPTIONS = (
     ("--id-column", "id_column", "Column of the lead / deal id."),
@@ -224,12 +234,9 @@ def notes(quiet: bool):
     return (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
 
 
-def forecast_inputs(model_name, history, history_format, options: dict, as_of_text,
-                    posterior_path, paths: int, threads, note) -> ForecastInputs:
-    """Load the model, the parameters (defaults or posterior) and the open pipeline."""
-    from forecast.eventlog import latest_date, open_pipeline
-
-    as_of = parse_date(as_of_text, "--as-of")
+def model_and_history_or_fail(model_name, history, history_format: str
+                              ) -> tuple[FunnelModel, Path]:
+    """The model, and the history to read: ``--history``, else the model's bundled sample."""
     try:
         model: FunnelModel = load_model(model_name)
     except ModelError as exc:
@@ -239,6 +246,16 @@ def forecast_inputs(model_name, history, history_format, options: dict, as_of_te
         fail(f"model {model.name!r} has no bundled sample history; pass --history")
     if history is None and history_format != "eventlog":
         fail("--history-format needs --history")
+    return model, history_path
+
+
+def forecast_inputs(model_name, history, history_format, options: dict, as_of_text,
+                    posterior_path, paths: int, threads, note) -> ForecastInputs:
+    """Load the model, the parameters (defaults or posterior) and the open pipeline."""
+    from forecast.eventlog import latest_date, open_pipeline
+
+    as_of = parse_date(as_of_text, "--as-of")
+    model, history_path = model_and_history_or_fail(model_name, history, history_format)
     params, parameters_text = default_parameters(model), "model defaults"
     fitted = None
     if posterior_path is not None:
@@ -705,8 +722,11 @@ def _fit_history_options(func):
               required=True, help="Posterior file to write (netCDF, e.g. posterior.nc).")
 @click.option("--as-of", "as_of_text", default=None, metavar="DATE",
               help="Fit on the history up to the end of this day. Default: its last date.")
-@click.option("--window", type=click.IntRange(1, 36600), default=None, metavar="DAYS",
-              help="Learn only from the last DAYS days before --as-of (rates drift).")
+@click.option("--window", "window_text", default=None, metavar="DAYS",
+              help="Learn only from the last DAYS days before --as-of (e.g. 180 or 180d).")
+@click.option("--drift", is_flag=True,
+              help="Let conversion and arrivals drift month by month (a random walk): the "
+                   "forecast starts from the last month's rates, not the history's average.")
 @click.option("--undeclared", type=click.Choice(["raise", "censor"]), default="raise",
               show_default=True,
               help="A move the model does not declare: an error, or end that stay there.")
@@ -723,8 +743,8 @@ def _fit_history_options(func):
                    "for ~40 s every run.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @_fit_history_options
-def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tune, chains,
-        seed, sampler, quiet, history_format, **kwargs):
+def fit(history, model_name, out_path, as_of_text, window_text, drift, undeclared, draws, tune,
+        chains, seed, sampler, quiet, history_format, **kwargs):
     """Learn the funnel's rates from HISTORY: a posterior for `run --posterior`.
 
     HISTORY is an event log (CSV / Parquet) or a CRM export read with --format.
@@ -736,6 +756,7 @@ def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tu
 
     note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     as_of = parse_date(as_of_text, "--as-of")
+    window = parse_days(window_text, "--window")
     options = import_options(kwargs)
     try:
         model: FunnelModel = load_model(model_name)
@@ -773,7 +794,7 @@ def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tu
     try:
         result = fit_mod.fit(stats, model, draws=draws, tune=tune, chains=chains, seed=seed,
                              sampler=sampler, progress=not quiet, history_path=str(history),
-                             history_sha256=log.sha256)
+                             history_sha256=log.sha256, drift=drift)
     except fit_mod.PosteriorError as exc:
         fail(str(exc))
     try:
@@ -784,7 +805,7 @@ def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tu
     for warning in diag["warnings"]:
         click.echo(f"forecast: warning: {warning}", err=True)
     params = fit_mod.posterior_parameters(result.idata, model, str(out_path))
-    window_text = f", window {window} days" if window else ""
+    window_text = (f", window {window} days" if window else "") + (", drift" if drift else "")
     header = [
         f"Posterior: model {model.name} ({model.path}) fitted to {history} as of {as_of}"
         f"{window_text}; wrote {out_path}",
@@ -795,6 +816,9 @@ def fit(history, model_name, out_path, as_of_text, window, undeclared, draws, tu
         f"{diag['min_ess_bulk']:.0f}, {diag['divergences']} divergences",
     ]
     click.echo(describe_mod.render(describe_mod.describe(model, params), model, header))
+    drift_rows = describe_mod.drift_table(result.idata.posterior, as_of)
+    if drift_rows is not None:
+        click.echo("\n" + describe_mod.render_drift(drift_rows, as_of))
 
 
 @main.command()
@@ -852,6 +876,12 @@ def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, hist
     if fmt == "table":
         header = [f"Model {model.name} ({model.path}); parameters: {source}"]
         click.echo(describe_mod.render(table, model, header))
+        if posterior_path is not None:
+            idata = load_posterior(posterior_path)
+            drift_rows = describe_mod.drift_table(idata.posterior, provenance(idata)["as_of_date"])
+            if drift_rows is not None:
+                click.echo("\n" + describe_mod.render_drift(drift_rows,
+                                                            provenance(idata)["as_of_date"]))
         if stale is not None:
             click.echo(f"\nStale open deals in {history} as of {as_of} (open longer than 95% of "
                        "stays in the stage last):\n"
@@ -918,4 +948,3 @@ for _command in (_planning.scenario_cmd, _planning.sweep_cmd, _planning.sensitiv
                  _planning.plan_cmd):
     main.add_command(_command)
 from forecast.report_cli import report as _report; main.add_command(_report)  # noqa: E402,E702,I001
-from forecast.backtest_cli import backtest as _backtest; main.add_command(_backtest)  # noqa: E402,E702,I001

@@ -11,7 +11,9 @@ A lead is taken to enter each stage fresh (age 0) and unrecycled, in each segmen
 - ``shelf_life_days``: for the qualified stage, days until half of unworked leads go cold
   (only expiry moves acting); ``inf`` when they never do;
 - ``recapture``: probability that a lead entering nurture (after its first expiry) comes back;
-- ``arrivals_per_day``: mean new leads per day; ``mean_deal``: mean deal size.
+- ``arrivals_per_day``: mean new leads per day; ``mean_deal``: mean deal size;
+- ``close_calendar`` / ``arrivals_calendar`` (models with calendar effects): the multipliers
+  of closing hazards and arrivals by weekday, month of the quarter and month end.
 
 Rows with segment ``all`` mix the segments by their arrival rates in each set (exact for the
 entry stage; a fair summary for later stages, whose segment mix drifts with conversion).
@@ -48,8 +50,8 @@ def describe(model: FunnelModel, params: Parameters) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     order = {
         "quantity": list(_LABELS),
-        "stage": [*model.states],
-        "segment": ["all", *model.segment_names],
+        "stage": [*model.states, "won/lost"],
+        "segment": ["all", *model.segment_names, *_CLOSE_CAL],
     }
     keys = [table[c].map({v: i for i, v in enumerate(order[c])}) for c in order]
     return table.iloc[np.lexsort(keys[::-1])].reset_index(drop=True)
@@ -105,7 +107,17 @@ def _per_set(model: FunnelModel, params: Parameters) -> dict[tuple[str, str, str
             add(("recapture", NURTURE, "all"), weight @ recap)
         add(("arrivals_per_day", model.entry, "all"), params.arrivals_mean[k].sum())
         add(("mean_deal", "won", "all"), weight @ deal)
+        if params.has_calendar or model.calendar.declared:
+            for label, value in zip(_CLOSE_CAL, params.close_calendar[k], strict=True):
+                add(("close_calendar", "won/lost", label), value)
+            for label, value in zip(_ARR_CAL, params.arrivals_calendar[k], strict=True):
+                add(("arrivals_calendar", model.entry, label), value)
     return out
+
+
+_CLOSE_CAL = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "quarter month 1",
+              "quarter month 2", "quarter month 3", "month end")
+_ARR_CAL = ("quarter month 1", "quarter month 2", "quarter month 3", "month end")
 
 
 _LABELS = {
@@ -116,6 +128,8 @@ _LABELS = {
     "recapture": "recaptured from nurture",
     "arrivals_per_day": "arrivals per day",
     "mean_deal": "mean deal",
+    "close_calendar": "closing x (calendar)",
+    "arrivals_calendar": "arrivals x (calendar)",
 }
 
 
@@ -128,6 +142,8 @@ def _fmt(quantity: str, value: float, currency: str) -> str:
         return f"{value:,.0f} {currency}"
     if quantity == "arrivals_per_day":
         return f"{value:,.1f}"
+    if quantity in ("close_calendar", "arrivals_calendar"):
+        return f"x{value:.2f}"
     return f"{value:,.0f}"
 
 
@@ -228,3 +244,45 @@ def render_stale(table: pd.DataFrame, currency: str, horizon: int) -> str:
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)),
                       *(fmt.format(*row) for row in rows)])
+
+
+# ---- drift -----------------------------------------------------------------------------------
+
+def drift_table(posterior, as_of) -> pd.DataFrame | None:
+    """How conversion (moves towards won) and arrivals moved month by month, relative to the
+    as-of month, from a posterior fitted with ``--drift``: one row per month with the median
+    multiplier and its 90% interval. None when the posterior has no drift."""
+    if "drift_by_month" not in posterior:
+        return None
+    rows = []
+    n = posterior["drift_by_month"].shape[-1]
+    for name, var in (("conversion", "drift_by_month"), ("arrivals", "arrivals_drift_by_month")):
+        if var not in posterior:
+            continue
+        values = np.exp(posterior[var].values.reshape(-1, n))  # [draw, months back]
+        q = np.quantile(values, [0.5, *INTERVAL], axis=0)
+        for j in range(n):
+            month = (pd.Period(as_of, "M") - (j + 1)).strftime("%Y-%m")
+            rows.append({"quantity": name, "month": month, "median": q[0, j], "lo": q[1, j],
+                         "hi": q[2, j]})
+    return pd.DataFrame(rows)
+
+
+def render_drift(table: pd.DataFrame, as_of) -> str:
+    """Text: each month's multiplier of conversion and arrivals against the as-of month."""
+    lines = [f"Drift: rates of each month relative to {pd.Period(as_of, 'M')} (x1.00), median "
+             "[90% interval]:"]
+    months = list(dict.fromkeys(table["month"]))[::-1]
+    head = ["month", *dict.fromkeys(table["quantity"])]
+    rows = []
+    for m in months:
+        cells = [m]
+        for qty in head[1:]:
+            r = table[(table["month"] == m) & (table["quantity"] == qty)].iloc[0]
+            cells.append(f"x{r['median']:.2f} [{r['lo']:.2f}-{r['hi']:.2f}]")
+        rows.append(cells)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines += [fmt.format(*head), fmt.format(*("-" * w for w in widths)),
+              *(fmt.format(*row) for row in rows)]
+    return "\n".join(lines)

@@ -51,9 +51,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from forecast import __version__
-from forecast.calendar import type_parts
+from forecast.calendar import N_TYPES, type_index, type_parts
 from forecast.model import LOST, WON, FunnelModel
 from forecast.parameters import Parameters
 
@@ -71,6 +72,7 @@ PRIOR_DEFAULTS = {
     "deal_log_mu_sigma": 2.0,
     "deal_log_sigma_scale": 1.0,
     "calendar_effect_sigma": 0.3,
+    "drift_step_sigma": 0.15,
 }
 MOVE_KINDS = ("advance", "expiry", "recapture", "lost")  # move_kinds() codes 1..4
 SEGMENT_SD_LOG_SIGMA = 0.5  # spread of the segment-effect scale around its prior median
@@ -141,8 +143,23 @@ def _import_pymc():
     return pm
 
 
-def build_model(stats: Statistics, model: FunnelModel):
-    """The PyMC model of ``stats`` (hazards, arrivals, deal sizes) under ``model``'s priors."""
+def month_offsets(start: dt.date, days: int, as_of: dt.date) -> np.ndarray:
+    """For each of ``days`` dates from ``start``: whole months before the month of ``as_of``
+    (0 for the as-of month, 1 for the one before, ...)."""
+    dates = pd.date_range(start, periods=days, freq="D")
+    return ((as_of.year * 12 + as_of.month) - (dates.year * 12 + dates.month)).to_numpy(
+        dtype=np.int64)
+
+
+def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
+    """The PyMC model of ``stats`` (hazards, arrivals, deal sizes) under ``model``'s priors.
+
+    With a ``[calendar]`` table in the model, closing hazards and arrivals get calendar
+    multipliers (``forecast.calendar``). With ``drift``, the hazards of moves towards won and
+    the arrivals get a monthly random walk on the log scale, anchored at 0 in the as-of month:
+    the fitted base rates are those of the last month, and older months differ by the walk
+    (so a rate that changed during the history is not averaged away).
+    """
     pm = _import_pymc()
     import pytensor.tensor as pt
 
@@ -168,13 +185,25 @@ def build_model(stats: Statistics, model: FunnelModel):
         coords[f"{name}_move"] = [m for m, w in zip(coords["move"], group, strict=True) if w]
     exposure = stats.exposure[sources]  # [source, band, g, r]
     exits = stats.events.sum(-1)[sources]
-    calendar = model.calendar.declared and stats.day_events is not None
-    if calendar:  # the same, with a last axis for the 42 kinds of calendar day
-        coords["quarter_month"] = ["first", "second", "third"]
-        y = stats.day_events[moves.source, :, :, :, :, moves.dest]  # [move, band, g, r, kind]
-        exposure = stats.day_exposure[sources]
-        exits = stats.day_events.sum(-1)[sources]
+    calendar = model.calendar.declared and stats.daily_events is not None
+    drift = drift and stats.daily_events is not None
+    if calendar or drift:  # the same by group of days: kinds of day x months before as-of
+        n_days = stats.daily_exposure.shape[-1]
+        kind = type_index(stats.calendar_start, n_days, model.calendar.month_end_days) \
+            if calendar else np.zeros(n_days, dtype=np.int64)
+        month = month_offsets(stats.calendar_start, n_days, stats.as_of) if drift \
+            else np.zeros(n_days, dtype=np.int64)
+        arr_month = month_offsets(stats.first_day, stats.arrivals.shape[0], stats.as_of) \
+            if drift else np.zeros(0, dtype=np.int64)
+        n_k = N_TYPES if calendar else 1
+        n_m = int(max(month.max(initial=0), arr_month.max(initial=0))) + 1
+        ev, ex = stats.grouped(kind + n_k * month, n_k * n_m)
+        y = ev[moves.source, :, :, :, :, moves.dest]  # [move, band, g, r, group]
+        exposure, exits = ex[sources], ev.sum(-1)[sources]
+        group_kind, group_month = np.arange(n_k * n_m) % n_k, np.arange(n_k * n_m) // n_k
         closing = np.isin(moves.dest, [model.state_index(WON), model.state_index(LOST)])
+        coords["quarter_month"] = ["first", "second", "third"]
+        coords["months_back"] = [str(m) for m in range(1, n_m)]
 
     with pm.Model(coords=coords) as pm_model:
         # -- hazards
@@ -211,16 +240,23 @@ def build_model(stats: Statistics, model: FunnelModel):
             log_lam = log_lam + moves.towards_won.astype(float)[:, None, None, None] \
                 * full[None, None, None, :]
         log_lam = pt.broadcast_to(log_lam, (len(moves), n_b, n_g, n_r))
-        if calendar:
-            # Closing moves (to won and lost) run faster or slower by the kind of day.
-            sd = pri["calendar_effect_sigma"]
-            c_wd = pm.ZeroSumNormal("close_day_of_week_effect", sigma=sd, dims="weekday")
-            c_qm = pm.ZeroSumNormal("close_quarter_month_effect", sigma=sd, dims="quarter_month")
-            c_me = pm.Normal("close_month_end_effect", 0.0, sd)
-            wd_k, qm_k, me_k = type_parts()
-            log_mult = c_wd[wd_k] + c_qm[qm_k] + c_me * me_k  # [kind]
-            log_lam = log_lam[..., None] + closing.astype(float)[:, None, None, None, None] \
-                * log_mult[None, None, None, None, :]
+        if calendar or drift:
+            extra = pt.zeros((len(moves), n_k * n_m))
+            if calendar:
+                # Closing moves (to won and lost) run faster or slower by the kind of day.
+                sd = pri["calendar_effect_sigma"]
+                c_wd = pm.ZeroSumNormal("close_day_of_week_effect", sigma=sd, dims="weekday")
+                c_qm = pm.ZeroSumNormal("close_quarter_month_effect", sigma=sd,
+                                        dims="quarter_month")
+                c_me = pm.Normal("close_month_end_effect", 0.0, sd)
+                wd_k, qm_k, me_k = type_parts()
+                log_mult = (c_wd[wd_k] + c_qm[qm_k] + c_me * me_k)[group_kind]  # [group]
+                extra = extra + closing.astype(float)[:, None] * log_mult[None, :]
+            if drift:
+                walk, arr_walk = _drift_walks(pm, pt, pri, n_m)
+                extra = extra + moves.towards_won.astype(float)[:, None] \
+                    * walk[group_month][None, :]
+            log_lam = log_lam[..., None] + extra[:, None, None, None, :]
         lam = pt.exp(log_lam)
         lam_total = pt.stack([lam[moves.source == s].sum(0) for s in sources])
         pm.Potential("hazard_loglik",
@@ -246,6 +282,8 @@ def build_model(stats: Statistics, model: FunnelModel):
                 a_me = pm.Normal("arrivals_month_end_effect", 0.0, sd)
                 mu = mu * pt.exp(a_qm[stats.quarter_month]
                                  + a_me * stats.month_end.astype(float))[:, None]
+            if drift:
+                mu = mu * pt.exp(arr_walk[arr_month])[:, None]
             pm.NegativeBinomial("arrivals", mu=mu, alpha=size[None, :],
                                 observed=stats.arrivals)
 
@@ -275,6 +313,22 @@ def build_model(stats: Statistics, model: FunnelModel):
     return pm_model
 
 
+def _drift_walks(pm, pt, pri, n_months: int):
+    """Monthly random walks (log scale) for conversion and arrivals, 0 in the as-of month:
+    ``walk[j]`` is the log-multiplier ``j`` months before it (non-centred steps)."""
+    out = []
+    for name in ("drift", "arrivals_drift"):
+        if n_months < 2:
+            out.append(pt.zeros(1))
+            continue
+        step_sd = pm.HalfNormal(f"{name}_step_sd", pri["drift_step_sigma"])
+        z = pm.Normal(f"{name}_z", 0.0, 1.0, dims="months_back")
+        walk = pt.concatenate([pt.zeros(1), pt.cumsum(step_sd * z)])
+        pm.Deterministic(f"{name}_by_month", walk[1:], dims="months_back")
+        out.append(walk)
+    return out
+
+
 # ---- fitting ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -288,7 +342,8 @@ class FitResult:
 
 def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int = 1000,
         chains: int = 2, cores: int | None = None, seed: int = 0, sampler: str = "pymc",
-        progress: bool = True, history_path: str = "", history_sha256: str = "") -> FitResult:
+        progress: bool = True, history_path: str = "", history_sha256: str = "",
+        drift: bool = False) -> FitResult:
     """Sample the posterior of ``model``'s rates given ``stats``.
 
     Progress goes to stderr. The returned ``idata`` carries the provenance (model and history
@@ -299,7 +354,7 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
 
     timings = {}
     t0 = time.perf_counter()
-    pm_model = build_model(stats, model)
+    pm_model = build_model(stats, model, drift=drift)
     cores = min(chains, os.cpu_count() or 1) if cores is None else cores
     with contextlib.redirect_stdout(sys.stderr), pm_model:
         if sampler == "nutpie":
@@ -343,6 +398,7 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
         "since": stats.since.isoformat() if stats.since else "",
         "seed": int(seed),
         "sampler": sampler,
+        "drift": int(bool(drift)),
         "n_rows": int(stats.n_rows),
         "n_leads": int(stats.n_leads),
         "diagnostics": json.dumps(diag),
@@ -495,7 +551,7 @@ def provenance(idata) -> dict:
     """The attributes ``fit`` stored: model, history, as-of date, diagnostics."""
     attrs = dict(idata.posterior.attrs)
     out = {k: attrs.get(k) for k in ("model_name", "model_path", "model_sha256", "history_path",
-                                     "history_sha256", "as_of", "since", "seed", "sampler",
+                                     "history_sha256", "as_of", "since", "seed", "sampler", "drift",
                                      "n_rows", "n_leads", "forecast_version", "fitted_at")}
     out["diagnostics"] = json.loads(attrs.get("diagnostics", "{}"))
     out["as_of_date"] = dt.date.fromisoformat(out["as_of"]) if out.get("as_of") else None

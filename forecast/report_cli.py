@@ -18,8 +18,6 @@ from pathlib import Path
 
 import click
 
-from forecast.model import ModelError, load_model
-
 
 def _options(func):
     from forecast.cli import history_options
@@ -77,13 +75,13 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
     from forecast.cli import (
         fail,
         import_options,
+        model_and_history_or_fail,
         parse_date,
         posterior_or_fail,
         read_history_or_fail,
     )
     from forecast.eventlog import InputError, latest_date
     from forecast.parameters import default_parameters
-    from forecast.samples import sample_history_path
 
     if out_path.suffix.lower() not in (".html", ".htm"):
         fail(f"{out_path}: --out must end in .html")
@@ -95,15 +93,7 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
         fail(f"{ledger_file}: --ledger: no such file")
     as_of = parse_date(as_of_text, "--as-of")
     options = import_options(kwargs)
-    try:
-        model = load_model(model_name)
-    except ModelError as exc:
-        fail(str(exc))
-    history_path = history if history is not None else sample_history_path(model)
-    if history_path is None:
-        fail(f"model {model.name!r} has no bundled sample history; pass --history")
-    if history is None and history_format != "eventlog":
-        fail("--history-format needs --history")
+    model, history_path = model_and_history_or_fail(model_name, history, history_format)
     spend = None
     if spend_path is not None:
         try:

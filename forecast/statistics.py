@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 
-from forecast.calendar import N_TYPES, day_types, type_index
+from forecast.calendar import day_types
 from forecast.eventlog import (
     EventLog,
     InputError,
@@ -92,10 +92,11 @@ class Statistics:
         The last day counted.
     since : datetime.date or None
         Only days after it count (None: the whole log).
-    day_events, day_exposure : numpy.ndarray of float64
-        ``events`` and ``exposure`` split by the kind of calendar day the lead was at risk on
-        (an extra axis of 42 before the destination: ``forecast.calendar.type_index``); they
-        sum to ``events`` and ``exposure``. For fitting calendar effects.
+    daily_events, daily_exposure : numpy.ndarray of float64
+        ``events`` and ``exposure`` split by the calendar day the lead was at risk on (an extra
+        axis before the destination, days from ``calendar_start`` to ``as_of``); they sum to
+        ``events`` and ``exposure``. The fit groups them by kind of day or by month
+        (:meth:`grouped`).
     quarter_month, month_end : numpy.ndarray
         Of each ``arrivals`` row: the month's place in its quarter (0, 1, 2), and whether it
         is one of the month's last ``model.calendar.month_end_days`` days.
@@ -114,10 +115,22 @@ class Statistics:
     n_rows: int
     as_of: dt.date
     since: dt.date | None
-    day_events: np.ndarray | None = None
-    day_exposure: np.ndarray | None = None
+    daily_events: np.ndarray | None = None
+    daily_exposure: np.ndarray | None = None
+    calendar_start: dt.date | None = None
     quarter_month: np.ndarray | None = None
     month_end: np.ndarray | None = None
+
+    def grouped(self, group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(events, exposure)`` with the days summed by ``group[day]`` (0 .. n_groups-1)
+        into a last axis (before the destination for events)."""
+        ev = np.moveaxis(self.daily_events, -2, 0)  # [day, ..., dest]
+        ex = np.moveaxis(self.daily_exposure, -1, 0)  # [day, ...]
+        out_ev = np.zeros((n_groups, *ev.shape[1:]))
+        out_ex = np.zeros((n_groups, *ex.shape[1:]))
+        np.add.at(out_ev, group, ev)
+        np.add.at(out_ex, group, ex)
+        return np.moveaxis(out_ev, 0, -2), np.moveaxis(out_ex, 0, -1)
 
 
 def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
@@ -230,15 +243,11 @@ def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
     dur, a0 = n_at_risk[sel], age_from[sel]
     size = n_t * n_b * n_g * n_r
     exposure = np.zeros(size)
-    # Days at risk by kind of calendar day: cumulative counts of each kind over the calendar,
-    # so a band's stretch of days [u, v] holds cum[:, v + 1] - cum[:, u] of each kind.
+    # Leads at risk per cell and calendar day (a difference array over each band's stretch of
+    # days, summed up), so the fit can group days as it needs (kinds of day, months).
     dmin = int(min(day.min(), cut))
-    kinds_of_day = type_index((epoch + dmin).astype(dt.date), int(cut) - dmin + 1,
-                              model.calendar.month_end_days)
-    cum = np.zeros((N_TYPES, kinds_of_day.size + 1), dtype=np.int64)
-    cum[kinds_of_day, np.arange(1, kinds_of_day.size + 1)] = 1
-    cum = np.cumsum(cum, axis=1)
-    day_exposure = np.zeros((size, N_TYPES))
+    n_cal = int(cut) - dmin + 1
+    diff = np.zeros(size * (n_cal + 1))
     first_at_risk = (x - n_at_risk + 1)[sel] - dmin  # calendar index of age 0
     for b in range(n_b):
         hi = dur if b == n_b - 1 else np.minimum(dur, bands[b + 1])
@@ -248,19 +257,17 @@ def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
         exposure += np.bincount(cell, weights=overlap, minlength=size)
         some = overlap > 0
         u = first_at_risk[some] + start_age[some]
-        v = u + overlap[some]  # exclusive
-        per_kind = cum[:, v] - cum[:, u]  # [kind, spell]
-        for kind in np.flatnonzero(per_kind.any(axis=1)):
-            day_exposure[:, kind] += np.bincount(cell[some], weights=per_kind[kind],
-                                                 minlength=size)
+        base = cell[some] * (n_cal + 1)
+        diff += np.bincount(base + u, minlength=diff.size)
+        diff -= np.bincount(base + u + overlap[some], minlength=diff.size)
+    daily_exposure = np.cumsum(diff.reshape(size, n_cal + 1), axis=1)[:, :n_cal]
     ev = np.flatnonzero(event)
     band = np.searchsorted(bands, n_at_risk[ev] - 1, side="right") - 1
     cell = np.ravel_multi_index((s[ev], band, g[ev], r[ev], d[ev]), (*shape, n_s))
     events = np.bincount(cell, minlength=size * n_s).astype(np.float64).reshape(*shape, n_s)
-    ev_kind = kinds_of_day[x[ev] - dmin]
-    cell = np.ravel_multi_index((s[ev], band, g[ev], r[ev], ev_kind, d[ev]),
-                                (*shape, N_TYPES, n_s))
-    day_events = np.bincount(cell, minlength=size * N_TYPES * n_s).astype(np.float64)
+    cell = np.ravel_multi_index((s[ev], band, g[ev], r[ev], x[ev] - dmin, d[ev]),
+                                (*shape, n_cal, n_s))
+    daily_events = np.bincount(cell, minlength=size * n_cal * n_s).astype(np.float64)
 
     # ---- arrivals ---------------------------------------------------------------------------
     first_rows = np.flatnonzero(first)
@@ -284,8 +291,9 @@ def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
         deal_segment=segment[wins][priced].astype(np.int64),
         unpriced_wins=int((~priced).sum()), undeclared=int(undeclared.sum()),
         n_leads=int(first.sum()), n_rows=int(n_rows), as_of=as_of, since=since,
-        day_events=day_events.reshape(*shape, N_TYPES, n_s),
-        day_exposure=day_exposure.reshape(*shape, N_TYPES),
+        daily_events=daily_events.reshape(*shape, n_cal, n_s),
+        daily_exposure=daily_exposure.reshape(*shape, n_cal),
+        calendar_start=(epoch + dmin).astype(dt.date),
         quarter_month=quarter_month, month_end=month_end)
 
 

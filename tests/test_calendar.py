@@ -75,12 +75,16 @@ def test_statistics_by_kind_of_day(two_stage):
         "amount": [np.nan, np.nan], "segment": ["x", "x"]})
     log = EventLog(frame=frame, path="t", as_of=None, sha256="t")
     st = sufficient_statistics(log, two_stage, dt.date(2024, 4, 10))
+    assert st.calendar_start == dt.date(2024, 3, 25)
+    daily = st.daily_exposure[0].sum(axis=(0, 1, 2))  # stage a: leads at risk each day
+    np.testing.assert_array_equal(daily, [0] + [1] * 8 + [0] * 8)  # 26 March .. 2 April
     kinds = type_index(dt.date(2024, 3, 26), 8, two_stage.calendar.month_end_days)
-    got = st.day_exposure[0].sum(axis=(0, 1, 2))  # stage a, summed over band, segment, recycle
-    assert got.sum() == 8
-    np.testing.assert_array_equal(np.flatnonzero(got), np.unique(kinds))
-    assert st.day_events[0, ..., two_stage.state_index("lost")].sum(axis=(0, 1, 2))[
-        kinds[-1]] == 1
+    n_days = st.daily_exposure.shape[-1]
+    events, exposure = st.grouped(type_index(st.calendar_start, n_days, 5), 42)
+    got = exposure[0].sum(axis=(0, 1, 2))  # stage a, summed over band, segment, recycle
+    np.testing.assert_array_equal(got, np.bincount(kinds, minlength=42))
+    lost = events[0, ..., two_stage.state_index("lost")].sum(axis=(0, 1, 2))
+    assert lost[kinds[-1]] == 1 and lost.sum() == 1
     assert st.quarter_month[0] == 2  # the arrivals row of 25 March
 
 

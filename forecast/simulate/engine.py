@@ -247,15 +247,22 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
 
 
 def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, days: int,
-                     seed: int, *, set_index: int = 0) -> pd.DataFrame:
+                     seed: int, *, set_index: int | tuple[int, ...] = 0,
+                     switch_days: tuple[int, ...] = ()) -> pd.DataFrame:
     """Simulate an event log from an empty funnel: ``days`` days of arrivals from ``start``.
+
+    ``set_index`` may give one parameter set per epoch, the epochs starting on day 0 and on
+    each of ``switch_days`` (a history whose rates change on known dates).
 
     Returns the event-log contract's columns (``lead_id, stage, entered_at, amount,
     segment``), one row per stage entered, in time order per lead. Amounts appear on rows of
     the model's ``amount_stage`` and on ``won`` rows. Same seed, same log.
     """
     tab = kernel_tables(model, params)
-    expected = float(params.arrivals_mean[set_index].sum()) * days
+    ks = np.atleast_1d(np.asarray(set_index, dtype=np.int64))
+    if len(ks) != len(switch_days) + 1:
+        raise ValueError("set_index needs one parameter set per epoch")
+    expected = float(params.arrivals_mean[ks].sum(1).max()) * days
     capacity = int(expected * 4 + 1000)
     h, n_active, n_states = days, model.n_active, len(model.states)
     total, close_mult, cmax, arr_cal = tab.calendar(start, days)
@@ -266,7 +273,7 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
         counter = np.zeros(1, dtype=np.int64)
         st = path_states(seed, 0, 1)[0]  # a fresh stream on every try: the kernel consumes it
         kernels.simulate_path(
-            st, np.array([set_index], dtype=np.int64), epoch_starts(np.zeros(0)),
+            st, ks, epoch_starts(np.asarray(switch_days, dtype=np.int64)),
             start.weekday(), tab.entry, e.state, e.age, e.segment, e.recycle,
             e.amount, total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,

@@ -1,0 +1,67 @@
+"""Drift: a history whose conversion doubles at a known date. The drift-aware fit (a monthly
+random walk anchored at the as-of month) recovers the new rates; the plain fit, which
+averages the history, does not."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from forecast.eventlog import EventLog
+from forecast.fit import declared_moves, fit, month_offsets, posterior_parameters
+from forecast.parameters import Parameters
+from forecast.simulate import simulate_history
+from forecast.statistics import sufficient_statistics
+
+pytestmark = pytest.mark.slow
+
+START = dt.date(2023, 1, 2)
+DAYS, SWITCH = 540, 360  # rates double on day 360: the last 180 days run at the new rates
+
+
+def test_month_offsets():
+    got = month_offsets(dt.date(2024, 11, 30), 3, dt.date(2025, 1, 15))
+    assert list(got) == [2, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def regime(two_stage, two_stage_params):
+    """History from two parameter sets: moves towards won (advance, recapture, won) twice as
+    fast from day 360 on."""
+    moves = declared_moves(two_stage)
+    h = two_stage_params.hazards.copy()
+    new = h.copy()
+    for s, d in zip(moves.source[moves.towards_won], moves.dest[moves.towards_won],
+                    strict=True):
+        new[:, s, ..., d] *= 2.0
+    base = two_stage_params.with_arrivals_scaled(5.0)
+    both = Parameters.concat([base, replace(base, hazards=new)])
+    frame = simulate_history(two_stage, both, START, DAYS, seed=4, set_index=(0, 1),
+                             switch_days=(SWITCH,))
+    frame["entered_at"] = frame["entered_at"].astype("datetime64[ns]")
+    log = EventLog(frame=frame, path="simulated", as_of=None, sha256="sim")
+    stats = sufficient_statistics(log, two_stage, START + dt.timedelta(days=DAYS - 1))
+    return stats, base.hazards[0], new[0]
+
+
+def _a_to_b(params, model):
+    """Posterior draws of the hazard a -> b in the last age band, segment x, fresh leads."""
+    return params.hazards[:, model.state_index("a"), -1, 0, 0, model.state_index("b")]
+
+
+def test_drift_fit_recovers_the_new_rates_and_the_plain_fit_does_not(two_stage, regime):
+    stats, old, new = regime
+    want_new = new[two_stage.state_index("a"), -1, 0, 0, two_stage.state_index("b")]
+    want_old = old[two_stage.state_index("a"), -1, 0, 0, two_stage.state_index("b")]
+    drawn = {}
+    for drift in (False, True):
+        result = fit(stats, two_stage, draws=200, tune=300, chains=2, seed=6, progress=False,
+                     drift=drift)
+        drawn[drift] = _a_to_b(posterior_parameters(result.idata, two_stage), two_stage)
+    lo, hi = np.quantile(drawn[True], [0.05, 0.95])
+    assert lo <= want_new <= hi, (lo, hi, want_new)
+    lo, hi = np.quantile(drawn[False], [0.05, 0.95])
+    assert hi < want_new and lo > want_old, (lo, hi, want_old, want_new)  # in between
