@@ -35,7 +35,9 @@ def history(tmp_path_factory, two_stage):
 @pytest.fixture(scope="module")
 def posterior(history, two_stage):
     path = history.with_name("posterior.nc")
-    out = invoke("fit", history, "--model", two_stage.path, "--out", path,
+    # --drift on a history whose rates do not change: the walk stays near 1 and everything
+    # else reads as without it (the planted change is tests/test_drift.py's).
+    out = invoke("fit", history, "--model", two_stage.path, "--out", path, "--drift",
                  "--draws", 150, "--tune", 150, "--seed", 2, "--quiet")
     return path, out
 
@@ -50,7 +52,8 @@ def test_fit_writes_a_posterior_and_prints_what_it_learned(posterior, history):
     assert "diagnostics: max R-hat" in text
     for label in ("conversion to won", "median days in stage", "leaves by expiry",
                   "shelf life (days)", "recaptured from nurture", "arrivals per day",
-                  "mean deal", "90% interval"):
+                  "mean deal", "90% interval", "Drift: rates of each month relative to 2023-12",
+                  "2023-03"):
         assert label in text
 
 
@@ -59,6 +62,7 @@ def test_describe_reads_the_posterior_in_three_formats(posterior, two_stage):
     table = invoke("describe", path)
     assert table.exit_code == 0, table.output
     assert "parameters: posterior" in table.stdout and "2023-12-31" in table.stdout
+    assert "Drift:" in table.stdout
     csv = invoke("describe", path, "--format", "csv")
     frame = pd.read_csv(pd.io.common.StringIO(csv.stdout))
     assert list(frame.columns) == ["quantity", "stage", "segment", "median", "lo", "hi", "sets"]
@@ -127,3 +131,9 @@ def test_fit_errors_leave_nothing_behind(tmp_path, history, two_stage):
         assert out.exit_code == 1, (extra, out.output)
         assert message in out.stderr, (extra, out.stderr)
     assert list(tmp_path.iterdir()) == [empty]
+
+
+@pytest.mark.parametrize("window", ["0", "abc", "12w", "-5d"])
+def test_bad_window_is_a_clear_error(history, window):
+    out = invoke("fit", history, "--out", history.with_name("x.nc"), "--window", window)
+    assert out.exit_code == 1 and "--window" in out.stderr and "number of days" in out.stderr
