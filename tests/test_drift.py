@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from forecast.describe import drift_table, render_drift
 from forecast.eventlog import EventLog
 from forecast.fit import declared_moves, fit, month_offsets, posterior_parameters
 from forecast.parameters import Parameters
@@ -61,6 +62,14 @@ def test_drift_fit_recovers_the_new_rates_and_the_plain_fit_does_not(two_stage, 
         result = fit(stats, two_stage, draws=200, tune=300, chains=2, seed=6, progress=False,
                      drift=drift)
         drawn[drift] = _a_to_b(posterior_parameters(result.idata, two_stage), two_stage)
+    # What `describe` shows: months before the change ran at about half the as-of month's
+    # conversion, months after it at about the same.
+    table = drift_table(result.idata.posterior, stats.as_of)
+    conv = table[table["quantity"] == "conversion"].set_index("month")
+    assert conv.loc["2023-07", "hi"] < 0.8 and conv.loc["2023-07", "lo"] < 0.5 < \
+        conv.loc["2023-07", "hi"] + 0.1
+    assert conv.loc["2024-05", "lo"] < 1.0 < conv.loc["2024-05", "hi"]
+    assert "Drift: rates of each month relative to 2024-06" in render_drift(table, stats.as_of)
     lo, hi = np.quantile(drawn[True], [0.05, 0.95])
     assert lo <= want_new <= hi, (lo, hi, want_new)
     lo, hi = np.quantile(drawn[False], [0.05, 0.95])
