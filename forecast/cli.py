@@ -948,3 +948,4 @@ for _command in (_planning.scenario_cmd, _planning.sweep_cmd, _planning.sensitiv
                  _planning.plan_cmd):
     main.add_command(_command)
 from forecast.report_cli import report as _report; main.add_command(_report)  # noqa: E402,E702,I001
+from forecast.backtest_cli import backtest as _backtest; main.add_command(_backtest)  # noqa: E402,E702,I001
