@@ -54,6 +54,9 @@ def _options(func):
                      show_default=True, help="NUTS implementation of the fits (as in `fit`)."),
         click.option("--window", type=click.IntRange(1, 36600), default=None, metavar="DAYS",
                      help="Fit on the last DAYS days before each cutoff only."),
+        click.option("--drift", is_flag=True,
+                     help="Fit with drift (as `fit --drift`): a monthly random walk on "
+                          "conversion and arrivals."),
         click.option("--no-fit", "no_fit", is_flag=True,
                      help="Forecast with the model file's default parameters instead of a fit "
                           "at each cutoff (beware: defaults set from the whole history know "
@@ -86,7 +89,7 @@ def fit_key(model: FunnelModel, history_sha256: str, cutoff: dt.date, since: dt.
 
 def make_fitter(model: FunnelModel, history: Path, history_sha256: str, *, draws: int,
                 tune: int, chains: int, seed: int, window: int | None, cache: Path | None,
-                note, sampler: str = "pymc"):
+                note, sampler: str = "pymc", drift: bool = False):
     """``fitter(known log, cutoff)`` -> parameter sets: a PyMC fit on the history known at the
     cutoff, read from / written to ``cache`` (``fit-<cutoff>-<key>.nc``) when given."""
     from forecast import fit as fit_mod
@@ -94,6 +97,8 @@ def make_fitter(model: FunnelModel, history: Path, history_sha256: str, *, draws
 
     settings = {"draws": draws, "tune": tune, "chains": chains, "seed": seed,
                 "sampler": sampler}
+    if drift:  # only then in the key, so fits cached before --drift existed stay valid
+        settings["drift"] = True
 
     def fitter(known, cutoff: dt.date):
         since = cutoff - dt.timedelta(days=window) if window else None
@@ -113,7 +118,7 @@ def make_fitter(model: FunnelModel, history: Path, history_sha256: str, *, draws
              f"{chains} chains x ({tune} tune + {draws} draws)")
         result = fit_mod.fit(stats, model, draws=draws, tune=tune, chains=chains, seed=seed,
                              sampler=sampler, progress=False, history_path=str(history),
-                             history_sha256=history_sha256)
+                             history_sha256=history_sha256, drift=drift)
         for warning in result.diagnostics["warnings"]:
             note(f"cutoff {cutoff}: warning: {warning}")
         if path is not None:
@@ -126,7 +131,8 @@ def make_fitter(model: FunnelModel, history: Path, history_sha256: str, *, draws
 
 @_options
 def backtest(history, model_name, cutoffs_text, horizon, paths, seed, draws, tune, chains,
-             sampler, window, no_fit, trailing, out_dir, fmt, quiet, history_format, **kwargs):
+             sampler, window, drift, no_fit, trailing, out_dir, fmt, quiet, history_format,
+             **kwargs):
     """Backtest: fit at each cutoff, forecast the horizon, score against what happened.
 
     HISTORY is an event log or a CRM export (--history-format). The engine is scored against
@@ -163,11 +169,12 @@ def backtest(history, model_name, cutoffs_text, horizon, paths, seed, draws, tun
         fit_text = "model defaults (--no-fit)"
     else:
         fitter = make_fitter(model, history, log.sha256, draws=draws, tune=tune, chains=chains,
-                             seed=seed, window=window, sampler=sampler,
+                             seed=seed, window=window, sampler=sampler, drift=drift,
                              cache=None if out_dir is None else out_dir / "fits", note=note)
         fit_text = (f"fitted at each cutoff ({sampler}, {chains} chains x {draws} draws, "
                     f"{tune} tune"
-                    + (f", window {window} days" if window else "") + ")")
+                    + (f", window {window} days" if window else "")
+                    + (", drift" if drift else "") + ")")
     try:
         table, forecasts = bt.backtest(log, model, cutoffs, horizon, paths, seed, fitter,
                                        trailing, progress=note)

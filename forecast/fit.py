@@ -292,15 +292,25 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
         mu0 = pm.Normal("deal_log_mu_pooled", float(default_mu.mean()), pri["deal_log_mu_sigma"])
         n = np.bincount(stats.deal_segment, minlength=n_g).astype(float)
         if n_g > 1:
-            # Centred when every segment has many deals (prices can differ by orders of
-            # magnitude between products, and a non-centred form mixed badly on the CRM
-            # sample); non-centred when some segment has few (a centred one is a funnel).
+            # Per segment: centred where it has many deals (prices can differ by orders of
+            # magnitude between products, and a non-centred form mixes badly there: its
+            # log-mean is pinned to within ~0.005 while the pooled scale wanders), non-centred
+            # where it has few (a centred one is a funnel). One rare product used to make every
+            # product non-centred, and fits of the CRM sample cut at mid-2017 stalled.
             sd_mu = pm.HalfNormal("deal_log_mu_sd", pri["deal_log_mu_sigma"])
-            if n.min() >= CENTRED_MIN_DEALS:
-                deal_mu = pm.Normal("deal_log_mu", mu0, sd_mu, dims="segment")
-            else:
-                z_mu = pm.Normal("deal_log_mu_z", 0.0, 1.0, dims="segment")
-                deal_mu = pm.Deterministic("deal_log_mu", mu0 + sd_mu * z_mu, dims="segment")
+            many = n >= CENTRED_MIN_DEALS
+            full = pt.zeros(n_g)
+            if many.any():
+                coords_c = [g for g, m in zip(coords["segment"], many, strict=True) if m]
+                pm_model.add_coord("deal_segment_centred", coords_c)
+                part = pm.Normal("deal_log_mu_centred", mu0, sd_mu, dims="deal_segment_centred")
+                full = pt.set_subtensor(full[np.flatnonzero(many)], part)
+            if (~many).any():
+                coords_n = [g for g, m in zip(coords["segment"], many, strict=True) if not m]
+                pm_model.add_coord("deal_segment_noncentred", coords_n)
+                z_mu = pm.Normal("deal_log_mu_z", 0.0, 1.0, dims="deal_segment_noncentred")
+                full = pt.set_subtensor(full[np.flatnonzero(~many)], mu0 + sd_mu * z_mu)
+            deal_mu = pm.Deterministic("deal_log_mu", full, dims="segment")
         else:
             deal_mu = pt.stack([mu0])
         deal_sigma = pm.HalfNormal("deal_log_sigma", pri["deal_log_sigma_scale"], dims="segment")
