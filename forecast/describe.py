@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from forecast.hazards import absorption, median_days_in_stage, shelf_life, stage_exit
-from forecast.model import EXPIRY, NURTURE, FunnelModel
+from forecast.model import NURTURE, FunnelModel
 from forecast.parameters import Parameters
 
 INTERVAL = (0.05, 0.95)
@@ -62,8 +62,7 @@ def _per_set(model: FunnelModel, params: Parameters) -> dict[tuple[str, str, str
     segs = list(model.segment_names)
     active = list(model.stages)
     nurture = model.state_index(NURTURE)
-    expiry = np.array([[model.move_kind(s, d) == EXPIRY if d != s else False
-                        for d in model.states] for s in (*model.stages, NURTURE)])
+    expiry = model.move_kinds() == 2  # declared expiry moves only (kinds: forecast.model)
     qualified = model.state_index(model.qualified_stage)
     # Rows only for what the model has: a funnel without expiry has no shelf life.
     has_nurture = any(NURTURE in dests for dests in model.hazards.values())
