@@ -25,7 +25,7 @@ from pathlib import Path
 
 import click
 
-from forecast.model import FunnelModel, ModelError, load_model
+from forecast.model import FunnelModel
 
 
 def _options(func):
@@ -142,7 +142,7 @@ def backtest(history, model_name, cutoffs_text, horizon, paths, seed, draws, tun
     from forecast import backtest as bt
     from forecast import fit as fit_mod
     from forecast import outputs
-    from forecast.cli import fail, import_options, read_history_or_fail
+    from forecast.cli import fail, fittable_model_or_fail, import_options, read_history_or_fail
     from forecast.eventlog import InputError
     from forecast.parameters import default_parameters
 
@@ -153,11 +153,7 @@ def backtest(history, model_name, cutoffs_text, horizon, paths, seed, draws, tun
     except ValueError as exc:
         fail(str(exc))
     options = import_options(kwargs)
-    try:
-        model: FunnelModel = load_model(model_name)
-        fit_mod.priors_of(model)
-    except (ModelError, fit_mod.PosteriorError) as exc:
-        fail(str(exc))
+    model = fittable_model_or_fail(model_name)
     log = read_history_or_fail(history, model, history_format, options, None)
     for line in log.notes:
         note(f"note: {line}")

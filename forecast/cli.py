@@ -234,6 +234,18 @@ def notes(quiet: bool):
     return (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
 
 
+def fittable_model_or_fail(model_name) -> FunnelModel:
+    """A model file to fit: it loads and its ``[priors]`` are valid, or a one-line error."""
+    from forecast.fit import PosteriorError, priors_of
+
+    try:
+        model: FunnelModel = load_model(model_name)
+        priors_of(model)
+    except (ModelError, PosteriorError) as exc:
+        fail(str(exc))
+    return model
+
+
 def model_and_history_or_fail(model_name, history, history_format: str
                               ) -> tuple[FunnelModel, Path]:
     """The model, and the history to read: ``--history``, else the model's bundled sample."""
@@ -758,11 +770,7 @@ def fit(history, model_name, out_path, as_of_text, window_text, drift, undeclare
     as_of = parse_date(as_of_text, "--as-of")
     window = parse_days(window_text, "--window")
     options = import_options(kwargs)
-    try:
-        model: FunnelModel = load_model(model_name)
-        fit_mod.priors_of(model)
-    except (ModelError, fit_mod.PosteriorError) as exc:
-        fail(str(exc))
+    model = fittable_model_or_fail(model_name)
     if out_path.suffix not in (".nc", ".netcdf", ".h5"):
         fail(f"{out_path}: --out must end in .nc")
     if not out_path.parent.is_dir():
