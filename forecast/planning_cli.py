@@ -310,16 +310,13 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    """Write a figure atomically (a temporary file renamed into place)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write a figure atomically (``trend._save_png``); a failure is a one-line error."""
+    from forecast.trend import _save_png
+
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        tmp.replace(path)
+        _save_png(fig, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         fail(f"{path}: could not write ({exc})")
-    finally:
-        _plt().close(fig)
 
 
 def _sweep_chart(path, frame, what, op, lo, mid, hi, period, currency, target) -> None:
