@@ -139,6 +139,13 @@ class KernelTables:
         return np.ascontiguousarray(total), close_mult, cmax, arr_cal
 
 
+def plain_tables(total: np.ndarray, cmax: np.ndarray, n_epochs: int) -> tuple[np.ndarray, bool]:
+    """The kernels' fast path: ``total`` as ``[set, state, segment, recycle, band]``,
+    flattened, and whether the run can use it (one epoch, no calendar effect on any set)."""
+    return (np.ascontiguousarray(np.moveaxis(total, 2, 4)).ravel(),
+            bool(n_epochs == 1 and np.all(cmax == 1.0)))
+
+
 def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
     """Derive the simulator's tables from the hazard table (``forecast.hazards``)."""
     total, cumdest = transition_tables(params.hazards)
@@ -222,6 +229,7 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
     weekday0 = (as_of + dt.timedelta(days=1)).weekday()
     total, close_mult, cmax, arr_cal = tab.calendar(as_of + dt.timedelta(days=1), horizon)
+    lam_flat, plain = plain_tables(total, cmax, n_epochs)
     run = kernels.forecast_parallel if parallel else kernels.forecast_serial
     pl = pipeline
     for start in range(0, n_paths, chunk_size):
@@ -233,7 +241,7 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
             total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
             occupancy_days, tab.hazards, tab.closing, tab.close_total, close_mult, cmax, arr_cal,
-            bookings[sl], won[sl], expired[sl], recaptured[sl], lost[sl],
+            lam_flat, plain, bookings[sl], won[sl], expired[sl], recaptured[sl], lost[sl],
             entered[sl], arrivals[sl], occupancy[sl])
         if progress is not None:
             progress(stop, n_paths)
@@ -278,7 +286,8 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
             e.amount, total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
             np.array([h - 1], dtype=np.int64), tab.hazards, tab.closing, tab.close_total,
-            close_mult, cmax, arr_cal, np.zeros(h), np.zeros(h, np.int64),
+            close_mult, cmax, arr_cal, *plain_tables(total, cmax, len(ks)),
+            np.zeros(h), np.zeros(h, np.int64),
             np.zeros((h, n_active), np.int64), np.zeros(h, np.int64), np.zeros(h),
             np.zeros((h, n_states), np.int32), np.zeros(h, np.int64),
             np.zeros((1, n_states), np.int64),
