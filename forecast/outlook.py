@@ -1,0 +1,105 @@
+"""The drift fit's random walk, continued over the forecast horizon.
+
+``forecast fit --drift`` learns a random walk on the log-hazards of the moves towards ``won``
+(advances, skips, recaptures) and on log arrivals, anchored at 0 in the as-of period: the
+posterior's base rates are the as-of period's. The walk does not stop at the as-of date. Each
+path continues it with its own steps, drawn at its posterior draw's fitted step size, one step
+per period (month, or quarter for a quarterly walk) after the as-of period. The bands then
+carry the chance that rates move over the horizon, as they moved in the history, and not only
+the uncertainty about where they are now. Without this, every path of a quarter shares the
+as-of rates and the bands are as narrow as independent deals make them.
+
+The simulator needs no new mechanism: the periods of the horizon are epochs
+(``simulate(switch_days=...)``), and path ``p`` in period ``j`` uses its own parameter set, its
+draw's hazards and arrivals times the walk's multipliers there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+
+from forecast.parameters import Parameters
+
+PERIOD_MONTHS = {"month": 1, "quarter": 3}
+# Parameter sets the continued walk may create (paths x periods): each is a full hazard table,
+# and the simulator derives per-set tables from each, so this bounds memory and set-up time.
+MAX_SETS = 200_000
+_STEP_KEY = 0x5EED_0F_D21F7  # the walk's random stream: SeedSequence(seed, spawn_key=(this,))
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """Inputs for ``simulate``: one parameter set per path and period of the horizon."""
+
+    params: Parameters
+    set_index: np.ndarray  # int64 [n_paths, n_epochs]
+    switch_days: np.ndarray  # int64 [n_epochs - 1]: the first day of each later period
+    conversion: np.ndarray  # float [n_paths, n_epochs]: the walk's multiplier of conversion
+    arrivals: np.ndarray  # float [n_paths, n_epochs]: and of arrivals
+
+
+def periods_ahead(as_of: dt.date, horizon: int, period: str = "month") -> np.ndarray:
+    """For each day of the horizon (day ``t`` is ``as_of + 1 + t``): how many whole periods
+    (months or quarters) it is after the period holding ``as_of``."""
+    months = PERIOD_MONTHS[period]
+    start = np.datetime64(as_of + dt.timedelta(days=1))
+    days = (start + np.arange(horizon)).astype("datetime64[M]").astype(np.int64)
+    origin = np.datetime64(as_of, "M").astype(np.int64)
+    return days // months - origin // months
+
+
+def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np.ndarray,
+                  arrivals_sd: np.ndarray, as_of: dt.date, horizon: int, n_paths: int,
+                  seed: int, *, period: str = "month",
+                  set_index: np.ndarray | None = None) -> Outlook:
+    """Continue the walk of each path's draw over the horizon.
+
+    ``towards_won`` is a bool ``[n_transient, n_states]`` mask of the moves the walk scales;
+    ``conversion_sd`` and ``arrivals_sd`` are each set's step sizes (log scale, per period).
+    Path ``p`` uses set ``set_index[p]`` (default ``p % n_sets``) and the ``p``-th row of
+    standard normal steps drawn from ``(seed, _STEP_KEY)``, so its walk does not depend on the
+    path count, the chunking or the thread count.
+    """
+    if period not in PERIOD_MONTHS:
+        raise ValueError(f"period must be one of {sorted(PERIOD_MONTHS)}, got {period!r}")
+    n_sets = params.n_sets
+    conversion_sd = np.broadcast_to(np.asarray(conversion_sd, dtype=np.float64), (n_sets,))
+    arrivals_sd = np.broadcast_to(np.asarray(arrivals_sd, dtype=np.float64), (n_sets,))
+    if np.any(conversion_sd < 0) or np.any(arrivals_sd < 0):
+        raise ValueError("step sizes must be >= 0")
+    if set_index is None:
+        set_index = np.arange(n_paths, dtype=np.int64) % n_sets
+    set_index = np.asarray(set_index, dtype=np.int64)
+    ahead = periods_ahead(as_of, horizon, period)
+    starts = np.flatnonzero(np.diff(ahead)) + 1  # first day of each later period
+    epoch_ahead = ahead[np.concatenate([[0], starts])]  # periods ahead, per epoch
+    n_epochs = len(epoch_ahead)
+    if n_paths * n_epochs > MAX_SETS:
+        raise ValueError(
+            f"{n_paths:,} paths x {n_epochs} periods would need {n_paths * n_epochs:,} parameter "
+            f"sets for the continued walk (at most {MAX_SETS:,}): use fewer paths or a shorter "
+            f"horizon")
+    n_steps = int(epoch_ahead[-1])
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STEP_KEY,)))
+    z = rng.standard_normal((n_paths, 2, max(n_steps, 1)))[:, :, :n_steps]
+    walk = np.concatenate([np.zeros((n_paths, 2, 1)), np.cumsum(z, axis=2)], axis=2)
+    sd = np.stack([conversion_sd[set_index], arrivals_sd[set_index]], axis=1)  # [path, 2]
+    log_mult = walk[:, :, epoch_ahead] * sd[:, :, None]  # [path, 2, epoch]
+    conv, arr = np.exp(log_mult[:, 0]), np.exp(log_mult[:, 1])
+
+    base = params.take(np.repeat(set_index, n_epochs))  # set p * n_epochs + e
+    mask = np.asarray(towards_won, dtype=bool)
+    factor = np.where(mask[None, :, None, None, None, :],
+                      conv.reshape(-1)[:, None, None, None, None, None], 1.0)
+    out = Parameters(
+        hazards=base.hazards * factor,
+        arrivals_mean=base.arrivals_mean * arr.reshape(-1)[:, None],
+        arrivals_dispersion=base.arrivals_dispersion, day_of_week=base.day_of_week,
+        deal_mu=base.deal_mu, deal_sigma=base.deal_sigma,
+        close_calendar=base.close_calendar, arrivals_calendar=base.arrivals_calendar)
+    index = np.arange(n_paths * n_epochs, dtype=np.int64).reshape(n_paths, n_epochs)
+    return Outlook(params=out, set_index=index, switch_days=starts.astype(np.int64),
+                   conversion=conv, arrivals=arr)
