@@ -283,11 +283,11 @@ def run_rate(log: EventLog, model: FunnelModel, cutoff: dt.date, horizon: int, n
 def engine(model: FunnelModel, params: Parameters, log: EventLog, cutoff: dt.date, horizon: int,
            n_paths: int, seed: int) -> dict[str, np.ndarray]:
     """The engine's predictive sample: the simulator from the open pipeline at ``cutoff``."""
-    from forecast.simulate import simulate
+    from forecast.outlook import simulate_ahead
 
     cutoff = _as_date(cutoff)
-    result = simulate(model, params, open_pipeline(log, model, cutoff), cutoff, horizon,
-                      n_paths, seed)
+    result = simulate_ahead(model, params, open_pipeline(log, model, cutoff), cutoff, horizon,
+                            n_paths, seed)
     return {"bookings": result.bookings.sum(1),
             "won_deals": result.won.sum(1).astype(np.float64)}
 

@@ -306,7 +306,7 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
     """Forecast bookings: bands per period over a horizon, from an open pipeline."""
     from forecast import ledger as ledger_mod
     from forecast import outputs, summarize
-    from forecast.simulate import simulate
+    from forecast.outlook import simulate_ahead
 
     note = notes(quiet)
     try:
@@ -328,8 +328,8 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
     progress = Progress("simulating", enabled=not quiet)
     started = time.perf_counter()
     try:
-        result = simulate(model, params, pipeline, as_of, horizon, paths, seed,
-                          occupancy_days=occupancy_days, progress=progress)
+        result = simulate_ahead(model, params, pipeline, as_of, horizon, paths, seed,
+                                occupancy_days=occupancy_days, progress=progress)
     finally:
         progress.close()
     elapsed = time.perf_counter() - started

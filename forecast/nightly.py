@@ -116,7 +116,7 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
     from forecast import summarize
     from forecast.cli import import_options, read_history_or_fail, writable_ledger_or_fail
     from forecast.eventlog import InputError, open_pipeline
-    from forecast.simulate import simulate
+    from forecast.outlook import simulate_ahead
     from forecast.statistics import sufficient_statistics
 
     started = time.perf_counter()
@@ -168,8 +168,8 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
     params, fitted = posterior_or_fail(posterior, model, paths)
     pipeline = open_pipeline(log, model, as_of)
     occupancy = ledger_mod.occupancy_days(as_of, horizon)
-    sim = simulate(model, params, pipeline, as_of, horizon, paths, seed,
-                   occupancy_days=occupancy)
+    sim = simulate_ahead(model, params, pipeline, as_of, horizon, paths, seed,
+                         occupancy_days=occupancy)
     record = ledger_mod.RunRecord(
         as_of=as_of, model_name=model.name, model_path=str(model.path),
         model_sha256=model.sha256, history_path=str(history), history_sha256=log.sha256,

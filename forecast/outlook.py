@@ -17,10 +17,11 @@ draw's hazards and arrivals times the walk's multipliers there.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from forecast.model import FunnelModel
 from forecast.parameters import Parameters
 
 PERIOD_MONTHS = {"month": 1, "quarter": 3}
@@ -94,12 +95,40 @@ def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np
     mask = np.asarray(towards_won, dtype=bool)
     factor = np.where(mask[None, :, None, None, None, :],
                       conv.reshape(-1)[:, None, None, None, None, None], 1.0)
-    out = Parameters(
-        hazards=base.hazards * factor,
-        arrivals_mean=base.arrivals_mean * arr.reshape(-1)[:, None],
-        arrivals_dispersion=base.arrivals_dispersion, day_of_week=base.day_of_week,
-        deal_mu=base.deal_mu, deal_sigma=base.deal_sigma,
-        close_calendar=base.close_calendar, arrivals_calendar=base.arrivals_calendar)
+    out = replace(base, hazards=base.hazards * factor,
+                  arrivals_mean=base.arrivals_mean * arr.reshape(-1)[:, None],
+                  walk_sd=np.zeros_like(base.walk_sd))  # walked: not to be walked again
     index = np.arange(n_paths * n_epochs, dtype=np.int64).reshape(n_paths, n_epochs)
     return Outlook(params=out, set_index=index, switch_days=starts.astype(np.int64),
                    conversion=conv, arrivals=arr)
+
+
+def towards_won(model: FunnelModel) -> np.ndarray:
+    """The moves the walk scales, as a bool ``[n_transient, n_states]`` mask: advances, skips
+    and recaptures (the drift fit's moves towards won)."""
+    kinds = model.move_kinds()
+    return (kinds == 1) | (kinds == 3)
+
+
+def simulate_ahead(model: FunnelModel, params: Parameters, pipeline, as_of: dt.date,
+                   horizon: int, n_paths: int, seed: int, **options):
+    """``forecast.simulate.simulate``, with a drift fit's walk continued over the horizon when
+    the parameters carry one (``Parameters.walk_sd``), else exactly ``simulate``.
+
+    The result's ``set_index`` then points into the per-path, per-period sets of the walk, not
+    into ``params``.
+    """
+    from forecast.simulate import simulate
+
+    if not params.has_walk:
+        return simulate(model, params, pipeline, as_of, horizon, n_paths, seed, **options)
+    months = np.unique(params.walk_months[params.walk_sd.max(axis=1) > 0])
+    if len(months) != 1 or int(months[0]) not in PERIOD_MONTHS.values():
+        raise ValueError(f"a walk needs one period of 1 or 3 months, got {months.tolist()}")
+    period = "month" if int(months[0]) == 1 else "quarter"
+    if "set_index" in options or "switch_days" in options:
+        raise ValueError("a continued walk sets the parameter sets by period itself")
+    ahead = continue_walk(params, towards_won(model), params.walk_sd[:, 0],
+                          params.walk_sd[:, 1], as_of, horizon, n_paths, seed, period=period)
+    return simulate(model, ahead.params, pipeline, as_of, horizon, n_paths, seed,
+                    set_index=ahead.set_index, switch_days=ahead.switch_days, **options)

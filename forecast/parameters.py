@@ -36,6 +36,12 @@ class Parameters:
         the quarter (3), month end (1). All ones (the default) means no calendar effect.
     arrivals_calendar : float64 [n_sets, 4]
         Multipliers of arrivals: month of the quarter (3), month end (1).
+    walk_sd : float64 [n_sets, 2]
+        A drift fit's random-walk step sizes (log scale, per period) of conversion (moves
+        towards won) and of arrivals, continued over the horizon by
+        ``forecast.outlook.simulate_ahead``. Zeros (the default) mean rates held where they are.
+    walk_months : int64 [n_sets]
+        The walk's period in months (1 or 3; 0 without a walk).
     """
 
     hazards: np.ndarray
@@ -46,6 +52,8 @@ class Parameters:
     deal_sigma: np.ndarray
     close_calendar: np.ndarray | None = None
     arrivals_calendar: np.ndarray | None = None
+    walk_sd: np.ndarray | None = None
+    walk_months: np.ndarray | None = None
 
     def __post_init__(self):
         n = self.hazards.shape[0]
@@ -53,6 +61,10 @@ class Parameters:
             object.__setattr__(self, "close_calendar", np.ones((n, N_CLOSE)))
         if self.arrivals_calendar is None:
             object.__setattr__(self, "arrivals_calendar", np.ones((n, N_ARRIVALS)))
+        if self.walk_sd is None:
+            object.__setattr__(self, "walk_sd", np.zeros((n, 2)))
+        if self.walk_months is None:
+            object.__setattr__(self, "walk_months", np.zeros(n, dtype=np.int64))
 
     @classmethod
     def concat(cls, parts) -> Parameters:
@@ -62,6 +74,10 @@ class Parameters:
     @property
     def has_calendar(self) -> bool:
         return bool(np.any(self.close_calendar != 1.0) or np.any(self.arrivals_calendar != 1.0))
+
+    @property
+    def has_walk(self) -> bool:
+        return bool(np.any(self.walk_sd > 0.0))
 
     @property
     def n_sets(self) -> int:
@@ -83,7 +99,7 @@ class Parameters:
 
 
 _FIELDS = ("hazards", "arrivals_mean", "arrivals_dispersion", "day_of_week", "deal_mu",
-           "deal_sigma", "close_calendar", "arrivals_calendar")
+           "deal_sigma", "close_calendar", "arrivals_calendar", "walk_sd", "walk_months")
 
 
 def default_parameters(model: FunnelModel) -> Parameters:

@@ -646,11 +646,11 @@ def fresh_forecast(model: FunnelModel, params, log: EventLog, as_of: dt.date, *,
     """Simulate a forecast from the open pipeline at ``as_of`` and keep its bands."""
     from forecast import ledger as ledger_mod
     from forecast.eventlog import open_pipeline
-    from forecast.simulate import simulate
+    from forecast.outlook import simulate_ahead
 
     pipeline = open_pipeline(log, model, as_of)
-    result = simulate(model, params, pipeline, as_of, horizon, paths, seed,
-                      occupancy_days=ledger_mod.occupancy_days(as_of, horizon))
+    result = simulate_ahead(model, params, pipeline, as_of, horizon, paths, seed,
+                            occupancy_days=ledger_mod.occupancy_days(as_of, horizon))
     stored = ledger_mod.ledger_bands(result)
     stored.insert(0, "run_id", 0)
     stored["period_start"] = pd.to_datetime(stored["period_start"]).dt.date

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from forecast.model import load_model
-from forecast.outlook import continue_walk, periods_ahead
-from forecast.parameters import default_parameters
+from forecast.outlook import continue_walk, periods_ahead, simulate_ahead, towards_won
+from forecast.parameters import Parameters, default_parameters
 from forecast.simulate import Pipeline, simulate
 
 
@@ -20,8 +20,7 @@ def b2b():
 
 
 def towards_won_mask(model):
-    kinds = model.move_kinds()  # [n_active + 1, n_states]: 1 advance, 3 recapture
-    return (kinds == 1) | (kinds == 3)
+    return towards_won(model)
 
 
 def test_periods_ahead():
@@ -119,3 +118,27 @@ def test_the_walk_widens_the_simulated_bands_as_it_should(b2b):
         assert abs(w.std() / want - 1) < 0.08, (j, w.std(), want)
         # and each path's arrivals follow its own multiplier
         assert np.corrcoef(w, np.log(out.arrivals[:, j]))[0, 1] > 0.9
+
+
+def test_simulate_ahead_is_simulate_without_a_walk_and_walks_with_one(b2b):
+    from dataclasses import replace
+
+    params = default_parameters(b2b)
+    as_of = dt.date(2026, 9, 30)
+    plain = simulate(b2b, params, Pipeline.empty(), as_of, 60, 50, seed=4)
+    same = simulate_ahead(b2b, params, Pipeline.empty(), as_of, 60, 50, seed=4)
+    np.testing.assert_array_equal(plain.entered, same.entered)
+
+    walking = replace(params, walk_sd=np.array([[0.2, 0.3]]), walk_months=np.array([3]))
+    got = simulate_ahead(b2b, walking, Pipeline.empty(), as_of, 120, 50, seed=4)
+    ahead = continue_walk(walking, towards_won(b2b), 0.2, 0.3, as_of, 120, 50, seed=4,
+                          period="quarter")
+    want = simulate(b2b, ahead.params, Pipeline.empty(), as_of, 120, 50, seed=4,
+                    set_index=ahead.set_index, switch_days=ahead.switch_days)
+    np.testing.assert_array_equal(got.entered, want.entered)
+    np.testing.assert_array_equal(got.switch_days, [92])  # 2027-01-01: the next quarter
+    assert not ahead.params.has_walk  # the walked sets are not walked again
+
+    mixed = Parameters.concat([walking, replace(walking, walk_months=np.array([1]))])
+    with pytest.raises(ValueError, match="one period"):
+        simulate_ahead(b2b, mixed, Pipeline.empty(), as_of, 60, 10, seed=0)
