@@ -156,9 +156,12 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
 
     With a ``[calendar]`` table in the model, closing hazards and arrivals get calendar
     multipliers (``forecast.calendar``). With ``drift``, the hazards of moves towards won and
-    the arrivals get a monthly random walk on the log scale, anchored at 0 in the as-of month:
+    the arrivals get a monthly random walk on the log scale, anchored at 0 in the as-of month
+    (its step sizes go into the parameters: ``forecast.outlook`` continues it over a forecast):
     the fitted base rates are those of the last month, and older months differ by the walk
-    (so a rate that changed during the history is not averaged away).
+    (so a rate that changed during the history is not averaged away). With both, the walk
+    steps once a quarter (anchored at 0 in the as-of quarter), so that it cannot take over the
+    month-of-quarter effects (``_drift_walks``).
     """
     pm = _import_pymc()
     import pytensor.tensor as pt
@@ -204,6 +207,11 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
         closing = np.isin(moves.dest, [model.state_index(WON), model.state_index(LOST)])
         coords["quarter_month"] = ["first", "second", "third"]
         coords["months_back"] = [str(m) for m in range(1, n_m)]
+        # With the calendar, the walk steps once a quarter (see ``_drift_walks``).
+        walk_quarter = quarters_back(stats.as_of, n_m) if calendar \
+            else np.arange(n_m, dtype=np.int64)
+        if calendar and drift:
+            coords["quarters_back"] = [str(q) for q in range(1, int(walk_quarter.max()) + 1)]
 
     with pm.Model(coords=coords) as pm_model:
         # -- hazards
@@ -253,7 +261,7 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
                 log_mult = (c_wd[wd_k] + c_qm[qm_k] + c_me * me_k)[group_kind]  # [group]
                 extra = extra + closing.astype(float)[:, None] * log_mult[None, :]
             if drift:
-                walk, arr_walk = _drift_walks(pm, pt, pri, n_m)
+                walk, arr_walk = _drift_walks(pm, pt, pri, walk_quarter, quarterly=calendar)
                 extra = extra + moves.towards_won.astype(float)[:, None] \
                     * walk[group_month][None, :]
             log_lam = log_lam[..., None] + extra[:, None, None, None, :]
@@ -323,17 +331,37 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
     return pm_model
 
 
-def _drift_walks(pm, pt, pri, n_months: int):
-    """Monthly random walks (log scale) for conversion and arrivals, 0 in the as-of month:
-    ``walk[j]`` is the log-multiplier ``j`` months before it (non-centred steps)."""
+def quarters_back(as_of: dt.date, n_months: int) -> np.ndarray:
+    """For the month ``j`` months before the month of ``as_of`` (``j = 0 .. n_months - 1``):
+    whole calendar quarters before the quarter of ``as_of``."""
+    month = as_of.year * 12 + as_of.month - 1 - np.arange(n_months, dtype=np.int64)
+    return (as_of.year * 12 + as_of.month - 1) // 3 - month // 3
+
+
+def _drift_walks(pm, pt, pri, step: np.ndarray, *, quarterly: bool = False):
+    """Random walks (log scale) for conversion and arrivals, 0 in the as-of month: ``walk[j]``
+    is the log-multiplier ``j`` months before it (non-centred steps).
+
+    ``step[j]`` is the step of the walk month ``j`` is on: ``j`` itself for a monthly walk, its
+    quarter (:func:`quarters_back`) for a quarterly one (``quarterly``), whose step prior is
+    ``drift_step_sigma`` times sqrt(3), a monthly walk's spread over three months. With calendar
+    effects the walk must be quarterly: a monthly walk can take the month-of-quarter pattern
+    of conversion into the months (it is free to, for won moves only, where the quarter-month
+    effect is shared with the lost moves), and the fit then anchored the base rate on the
+    as-of month's own level and applied the quarter-month effects on top of it again. A
+    quarterly walk is constant within a quarter, so the month-of-quarter effects are the only
+    within-quarter pattern, and the base rates are those of the as-of quarter.
+    """
+    n_steps = int(step.max(initial=0))
     out = []
     for name in ("drift", "arrivals_drift"):
-        if n_months < 2:
-            out.append(pt.zeros(1))
+        if n_steps < 1:
+            out.append(pt.zeros(len(step)))
             continue
-        step_sd = pm.HalfNormal(f"{name}_step_sd", pri["drift_step_sigma"])
-        z = pm.Normal(f"{name}_z", 0.0, 1.0, dims="months_back")
-        walk = pt.concatenate([pt.zeros(1), pt.cumsum(step_sd * z)])
+        scale = pri["drift_step_sigma"] * (np.sqrt(3.0) if quarterly else 1.0)
+        step_sd = pm.HalfNormal(f"{name}_step_sd", scale)
+        z = pm.Normal(f"{name}_z", 0.0, 1.0, dims="quarters_back" if quarterly else "months_back")
+        walk = pt.concatenate([pt.zeros(1), pt.cumsum(step_sd * z)])[step]
         pm.Deterministic(f"{name}_by_month", walk[1:], dims="months_back")
         out.append(walk)
     return out
@@ -504,7 +532,14 @@ def posterior_parameters(idata, model: FunnelModel, path: str = "posterior") -> 
         arr_cal = np.exp(np.concatenate([_flat(post, "arrivals_quarter_month_effect"),
                                          _flat(post, "arrivals_month_end_effect")[:, None]],
                                         axis=1))
+    walk_sd = walk_months = None
+    if "drift_step_sd" in post:  # a drift fit: its walk goes on over the forecast's horizon
+        walk_sd = np.stack([_flat(post, name) if name in post else np.zeros(n_sets)
+                            for name in ("drift_step_sd", "arrivals_drift_step_sd")], axis=1)
+        quarterly = "quarters_back" in post["drift_z"].dims
+        walk_months = np.full(n_sets, 3 if quarterly else 1, dtype=np.int64)
     return Parameters(
+        walk_sd=walk_sd, walk_months=walk_months,
         hazards=hazards,
         arrivals_mean=np.exp(_flat(post, "log_arrivals")),
         arrivals_dispersion=_flat(post, "arrivals_size"),

@@ -61,7 +61,11 @@ def test_drift_fit_recovers_the_new_rates_and_the_plain_fit_does_not(two_stage, 
     for drift in (False, True):
         result = fit(stats, two_stage, draws=200, tune=300, chains=2, seed=6, progress=False,
                      drift=drift)
-        drawn[drift] = _a_to_b(posterior_parameters(result.idata, two_stage), two_stage)
+        params = posterior_parameters(result.idata, two_stage)
+        drawn[drift] = _a_to_b(params, two_stage)
+        # a drift fit's walk goes on over the forecast (forecast.outlook), month by month
+        assert params.has_walk == drift
+        assert (params.walk_months == (1 if drift else 0)).all()
     # What `describe` shows: months before the change ran at about half the as-of month's
     # conversion, months after it at about the same.
     table = drift_table(result.idata.posterior, stats.as_of)
