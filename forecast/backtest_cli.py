@@ -55,8 +55,9 @@ def _options(func):
         click.option("--window", type=click.IntRange(1, 36600), default=None, metavar="DAYS",
                      help="Fit on the last DAYS days before each cutoff only."),
         click.option("--drift", is_flag=True,
-                     help="Fit with drift (as `fit --drift`): a monthly random walk on "
-                          "conversion and arrivals."),
+                     help="Fit with drift (as `fit --drift`): a random walk on conversion "
+                          "and arrivals, by month (by quarter with a [calendar] table), "
+                          "continued over the horizon."),
         click.option("--no-fit", "no_fit", is_flag=True,
                      help="Forecast with the model file's default parameters instead of a fit "
                           "at each cutoff (beware: defaults set from the whole history know "
@@ -78,12 +79,17 @@ def _options(func):
 
 def fit_key(model: FunnelModel, history_sha256: str, cutoff: dt.date, since: dt.date | None,
             settings: dict) -> str:
-    """The cache key of a fit: everything its posterior depends on."""
-    from forecast import __version__
+    """The cache key of a fit: everything its posterior depends on, the fitting code included
+    (the sources of ``forecast.fit`` and ``forecast.statistics``: a fix there must not leave
+    the old fits in a reused ``--out`` looking valid)."""
+    from forecast import __version__, statistics
+    from forecast import fit as fit_mod
 
+    code = hashlib.sha256(b"".join(Path(m.__file__).read_bytes()
+                                   for m in (fit_mod, statistics))).hexdigest()
     text = json.dumps({"model": model.sha256, "history": history_sha256,
                        "cutoff": cutoff.isoformat(), "since": str(since), "version": __version__,
-                       **settings}, sort_keys=True)
+                       "code": code, **settings}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

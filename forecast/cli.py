@@ -274,6 +274,11 @@ def forecast_inputs(model_name, history, history_format, options: dict, as_of_te
         params, fitted = posterior_or_fail(posterior_path, model, paths)
         parameters_text = (f"posterior {posterior_path} ({fitted['draws']:,} draws, fitted as of "
                            f"{fitted['as_of']})")
+        if params.has_walk:  # forecast.outlook: the drift fit's walk goes on over the horizon
+            period = "quarter" if int(params.walk_months.max()) == 3 else "month"
+            conv, arr = np.median(params.walk_sd, axis=0)
+            parameters_text += (f"; drift walk continued by {period} (median step "
+                                f"{conv:.0%} conversion, {arr:.0%} arrivals)")
     log = read_history_or_fail(history_path, model, history_format, options, as_of)
     if as_of is None:
         as_of = latest_date(log)
@@ -737,8 +742,10 @@ def _fit_history_options(func):
 @click.option("--window", "window_text", default=None, metavar="DAYS",
               help="Learn only from the last DAYS days before --as-of (e.g. 180 or 180d).")
 @click.option("--drift", is_flag=True,
-              help="Let conversion and arrivals drift month by month (a random walk): the "
-                   "forecast starts from the last month's rates, not the history's average.")
+              help="Let conversion and arrivals drift: a random walk by month (by quarter "
+                   "when the model has a [calendar] table). Forecasts start from the last "
+                   "period's rates, not the history's average, and the walk goes on over "
+                   "their horizon.")
 @click.option("--undeclared", type=click.Choice(["raise", "censor"]), default="raise",
               show_default=True,
               help="A move the model does not declare: an error, or end that stay there.")

@@ -6,8 +6,10 @@ by the module; it takes about half a minute, most of it compiling the model.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -134,3 +136,38 @@ def test_fit_errors_leave_nothing_behind(tmp_path, history, two_stage):
 def test_bad_window_is_a_clear_error(history, window):
     out = invoke("fit", history, "--out", history.with_name("x.nc"), "--window", window)
     assert out.exit_code == 1 and "--window" in out.stderr and "number of days" in out.stderr
+
+
+
+@pytest.mark.slow
+def test_a_drift_fit_walks_on_over_the_forecast(history, two_stage):
+    """`fit --drift`, then `run --posterior`: the walk goes on over the horizon (and the run
+    says so), the same seed gives the same bands, and the spread of won deals is wider than
+    with the same draws at rates held at the as-of level."""
+    from forecast.eventlog import open_pipeline
+    from forecast.fit import load_posterior, posterior_parameters
+    from forecast.importers import read_history
+    from forecast.outlook import simulate_ahead
+    from forecast.simulate import simulate
+
+    path = history.with_name("drift.nc")
+    out = invoke("fit", history, "--model", two_stage.path, "--out", path, "--drift",
+                 "--draws", 100, "--tune", 150, "--seed", 2, "--quiet")
+    assert out.exit_code == 0, out.output
+    args = ["run", "--model", two_stage.path, "--history", history, "--paths", 200,
+            "--posterior", path, "--format", "json", "--quiet"]
+    first, again = invoke(*args), invoke(*args)
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert "drift walk continued by month" in summary["parameters"]
+    assert summary["bands"] == json.loads(again.stdout)["bands"]
+
+    params = posterior_parameters(load_posterior(path), two_stage)
+    assert params.has_walk
+    as_of = dt.date.fromisoformat(AS_OF)
+    pipe = open_pipeline(read_history(history, two_stage), two_stage, as_of)
+    n, days = 2000, 180
+    walked = simulate_ahead(two_stage, params, pipe, as_of, days, n, seed=0).won.sum(1)
+    held = simulate(two_stage, params, pipe, as_of, days, n, seed=0).won.sum(1)
+    spread = [np.quantile(x, 0.9) - np.quantile(x, 0.1) for x in (walked, held)]
+    assert spread[0] > 1.1 * spread[1], spread
