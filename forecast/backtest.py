@@ -475,7 +475,8 @@ def calibration_chart(path, table: pd.DataFrame, title: str) -> None:
         ax.set_xlim(0, 1)
         ax.set_xlabel("PIT of the actual")
         ax.set_ylabel("cutoffs")
-        ax.set_title(f"{metric}: PIT histogram ({n} cutoffs)", loc="left", fontsize=10)
+        plural = "s" if n != 1 else ""
+        ax.set_title(f"{metric}: PIT histogram ({n} cutoff{plural})", loc="left", fontsize=10)
         ax.legend(frameon=False, fontsize=8)
         ax2.plot([0, 1], [0, 1], color="black", ls="--", lw=1, label="ideal")
         ax2.set_xlim(0, 1)

@@ -183,9 +183,10 @@ def backtest(history, model_name, cutoffs_text, horizon, paths, seed, draws, tun
     except (InputError, fit_mod.PosteriorError, ValueError) as exc:
         fail(str(exc))
     elapsed = time.perf_counter() - started
+    n_cut = f"{len(cutoffs)} cutoff{'s' if len(cutoffs) != 1 else ''}"
     header = [
-        f"Backtest: model {model.name} ({model.path}), history {history}, {len(cutoffs)} "
-        f"cutoffs {cutoffs[0]} to {cutoffs[-1]}, horizon {horizon} days, {paths:,} paths, "
+        f"Backtest: model {model.name} ({model.path}), history {history}, {n_cut} "
+        f"{cutoffs[0]} to {cutoffs[-1]}, horizon {horizon} days, {paths:,} paths, "
         f"seed {seed}",
         f"engine parameters: {fit_text}; baselines: weighted pipeline, run rate (trailing "
         f"{trailing} days); {elapsed:.0f} s",
@@ -196,7 +197,7 @@ def backtest(history, model_name, cutoffs_text, horizon, paths, seed, draws, tun
             "paths": paths, "seed": seed, "parameters": fit_text, "trailing_days": trailing,
             "currency": model.currency}
     if out_dir is not None:
-        title = f"{model.name}: {len(cutoffs)} cutoffs, horizon {horizon} days"
+        title = f"{model.name}: {n_cut}, horizon {horizon} days"
         writers = {
             "backtest.csv": lambda p: table.to_csv(p, index=False),
             "forecasts.csv": lambda p: forecasts.to_csv(p, index=False),

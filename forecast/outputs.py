@@ -36,6 +36,12 @@ def money(x: float, currency: str = "USD") -> str:
     return f"{sign}${text}" if currency == "USD" else f"{sign}{text} {currency}"
 
 
+def expired_label(stage: str) -> str:
+    """The table's column of expiries: "expired SQLs" for an acronym stage, else "expired from
+    opportunity" (not "expired OPPORTUNITYs")."""
+    return f"expired {stage.upper()}s" if len(stage) <= 3 else f"expired from {stage}"
+
+
 def render_table(bands: pd.DataFrame, header: list[str], currency: str,
                  qualified_stage: str) -> str:
     """The human table: bookings bands per period, then won deals, expired SQLs, lost value."""
@@ -46,7 +52,7 @@ def render_table(bands: pd.DataFrame, header: list[str], currency: str,
     lo, hi = (qcols[0], qcols[-1]) if len(qcols) >= 2 else (None, None)
     cols = ["period", "days", "bookings mean", *(f"{c.upper()}" for c in qcols),
             "won deals" + (f" {mid.upper()} [{lo.upper()}-{hi.upper()}]" if lo else ""),
-            f"expired {qualified_stage.upper()}s", "lost to expiry"]
+            expired_label(qualified_stage), "lost to expiry"]
     rows = []
     for p in periods:
         b = by["bookings"].loc[p]
