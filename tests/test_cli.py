@@ -159,3 +159,10 @@ def test_bad_model(tmp_path):
     res = invoke("run", *FAST, "--model", str(bad))
     assert res.exit_code == 1
     assert "m.toml" in res.stderr and "[funnel.stages]" in res.stderr
+
+
+def test_expired_column_reads_well_for_any_stage_name():
+    from forecast.outputs import expired_label
+
+    assert expired_label("sql") == "expired SQLs"
+    assert expired_label("opportunity") == "expired from opportunity"
