@@ -833,7 +833,7 @@ def fit(history, model_name, out_path, as_of_text, window_text, drift, undeclare
     click.echo(describe_mod.render(describe_mod.describe(model, params), model, header))
     drift_rows = describe_mod.drift_table(result.idata.posterior, as_of)
     if drift_rows is not None:
-        click.echo("\n" + describe_mod.render_drift(drift_rows, as_of))
+        click.echo("\n" + describe_mod.render_drift(drift_rows, as_of, params))
 
 
 @main.command()
@@ -895,8 +895,8 @@ def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, hist
             idata = load_posterior(posterior_path)
             drift_rows = describe_mod.drift_table(idata.posterior, provenance(idata)["as_of_date"])
             if drift_rows is not None:
-                click.echo("\n" + describe_mod.render_drift(drift_rows,
-                                                            provenance(idata)["as_of_date"]))
+                click.echo("\n" + describe_mod.render_drift(
+                    drift_rows, provenance(idata)["as_of_date"], params))
         if stale is not None:
             click.echo(f"\nStale open deals in {history} as of {as_of} (open longer than 95% of "
                        "stays in the stage last):\n"

@@ -267,8 +267,9 @@ def drift_table(posterior, as_of) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-def render_drift(table: pd.DataFrame, as_of) -> str:
-    """Text: each month's multiplier of conversion and arrivals against the as-of month."""
+def render_drift(table: pd.DataFrame, as_of, params=None) -> str:
+    """Text: each month's multiplier of conversion and arrivals against the as-of month, and,
+    given the posterior's ``params``, the walk's step sizes that forecasts continue it with."""
     lines = [f"Drift: rates of each month relative to {pd.Period(as_of, 'M')} (x1.00), median "
              "[90% interval]:"]
     months = list(dict.fromkeys(table["month"]))[::-1]
@@ -284,4 +285,10 @@ def render_drift(table: pd.DataFrame, as_of) -> str:
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines += [fmt.format(*head), fmt.format(*("-" * w for w in widths)),
               *(fmt.format(*row) for row in rows)]
+    if params is not None and params.has_walk:
+        period = "quarter" if int(params.walk_months.max()) == 3 else "month"
+        q = np.quantile(params.walk_sd, [0.5, *INTERVAL], axis=0)  # [stat, conversion/arrivals]
+        lines.append(f"Forecasts continue the walk, one step a {period} (forecast.outlook): step "
+                     f"size (sd of the log rate) {q[0, 0]:.0%} [{q[1, 0]:.0%}-{q[2, 0]:.0%}] for "
+                     f"conversion, {q[0, 1]:.0%} [{q[1, 1]:.0%}-{q[2, 1]:.0%}] for arrivals.")
     return "\n".join(lines)

@@ -74,6 +74,8 @@ def test_drift_fit_recovers_the_new_rates_and_the_plain_fit_does_not(two_stage, 
         conv.loc["2023-07", "hi"] + 0.1
     assert conv.loc["2024-05", "lo"] < 1.0 < conv.loc["2024-05", "hi"]
     assert "Drift: rates of each month relative to 2024-06" in render_drift(table, stats.as_of)
+    text = render_drift(table, stats.as_of, posterior_parameters(result.idata, two_stage))
+    assert "Forecasts continue the walk, one step a month" in text
     lo, hi = np.quantile(drawn[True], [0.05, 0.95])
     assert lo <= want_new <= hi, (lo, hi, want_new)
     lo, hi = np.quantile(drawn[False], [0.05, 0.95])
