@@ -335,6 +335,8 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
     try:
         result = simulate_ahead(model, params, pipeline, as_of, horizon, paths, seed,
                                 occupancy_days=occupancy_days, progress=progress)
+    except ValueError as exc:  # a drift walk too large for the paths and horizon asked
+        fail(str(exc))
     finally:
         progress.close()
     elapsed = time.perf_counter() - started

@@ -168,8 +168,11 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
     params, fitted = posterior_or_fail(posterior, model, paths)
     pipeline = open_pipeline(log, model, as_of)
     occupancy = ledger_mod.occupancy_days(as_of, horizon)
-    sim = simulate_ahead(model, params, pipeline, as_of, horizon, paths, seed,
-                         occupancy_days=occupancy)
+    try:
+        sim = simulate_ahead(model, params, pipeline, as_of, horizon, paths, seed,
+                             occupancy_days=occupancy)
+    except ValueError as exc:  # a drift walk too large for the paths and horizon asked
+        _fail(str(exc))
     record = ledger_mod.RunRecord(
         as_of=as_of, model_name=model.name, model_path=str(model.path),
         model_sha256=model.sha256, history_path=str(history), history_sha256=log.sha256,

@@ -25,9 +25,11 @@ from forecast.model import FunnelModel
 from forecast.parameters import Parameters
 
 PERIOD_MONTHS = {"month": 1, "quarter": 3}
-# Parameter sets the continued walk may create (paths x periods): each is a full hazard table,
-# and the simulator derives per-set tables from each, so this bounds memory and set-up time.
-MAX_SETS = 200_000
+# Parameter sets the continued walk may create (paths x periods): each is a full hazard table
+# and the simulator derives per-set tables from each (absorption probabilities included, about
+# 1 ms a set): for models/b2b.toml 8,000 sets take 360 MB and 9 s, so this bounds memory
+# (about 1 GB) and set-up time (about 30 s).
+MAX_SETS = 25_000
 _STEP_KEY = 0x5EED_0F_D21F7  # the walk's random stream: SeedSequence(seed, spawn_key=(this,))
 
 
@@ -80,9 +82,10 @@ def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np
     n_epochs = len(epoch_ahead)
     if n_paths * n_epochs > MAX_SETS:
         raise ValueError(
-            f"{n_paths:,} paths x {n_epochs} periods would need {n_paths * n_epochs:,} parameter "
-            f"sets for the continued walk (at most {MAX_SETS:,}): use fewer paths or a shorter "
-            f"horizon")
+            f"a drift fit's walk goes on over the horizon with one parameter set per path and "
+            f"{period}: {n_paths:,} paths x {n_epochs} {period}s = {n_paths * n_epochs:,} sets, "
+            f"more than {MAX_SETS:,}; use --paths {MAX_SETS // n_epochs:,} or fewer, or a "
+            f"shorter --horizon")
     n_steps = int(epoch_ahead[-1])
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STEP_KEY,)))
     z = rng.standard_normal((n_paths, 2, max(n_steps, 1)))[:, :, :n_steps]

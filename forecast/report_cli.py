@@ -119,9 +119,12 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
                  else str(exc))
     elif not no_forecast:
         sim_params = params if params is not None else default_parameters(model)
-        forecast = rep.fresh_forecast(
-            model, sim_params, log, as_of, horizon=horizon, paths=paths, seed=seed,
-            parameters=parameters if params is not None else "model defaults")
+        try:
+            forecast = rep.fresh_forecast(
+                model, sim_params, log, as_of, horizon=horizon, paths=paths, seed=seed,
+                parameters=parameters if params is not None else "model defaults")
+        except ValueError as exc:  # a drift walk too large for the paths and horizon asked
+            fail(str(exc))
     try:
         result = rep.build(log, model, as_of, mature_days=mature_days, params=params,
                            parameters=parameters, spend=spend,

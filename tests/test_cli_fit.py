@@ -161,6 +161,11 @@ def test_a_drift_fit_walks_on_over_the_forecast(history, two_stage):
     summary = json.loads(first.stdout)
     assert "drift walk continued by month" in summary["parameters"]
     assert summary["bands"] == json.loads(again.stdout)["bands"]
+    too_many = invoke("run", "--model", two_stage.path, "--history", history, "--paths", 30000,
+                      "--horizon", 120, "--posterior", path, "--quiet")
+    assert too_many.exit_code == 1
+    assert "one parameter set per path and month" in too_many.stderr
+    assert "use --paths 6,250 or fewer" in too_many.stderr  # 25,000 sets / 4 months
 
     params = posterior_parameters(load_posterior(path), two_stage)
     assert params.has_walk

@@ -93,7 +93,7 @@ def test_zero_steps_change_nothing(b2b):
 
 
 def test_too_many_sets_is_a_clear_error(b2b):
-    with pytest.raises(ValueError, match="parameter sets for the continued walk"):
+    with pytest.raises(ValueError, match="one parameter set per path and month"):
         continue_walk(default_parameters(b2b), towards_won_mask(b2b), 0.1, 0.1,
                       dt.date(2026, 9, 30), 3650, 100_000, seed=0)
 
