@@ -37,7 +37,7 @@ def test_periods_ahead():
 def test_walk_has_the_law_of_a_random_walk(b2b):
     """log multiplier j periods ahead ~ N(0, j sd^2), increments independent."""
     params = default_parameters(b2b)
-    n = 20_000
+    n = 8000  # 24,000 sets: under outlook.MAX_SETS
     out = continue_walk(params, towards_won_mask(b2b), 0.1, 0.2, dt.date(2026, 9, 30), 92, n,
                         seed=3)
     assert out.conversion.shape == (n, 3)  # October, November, December
@@ -48,9 +48,9 @@ def test_walk_has_the_law_of_a_random_walk(b2b):
             assert abs(logs.mean()) < 4 * sd * np.sqrt(j + 1) / np.sqrt(n)
             assert abs(logs.std() / (sd * np.sqrt(j + 1)) - 1) < 0.03
     steps = np.diff(np.log(out.conversion), axis=1)
-    assert abs(np.corrcoef(steps[:, 0], steps[:, 1])[0, 1]) < 0.03  # independent steps
+    assert abs(np.corrcoef(steps[:, 0], steps[:, 1])[0, 1]) < 0.045  # independent steps (4 SE)
     assert abs(np.corrcoef(np.log(out.conversion[:, 0]), np.log(out.arrivals[:, 0]))[0, 1]) \
-        < 0.03
+        < 0.045
 
 
 def test_sets_scale_conversion_and_arrivals_only(b2b):
