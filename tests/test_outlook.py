@@ -19,10 +19,6 @@ def b2b():
     return load_model("b2b")
 
 
-def towards_won_mask(model):
-    return towards_won(model)
-
-
 def test_periods_ahead():
     june_end = periods_ahead(dt.date(2017, 6, 30), 92)
     assert june_end[0] == 1 and june_end[30] == 1 and june_end[31] == 2  # 07-01, 07-31, 08-01
@@ -38,7 +34,7 @@ def test_walk_has_the_law_of_a_random_walk(b2b):
     """log multiplier j periods ahead ~ N(0, j sd^2), increments independent."""
     params = default_parameters(b2b)
     n = 8000  # 24,000 sets: under outlook.MAX_SETS
-    out = continue_walk(params, towards_won_mask(b2b), 0.1, 0.2, dt.date(2026, 9, 30), 92, n,
+    out = continue_walk(params, towards_won(b2b), 0.1, 0.2, dt.date(2026, 9, 30), 92, n,
                         seed=3)
     assert out.conversion.shape == (n, 3)  # October, November, December
     np.testing.assert_array_equal(out.switch_days, [31, 61])
@@ -55,7 +51,7 @@ def test_walk_has_the_law_of_a_random_walk(b2b):
 
 def test_sets_scale_conversion_and_arrivals_only(b2b):
     params = default_parameters(b2b)
-    mask = towards_won_mask(b2b)
+    mask = towards_won(b2b)
     out = continue_walk(params, mask, 0.3, 0.3, dt.date(2026, 9, 30), 92, 5, seed=0)
     assert out.params.n_sets == 15
     for p in range(5):
@@ -75,7 +71,7 @@ def test_sets_scale_conversion_and_arrivals_only(b2b):
 
 def test_a_path_keeps_its_walk_whatever_the_path_count(b2b):
     params = default_parameters(b2b)
-    mask = towards_won_mask(b2b)
+    mask = towards_won(b2b)
     a = continue_walk(params, mask, 0.1, 0.1, dt.date(2026, 9, 30), 200, 10, seed=7)
     b = continue_walk(params, mask, 0.1, 0.1, dt.date(2026, 9, 30), 200, 100, seed=7)
     np.testing.assert_array_equal(a.conversion, b.conversion[:10])
@@ -85,7 +81,7 @@ def test_a_path_keeps_its_walk_whatever_the_path_count(b2b):
 
 def test_zero_steps_change_nothing(b2b):
     params = default_parameters(b2b)
-    out = continue_walk(params, towards_won_mask(b2b), 0.0, 0.0, dt.date(2026, 9, 30), 92, 4,
+    out = continue_walk(params, towards_won(b2b), 0.0, 0.0, dt.date(2026, 9, 30), 92, 4,
                         seed=1)
     for k in range(out.params.n_sets):
         np.testing.assert_array_equal(out.params.hazards[k], params.hazards[0])
@@ -94,7 +90,7 @@ def test_zero_steps_change_nothing(b2b):
 
 def test_too_many_sets_is_a_clear_error(b2b):
     with pytest.raises(ValueError, match="one parameter set per path and month"):
-        continue_walk(default_parameters(b2b), towards_won_mask(b2b), 0.1, 0.1,
+        continue_walk(default_parameters(b2b), towards_won(b2b), 0.1, 0.1,
                       dt.date(2026, 9, 30), 3650, 100_000, seed=0)
 
 
@@ -104,7 +100,7 @@ def test_the_walk_widens_the_simulated_bands_as_it_should(b2b):
     variance j sd^2 plus the small count noise: checked against the plain run's spread."""
     params = default_parameters(b2b)
     n = 2000
-    out = continue_walk(params, towards_won_mask(b2b), 0.0, 0.25, dt.date(2026, 9, 30), 92, n,
+    out = continue_walk(params, towards_won(b2b), 0.0, 0.25, dt.date(2026, 9, 30), 92, n,
                         seed=2)
     walked = simulate(b2b, out.params, Pipeline.empty(), dt.date(2026, 9, 30), 92, n, seed=5,
                       set_index=out.set_index, switch_days=out.switch_days)
