@@ -31,6 +31,7 @@ from forecast.scenario import (
     parse_change,
     scenario_run,
     split_bands,
+    switch_days,
 )
 from forecast.simulate import Pipeline, SimulationResult, simulate
 from forecast.summarize import Periods, per_period, quantile_label
@@ -57,20 +58,27 @@ def run_scenarios(setting: Setting, scenarios: Sequence[Scenario],
     numbers.
 
     Age-band edges that any scenario needs (``expiry within_days``) are added for all runs,
-    the baseline included, so every run is the same process on the same bands.
+    the baseline included, so every run is the same process on the same bands. Likewise every
+    run is cut into epochs at every scenario's dates (a run unchanged on a date keeps its
+    parameter set there): the simulator's cohorts draw per epoch, so runs cut alike draw alike
+    up to the first date where they differ.
     """
     edges = sorted({e for sc in scenarios for e in needed_band_edges(setting.model, sc.changes)})
     model, params = split_bands(setting.model, setting.params, edges)
     base_index = np.arange(setting.paths, dtype=np.int64) % params.n_sets
-    out = []
     todo = [Scenario.empty(), *scenarios] if baseline else list(scenarios)
+    days = np.array(sorted({d for sc in todo
+                            for d in switch_days(sc, setting.as_of, setting.horizon)}),
+                    dtype=np.int64)
+    out = []
     for i, sc in enumerate(todo):
         plan = scenario_run(model, params, setting.pipeline, sc, setting.as_of,
                             setting.horizon, setting.paths, setting.seed, base_index)
+        # The plan's epoch in force at the start of each epoch of the common cut.
+        epoch = np.searchsorted(plan.switch_days, np.concatenate([[0], days]), side="right")
         out.append(simulate(model, plan.params, plan.pipeline, setting.as_of, setting.horizon,
-                            setting.paths, setting.seed, set_index=plan.set_index,
-                            switch_days=plan.switch_days,
-                            occupancy_days=setting.occupancy_days))
+                            setting.paths, setting.seed, set_index=plan.set_index[:, epoch],
+                            switch_days=days, occupancy_days=setting.occupancy_days))
         if progress is not None:
             progress(i + 1, len(todo))
     return out

@@ -484,6 +484,13 @@ class ScenarioRun:
     pipeline: Pipeline
 
 
+def switch_days(scenario: Scenario, as_of: dt.date, horizon: int) -> list[int]:
+    """The day indices inside the horizon on which some change of ``scenario`` starts."""
+    first = as_of + dt.timedelta(days=1)
+    return sorted({(c.start - first).days for c in scenario.changes
+                   if c.start is not None and 0 < (c.start - first).days < horizon})
+
+
 def scenario_run(model: FunnelModel, params: Parameters, pipeline: Pipeline,
                  scenario: Scenario, as_of: dt.date, horizon: int, n_paths: int,
                  seed: int, base_index: np.ndarray | None = None) -> ScenarioRun:
@@ -497,8 +504,7 @@ def scenario_run(model: FunnelModel, params: Parameters, pipeline: Pipeline,
     if base_index is None:
         base_index = np.arange(n_paths, dtype=np.int64) % n
     first = as_of + dt.timedelta(days=1)
-    days = sorted({(c.start - first).days for c in scenario.changes
-                   if c.start is not None and 0 < (c.start - first).days < horizon})
+    days = switch_days(scenario, as_of, horizon)
     blocks = []
     for day0 in [0, *days]:
         live = [c for c in scenario.changes

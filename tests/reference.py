@@ -19,11 +19,12 @@ moves (back, or to nurture) out of active stage ``s``, each raising the recycle 
 to the last; ``recaptured``: moves out of nurture into a stage; ``entered[t, d]``: leads
 entering state ``d`` on day ``t`` (moves and arrivals);
 ``occupancy``: leads per state at the end of the chosen days (won and lost cumulative).
-``lost_to_expiry``: a lead expiring from stage ``s`` with nothing pending sets aside
+``lost_to_expiry``: a lead expiring from stage ``s``, the model's qualified stage or a later
+one, with nothing pending sets aside
 ``winprob(s, its recycle level before the expiry) x (amount, or the segment's mean deal)``,
-dated that day, where only stages from the model's qualified stage on carry a value (earlier
-ones set aside 0); it is released if the lead later enters stage ``s`` or a later active stage,
-or won; whatever is still set aside at the end of the horizon counts.
+dated that day (going cold from an earlier stage sets nothing aside); it is released if the
+lead later enters stage ``s`` or a later active stage, or won; whatever is still set aside at
+the end of the horizon counts.
 """
 
 from __future__ import annotations
@@ -182,10 +183,10 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
                 amount[i] = np.random.lognormal(deal_mu[k, g], deal_sigma[k, g])
             if kind == _EXPIRY:
                 expired[t, s] += 1
-                if pend_stage[i] < 0:
-                    value = deal_mean[k, g] if np.isnan(amount[i]) else amount[i]
+                if pend_stage[i] < 0 and s >= qualified:
                     # Only leads that went cold from the qualified stage or later count.
-                    pend_val[i] = winprob[k, s, g, r] * value if s >= qualified else 0.0
+                    value = deal_mean[k, g] if np.isnan(amount[i]) else amount[i]
+                    pend_val[i] = winprob[k, s, g, r] * value
                     pend_day[i] = t
                     pend_stage[i] = s
                 rec[i] = min(r + 1, n_rec - 1)

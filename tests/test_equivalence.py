@@ -268,6 +268,32 @@ def test_b2b_model(b2b, b2b_params, b2b_pipeline):
         assert np.all(res.expired.sum(axis=(0, 1)) > 1000)
 
 
+def test_b2b_large_cohorts(b2b, b2b_params, b2b_pipeline):
+    """Cohorts both sides of the cohort kernel's ``COHORT_DRAW``: arrivals at three times the
+    model's rates (tens a day per segment: how many leave is drawn at once, each leaver's exit
+    given that it leaves) and the open pipeline with 100 of its leads repeated 20 times
+    (groups of 20 next to groups of 1). Half the paths switch parameter sets on day 20, the
+    other half the other way, so cohorts' stretches are cut at an epoch start."""
+    from forecast.simulate.engine import Pipeline
+    from forecast.simulate.kernels import COHORT_DRAW
+
+    pl = b2b_pipeline
+    rep = np.concatenate([np.arange(len(pl.state)), np.repeat(np.arange(100), 19)])
+    pipeline = Pipeline(pl.state[rep], pl.age[rep], pl.segment[rep], pl.recycle[rep],
+                        pl.amount[rep])
+    params = two_sets(b2b, b2b_params.with_arrivals_scaled(3.0))
+    assert params.arrivals_mean.max() > 2 * COHORT_DRAW > params.arrivals_mean.min()
+    n_paths = 2000
+    set_index = np.where(np.arange(n_paths)[:, None] % 2 == 0, [[0, 1]], [[1, 0]])
+    fast, ref = _run_both(b2b, params, pipeline, 45, n_paths, [19, 44], set_index=set_index,
+                          switch_days=[20])
+    pvalues = compare(fast, ref, b2b, by_set=True, pooled=False)
+    assert_same_distribution(pvalues)
+    for res in (fast, ref):
+        assert res.won.sum() > 1000 and res.recaptured.sum() > 1000
+        assert np.all(res.expired.sum(axis=(0, 1)) > 1000)
+
+
 @pytest.mark.parametrize("horizon", [1, 4])
 def test_very_short_horizons(two_stage, two_stage_params, two_stage_pipeline, horizon):
     """The edges of the horizon: the first day's moves, arrivals and occupancy."""

@@ -117,6 +117,7 @@ class KernelTables:
     dow: np.ndarray
     entry: int
     amount_stage: int
+    qualified: int
     hazards: np.ndarray
     closing: np.ndarray
     close_total: np.ndarray
@@ -146,6 +147,26 @@ def plain_tables(total: np.ndarray, cmax: np.ndarray, n_epochs: int) -> tuple[np
             bool(n_epochs == 1 and np.all(cmax == 1.0)))
 
 
+def open_groups(pipeline: Pipeline) -> tuple[np.ndarray, ...]:
+    """The open pipeline as the cohort kernel takes it: the leads with a known amount one by
+    one (``state, age, segment, recycle, amount`` and their index as substream key), then
+    the others as groups of equal ``state, age, segment, recycle`` with their ``count``."""
+    alone = ~np.isnan(pipeline.amount)
+    keys = np.flatnonzero(alone).astype(np.int64)
+    rows = np.stack([pipeline.state, pipeline.age, pipeline.segment, pipeline.recycle],
+                    axis=1).astype(np.int64)[~alone].reshape(-1, 4)
+    groups, counts = np.unique(rows, axis=0, return_counts=True)
+    groups = groups.reshape(-1, 4)
+
+    def col(a):
+        return np.ascontiguousarray(a, dtype=np.int64)
+
+    return (col(pipeline.state[keys]), col(pipeline.age[keys]), col(pipeline.segment[keys]),
+            col(pipeline.recycle[keys]), np.ascontiguousarray(pipeline.amount[keys], dtype=float),
+            keys, col(groups[:, 0]), col(groups[:, 1]), col(groups[:, 2]), col(groups[:, 3]),
+            col(counts))
+
+
 def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
     """Derive the simulator's tables from the hazard table (``forecast.hazards``)."""
     total, cumdest = transition_tables(params.hazards)
@@ -165,6 +186,7 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
         deal_mu=params.deal_mu, deal_sigma=params.deal_sigma,
         arr_mean=params.arrivals_mean, arr_size=params.arrivals_dispersion,
         dow=params.day_of_week, entry=model.state_index(model.entry), amount_stage=amount_stage,
+        qualified=model.state_index(model.qualified_stage),
         hazards=hazards, closing=closing,
         close_total=np.ascontiguousarray(hazards[..., closing].sum(-1)),
         close_calendar=params.close_calendar, arrivals_calendar=params.arrivals_calendar,
@@ -230,16 +252,23 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     weekday0 = (as_of + dt.timedelta(days=1)).weekday()
     total, close_mult, cmax, arr_cal = tab.calendar(as_of + dt.timedelta(days=1), horizon)
     lam_flat, plain = plain_tables(total, cmax, n_epochs)
-    run = kernels.forecast_parallel if parallel else kernels.forecast_serial
-    pl = pipeline
+    # Without calendar effects, the cohort kernel; with them, lead by lead.
+    if np.all(cmax == 1.0):
+        run = kernels.forecast_cohorts_parallel if parallel else kernels.forecast_cohorts_serial
+        lead_args = open_groups(pipeline)
+    else:
+        run = kernels.forecast_parallel if parallel else kernels.forecast_serial
+        pl = pipeline
+        lead_args = (pl.state.astype(np.int64), pl.age.astype(np.int64),
+                     pl.segment.astype(np.int64), pl.recycle.astype(np.int64),
+                     pl.amount.astype(np.float64))
     for start in range(0, n_paths, chunk_size):
         stop = min(start + chunk_size, n_paths)
         sl = slice(start, stop)
         run(path_states(seed, start, stop), set_index[sl], ep_start, weekday0, tab.entry,
-            pl.state.astype(np.int64), pl.age.astype(np.int64), pl.segment.astype(np.int64),
-            pl.recycle.astype(np.int64), pl.amount.astype(np.float64),
-            total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
-            tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
+            tab.qualified, lead_args, total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob,
+            tab.deal_mean, tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean,
+            tab.arr_size, tab.dow,
             occupancy_days, tab.hazards, tab.closing, tab.close_total, close_mult, cmax, arr_cal,
             lam_flat, plain, bookings[sl], won[sl], expired[sl], recaptured[sl], lost[sl],
             entered[sl], arrivals[sl], occupancy[sl])
@@ -282,7 +311,7 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
         st = path_states(seed, 0, 1)[0]  # a fresh stream on every try: the kernel consumes it
         kernels.simulate_path(
             st, ks, epoch_starts(np.asarray(switch_days, dtype=np.int64)),
-            start.weekday(), tab.entry, e.state, e.age, e.segment, e.recycle,
+            start.weekday(), tab.entry, tab.qualified, e.state, e.age, e.segment, e.recycle,
             e.amount, total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
             np.array([h - 1], dtype=np.int64), tab.hazards, tab.closing, tab.close_total,

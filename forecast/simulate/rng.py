@@ -243,3 +243,129 @@ def negative_binomial(st, mean, size):
     if size <= 0.0:
         return poisson(st, mean)
     return poisson(st, standard_gamma(st, size) * (mean / size))
+
+
+@njit
+def _binomial_inversion(st, n, p):
+    """Binomial(n, p) by sequential search from 0 (NumPy's inversion, for ``n * p <= 30``)."""
+    q = 1.0 - p
+    qn = math.exp(n * math.log1p(-p))
+    mean = n * p
+    bound = min(float(n), mean + 10.0 * math.sqrt(mean * q + 1.0))
+    x = 0
+    px = qn
+    u = uniform(st)
+    while u > px:
+        x += 1
+        if x > bound:  # lost in the far tail through rounding: start again
+            x = 0
+            px = qn
+            u = uniform(st)
+        else:
+            u -= px
+            px = ((n - x + 1) * p * px) / (x * q)
+    return x
+
+
+@njit
+def _stirling_tail(x):
+    """The Stirling-series correction BTPE uses in its final acceptance test."""
+    x2 = x * x
+    return (13860.0 - (462.0 - (132.0 - (99.0 - 140.0 / x2) / x2) / x2) / x2) / x / 166320.0
+
+
+@njit
+def _binomial_btpe(st, n, p):
+    """Binomial(n, p), ``p <= 0.5`` and ``n * p > 30``: Kachitvichyanukul & Schmeiser's (1988)
+    BTPE (triangle, parallelogram and exponential tails), as NumPy implements it."""
+    r = p
+    q = 1.0 - r
+    fm = n * r + r
+    m = math.floor(fm)
+    nrq = n * r * q
+    p1 = math.floor(2.195 * math.sqrt(nrq) - 4.6 * q) + 0.5
+    xm = m + 0.5
+    xl = xm - p1
+    xr = xm + p1
+    c = 0.134 + 20.5 / (15.3 + m)
+    a = (fm - xl) / (fm - xl * r)
+    laml = a * (1.0 + a / 2.0)
+    a = (xr - fm) / (xr * q)
+    lamr = a * (1.0 + a / 2.0)
+    p2 = p1 * (1.0 + 2.0 * c)
+    p3 = p2 + c / laml
+    p4 = p3 + c / lamr
+    while True:
+        u = uniform(st) * p4
+        v = uniform(st)
+        if u <= p1:  # the triangle: accepted at once
+            return math.floor(xm - p1 * v + u)
+        if u <= p2:  # the parallelograms
+            x = xl + (u - p1) / c
+            v = v * c + 1.0 - abs(m - x + 0.5) / p1
+            if v > 1.0:
+                continue
+            y = math.floor(x)
+        elif u <= p3:  # the left exponential tail
+            if v == 0.0:
+                continue
+            y = math.floor(xl + math.log(v) / laml)
+            if y < 0:
+                continue
+            v = v * (u - p2) * laml
+        else:  # the right exponential tail
+            if v == 0.0:
+                continue
+            y = math.floor(xr - math.log(v) / lamr)
+            if y > n:
+                continue
+            v = v * (u - p3) * lamr
+        k = abs(y - m)
+        if k <= 20 or k >= nrq / 2.0 - 1.0:
+            # Explicit evaluation of f(y) / f(m) by recursion.
+            s = r / q
+            aa = s * (n + 1)
+            f = 1.0
+            if m < y:
+                for i in range(m + 1, y + 1):
+                    f *= aa / i - s
+            elif m > y:
+                for i in range(y + 1, m + 1):
+                    f /= aa / i - s
+            if v <= f:
+                return y
+            continue
+        # Squeeze on log f(y) / f(m), then the exact bound with Stirling's corrections.
+        rho = (k / nrq) * ((k * (k / 3.0 + 0.625) + 0.16666666666666666) / nrq + 0.5)
+        t = -k * k / (2.0 * nrq)
+        big_a = math.log(v)
+        if big_a < t - rho:
+            return y
+        if big_a > t + rho:
+            continue
+        x1 = y + 1.0
+        f1 = m + 1.0
+        z = n + 1.0 - m
+        w = n - y + 1.0
+        if big_a <= (xm * math.log(f1 / x1) + (n - m + 0.5) * math.log(z / w)
+                     + (y - m) * math.log(w * r / (x1 * q))
+                     + _stirling_tail(f1) + _stirling_tail(z) + _stirling_tail(x1)
+                     + _stirling_tail(w)):
+            return y
+
+
+@njit
+def binomial(st, n, p):
+    """Binomial(n, p): inversion when the smaller of ``n * p``, ``n * (1 - p)`` is at most 30,
+    BTPE above (NumPy's choice of algorithms, and their code)."""
+    if n <= 0 or p <= 0.0:
+        return 0
+    if p >= 1.0:
+        return n
+    if p <= 0.5:
+        if n * p <= 30.0:
+            return _binomial_inversion(st, n, p)
+        return _binomial_btpe(st, n, p)
+    if n * (1.0 - p) <= 30.0:
+        return n - _binomial_inversion(st, n, 1.0 - p)
+    return n - _binomial_btpe(st, n, 1.0 - p)
