@@ -7,9 +7,12 @@ Everything the kernels need is derived here from a :class:`~forecast.model.Funne
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -254,26 +257,36 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     lam_flat, plain = plain_tables(total, cmax, n_epochs)
     # Without calendar effects, the cohort kernel; with them, lead by lead.
     if np.all(cmax == 1.0):
-        run = kernels.forecast_cohorts_parallel if parallel else kernels.forecast_cohorts_serial
+        run = kernels.forecast_cohorts
         lead_args = open_groups(pipeline)
     else:
-        run = kernels.forecast_parallel if parallel else kernels.forecast_serial
+        run = kernels.forecast_leads
         pl = pipeline
         lead_args = (pl.state.astype(np.int64), pl.age.astype(np.int64),
                      pl.segment.astype(np.int64), pl.recycle.astype(np.int64),
                      pl.amount.astype(np.float64))
-    for start in range(0, n_paths, chunk_size):
-        stop = min(start + chunk_size, n_paths)
+
+    def paths(start: int, stop: int) -> None:
         sl = slice(start, stop)
         run(path_states(seed, start, stop), set_index[sl], ep_start, weekday0, tab.entry,
             tab.qualified, lead_args, total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob,
             tab.deal_mean, tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean,
-            tab.arr_size, tab.dow,
-            occupancy_days, tab.hazards, tab.closing, tab.close_total, close_mult, cmax, arr_cal,
-            lam_flat, plain, bookings[sl], won[sl], expired[sl], recaptured[sl], lost[sl],
-            entered[sl], arrivals[sl], occupancy[sl])
-        if progress is not None:
-            progress(stop, n_paths)
+            tab.arr_size, tab.dow, occupancy_days, tab.hazards, tab.closing, tab.close_total,
+            close_mult, cmax, arr_cal, lam_flat, plain, bookings[sl], won[sl], expired[sl],
+            recaptured[sl], lost[sl], entered[sl], arrivals[sl], occupancy[sl])
+
+    # The kernels run without the GIL: each chunk of paths is split over numba's thread count
+    # (numba's own parallel loops compiled for minutes on this code, threads cost nothing).
+    threads = max(1, min(numba.get_num_threads(), n_paths)) if parallel else 1
+    with ThreadPoolExecutor(threads) as pool:
+        for start in range(0, n_paths, chunk_size):
+            stop = min(start + chunk_size, n_paths)
+            cuts = np.linspace(start, stop, threads + 1).round().astype(int)
+            for f in [pool.submit(paths, int(a), int(b)) for a, b in itertools.pairwise(cuts)
+                      if b > a]:
+                f.result()
+            if progress is not None:
+                progress(stop, n_paths)
     return SimulationResult(
         model=model, as_of=as_of, seed=seed, set_index=set_index, switch_days=switch_days,
         bookings=bookings, won=won,
@@ -304,6 +317,7 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
     h, n_active, n_states = days, model.n_active, len(model.states)
     total, close_mult, cmax, arr_cal = tab.calendar(start, days)
     e = Pipeline.empty()
+    occ_diff, _, queue = kernels.work_buffers(h, n_states, 0, 0)
     while True:  # retried with the exact size if the first guess of the event count was short
         events = np.zeros((capacity, 4), dtype=np.int64)
         amounts = np.zeros(capacity)
@@ -320,7 +334,7 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
             np.zeros((h, n_active), np.int64), np.zeros(h, np.int64), np.zeros(h),
             np.zeros((h, n_states), np.int32), np.zeros(h, np.int64),
             np.zeros((1, n_states), np.int64),
-            events, amounts, counter)
+            events, amounts, counter, occ_diff, queue)
         if counter[0] <= capacity:
             break
         capacity = int(counter[0]) + 1000

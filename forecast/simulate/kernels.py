@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from forecast.simulate.rng import (
     binomial,
@@ -360,7 +360,7 @@ def simulate_path(st, ks, ep_start, weekday0, entry, qual, open_state, open_age,
                   deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow, occ_days,
                   hazards, closing, close_total, close_mult, cmax, arr_cal, lam_flat, plain,
                   bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy,
-                  events, event_amounts, n_events):
+                  events, event_amounts, n_events, occ_diff, queue):
     """One Monte Carlo path, lead by lead: the open pipeline (as "day -1"), then each day's
     arrivals, each lead followed from its state to absorption or the end of the horizon
     (:func:`run_alone`). The general kernel: any calendar effect, and event logs. Accumulates
@@ -377,19 +377,11 @@ def simulate_path(st, ks, ep_start, weekday0, entry, qual, open_state, open_age,
     to one lead or one segment's arrivals leaves the others' draws as they were.
     """
     horizon = bookings.shape[0]
-    n_states = kinds.shape[1]
     n_seg = arr_mean.shape[1]
     n_open = open_state.shape[0]
-    occ_diff = np.zeros((horizon + 1, n_states), dtype=np.int64)
-    q_key = np.empty(QUEUE, dtype=np.int64)
-    q_lead = np.empty(QUEUE, dtype=np.int64)
-    q_state = np.empty(QUEUE, dtype=np.int64)
-    q_dest = np.full(QUEUE, -1, dtype=np.int64)
-    q_day = np.empty(QUEUE, dtype=np.int64)
-    q_age = np.empty(QUEUE, dtype=np.int64)
-    q_seg = np.empty(QUEUE, dtype=np.int64)
-    q_rec = np.empty(QUEUE, dtype=np.int64)
-    q_amount = np.empty(QUEUE)
+    occ_diff[:] = 0
+    q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount = queue
+    q_dest[:] = -1
     nq = 0
     lead_id = 0
     ep_t = 0
@@ -443,7 +435,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                           deal_mean, deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow,
                           occ_days, hazards, closing, close_total, close_mult, cmax, arr_cal,
                           lam_flat, plain, bookings, won, expired, recaptured, lost_value,
-                          entered, arrivals, occupancy):
+                          entered, arrivals, occupancy, occ_diff, cohort, queue):
     """One Monte Carlo path by cohorts: the kernel of every run without calendar effects.
     The same process and outputs as :func:`simulate_path`, from other draws.
 
@@ -456,7 +448,8 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     given ``E < H`` (``E mod H``, exact because the exponential is memoryless); a smaller one
     draws every lead's ``E``. The stretch where ``E`` falls, the day in it and the
     destination follow as for a single lead. Leavers for another transient state join the
-    cohort of that state, day, segment and recycle level (``cohort[state, day, g, r]``), the
+    cohort of that state, day, segment and recycle level (``cohort``, flat, ordered by state,
+    segment, recycle level and day), the
     lost are counted in that table too; those that win, take an amount or go cold with a value
     pending are queued to go on alone (:func:`run_alone`, each from its own substream, keyed by
     its cohort and its rank among the cohort's leavers). Stayers cost one draw, or nothing.
@@ -479,28 +472,22 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     n_active = n_trans - 1
     won_state = n_active + 1
     lost_state = n_active + 2
-    occ_diff = np.zeros((horizon + 1, n_states), dtype=np.int64)
-    cohort = np.zeros((n_states, horizon, n_seg, n_rec), dtype=np.int32)
+    occ_diff[:] = 0
+    cohort[:] = 0
     no_events = np.zeros((0, 4), dtype=np.int64)
     no_amounts = np.zeros(0)
     no_count = np.zeros(1, dtype=np.int64)
-    q_key = np.empty(QUEUE, dtype=np.int64)
-    q_lead = np.zeros(QUEUE, dtype=np.int64)
-    q_state = np.empty(QUEUE, dtype=np.int64)
-    q_dest = np.empty(QUEUE, dtype=np.int64)
-    q_day = np.empty(QUEUE, dtype=np.int64)
-    q_age = np.zeros(QUEUE, dtype=np.int64)
-    q_seg = np.empty(QUEUE, dtype=np.int64)
-    q_rec = np.empty(QUEUE, dtype=np.int64)
-    q_amount = np.full(QUEUE, np.nan)
+    q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount = queue
+    q_lead[:] = 0
     nq = 0
     rs = np.empty(4, dtype=np.uint64)
     n_xmax = n_bands + ep_start.shape[0]
     x_start = np.empty(n_xmax, dtype=np.int64)
     x_span = np.empty(n_xmax, dtype=np.int64)
-    x_band = np.empty(n_xmax, dtype=np.int64)
-    x_set = np.empty(n_xmax, dtype=np.int64)
     x_ep = np.empty(n_xmax, dtype=np.int64)
+    x_dest = np.empty(n_xmax, dtype=np.int64)
+    to_row = np.empty(n_states, dtype=np.int64)
+    dest_flat = cumdest.reshape(-1)
     x_inv = np.empty(n_xmax)
     x_cum = np.empty(n_xmax)
     # What a cohort leaver's move from s to d does: go on alone, count an expiry (and raise
@@ -527,7 +514,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                       close_mult, cmax, lam_flat, plain, occ_diff, bookings, won, expired,
                       recaptured, lost_value, entered, no_events, no_amounts, no_count)
             nq = 0
-    q_age[:] = 0
+    q_age[:] = 0  # the leavers queued below: age 0, no amount
     q_amount[:] = np.nan
     n_grp = grp_state.shape[0]
     per_day = n_trans * n_seg * n_rec
@@ -546,16 +533,16 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                 for g in range(n_seg):
                     n = draw_arrivals(rs, st, day, g, k, wd, arr_mean, arr_size, dow, arr_cal)
                     arrivals[day] += n
-                    cohort[entry, day, g, 0] += n
+                    cohort[(entry * n_seg + g) * n_rec * horizon + day] += n
                 for g in range(n_seg):  # the day's losses: counted, nothing more
                     for r in range(n_rec):
-                        n = cohort[lost_state, day, g, r]
+                        n = cohort[((lost_state * n_seg + g) * n_rec + r) * horizon + day]
                         entered[day, lost_state] += n
                         occ_diff[day, lost_state] += n
             s = (c // (n_seg * n_rec)) % n_trans
             g = (c // n_rec) % n_seg
             r = c % n_rec
-            n = cohort[s, day, g, r]
+            n = cohort[((s * n_seg + g) * n_rec + r) * horizon + day]
             if n == 0:
                 continue
             ident = c
@@ -576,8 +563,8 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             if b < n_bands - 1:
                 end = min(end, t + band_lo[b + 1] - age)
             lam = lam_flat[(((k * n_st + s) * n_seg + g) * n_rec + r) * n_bands + b]
-            x_start[n_x], x_span[n_x], x_band[n_x], x_set[n_x] = t, end - t, b, k
-            x_ep[n_x] = ep
+            x_start[n_x], x_span[n_x], x_ep[n_x] = t, end - t, ep
+            x_dest[n_x] = ((((k * n_st + s) * n_bands + b) * n_seg + g) * n_rec + r) * n_states
             x_inv[n_x] = 1.0 / lam if lam > 0.0 else 0.0
             x_cum[n_x] = cum
             cum += lam * (end - t)
@@ -592,6 +579,8 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             continue
         seed_substream(rs, st, KEY_COHORT + ident)
         i_leaver = 0
+        for d in range(n_states):  # where a leaver for d is counted in the cohort table
+            to_row[d] = ((d * n_seg + g) * n_rec + min(r + is_expiry[s, d], n_rec - 1)) * horizon
         # Each lead leaves when its Exp(1) draw E falls below the cumulative hazard `cum`. A
         # large cohort draws how many leave in each epoch (in one go when there is one epoch),
         # then each leaver's E given that it falls there (E mod H: exact, the exponential
@@ -631,8 +620,8 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                 day_out = x_start[j] + min(int((e - x_cum[j]) * x_inv[j]), x_span[j] - 1)
                 u = uniform(rs)
                 d = 0
-                for i in range(n_states):
-                    d += u >= cumdest[x_set[j], s, x_band[j], g, r, i]
+                for i in range(x_dest[j], x_dest[j] + n_states):
+                    d += u >= dest_flat[i]
                 occ_diff[day_out, s] -= 1
                 i_leaver += 1
                 if alone[s, d]:  # won, takes an amount, or went cold with a value pending
@@ -649,10 +638,9 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                                   lost_value, entered, no_events, no_amounts, no_count)
                         nq = 0
                 else:  # joins the cohort of its new state and day (lost: counted there)
-                    x = is_expiry[s, d]
-                    expired[day_out, s] += x
+                    expired[day_out, s] += is_expiry[s, d]
                     recaptured[day_out] += is_recapture[s, d]
-                    cohort[d, day_out, g, min(r + x, n_rec - 1)] += 1
+                    cohort[to_row[d] + day_out] += 1
             lo = hi
     run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount, ks,
               ep_start, total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
@@ -662,52 +650,61 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     occupancy_from(occ_diff, occ_days, occupancy)
 
 
-def _make_forecast(parallel: bool, cohorts: bool):
-    """Compile the all-paths loop, parallel over paths or as its serial twin, over the
-    cohort kernel or the lead-by-lead one.
+@njit(cache=True)
+def work_buffers(horizon, n_states, n_seg, n_rec):
+    """A thread's scratch arrays for one path at a time, reused from path to path (allocating
+    them per path made the kernel's threads queue on the allocator's memory maps):
+    ``occ_diff`` (day-by-day occupancy changes), ``cohort`` (the cohort table) and the queue
+    of leads going alone."""
+    q = (np.empty(QUEUE, dtype=np.int64), np.zeros(QUEUE, dtype=np.int64),
+         np.empty(QUEUE, dtype=np.int64), np.full(QUEUE, -1, dtype=np.int64),
+         np.empty(QUEUE, dtype=np.int64), np.zeros(QUEUE, dtype=np.int64),
+         np.empty(QUEUE, dtype=np.int64), np.empty(QUEUE, dtype=np.int64),
+         np.full(QUEUE, np.nan))
+    return (np.zeros((horizon + 1, n_states), dtype=np.int64),
+            np.zeros(n_states * n_seg * n_rec * horizon, dtype=np.int32), q)
 
-    The loops are closures over ``loop`` so the compilations have distinct cache keys
-    (numba's on-disk cache key ignores the ``parallel`` flag but includes closure variables).
-    ``lead_args`` are the open pipeline's arrays: ``state, age, segment, recycle, amount`` of
-    the leads simulated alone, and for the cohort kernel their substream keys and the groups'
-    ``state, age, segment, recycle, count``.
-    """
-    loop = prange if parallel else range
 
-    def by_cohorts(rng_states, set_index, ep_start, weekday0, entry, qual, lead_args, total,
+@njit(cache=True, nogil=True)
+def forecast_cohorts(rng_states, set_index, ep_start, weekday0, entry, qual, lead_args, total,
+                     cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
+                     amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing,
+                     close_total, close_mult, cmax, arr_cal, lam_flat, plain, bookings, won,
+                     expired, recaptured, lost_value, entered, arrivals, occupancy):
+    """Paths ``0..len(rng_states)-1`` by cohorts (:func:`simulate_path_cohorts`), one after
+    the other, without holding the GIL: the engine runs slices of the paths on threads.
+    ``lead_args``: the open pipeline's leads with a known amount (``state, age, segment,
+    recycle, amount``, substream ``key``) and its groups (``state, age, segment, recycle,
+    count``)."""
+    occ_diff, cohort, queue = work_buffers(bookings.shape[1], kinds.shape[1], arr_mean.shape[1],
+                                           total.shape[4])
+    for p in range(rng_states.shape[0]):
+        simulate_path_cohorts(
+            rng_states[p].copy(), set_index[p], ep_start, weekday0, entry, qual, *lead_args,
+            total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
+            amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing, close_total,
+            close_mult, cmax, arr_cal, lam_flat, plain, bookings[p], won[p], expired[p],
+            recaptured[p], lost_value[p], entered[p], arrivals[p], occupancy[p], occ_diff,
+            cohort, queue)
+
+
+@njit(cache=True, nogil=True)
+def forecast_leads(rng_states, set_index, ep_start, weekday0, entry, qual, lead_args, total,
                    cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                   amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing, close_total,
-                   close_mult, cmax, arr_cal, lam_flat, plain, bookings, won, expired, recaptured,
-                   lost_value, entered, arrivals, occupancy):
-        for p in loop(rng_states.shape[0]):
-            simulate_path_cohorts(
-                rng_states[p].copy(), set_index[p], ep_start, weekday0, entry, qual, *lead_args,
-                total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing, close_total,
-                close_mult, cmax, arr_cal, lam_flat, plain, bookings[p], won[p], expired[p],
-                recaptured[p], lost_value[p], entered[p], arrivals[p], occupancy[p])
-
-    def by_leads(rng_states, set_index, ep_start, weekday0, entry, qual, lead_args, total,
-                 cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma, amount_stage,
-                 arr_mean, arr_size, dow, occ_days, hazards, closing, close_total, close_mult,
-                 cmax, arr_cal, lam_flat, plain, bookings, won, expired, recaptured, lost_value,
-                 entered, arrivals, occupancy):
-        no_events = np.zeros((0, 4), dtype=np.int64)
-        no_amounts = np.zeros(0)
-        for p in loop(rng_states.shape[0]):
-            counter = np.zeros(1, dtype=np.int64)
-            simulate_path(
-                rng_states[p].copy(), set_index[p], ep_start, weekday0, entry, qual, *lead_args,
-                total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing, close_total,
-                close_mult, cmax, arr_cal, lam_flat, plain, bookings[p], won[p], expired[p],
-                recaptured[p], lost_value[p], entered[p], arrivals[p], occupancy[p], no_events,
-                no_amounts, counter)
-
-    return njit(parallel=parallel, cache=True)(by_cohorts if cohorts else by_leads)
-
-
-forecast_parallel = _make_forecast(parallel=True, cohorts=False)
-forecast_serial = _make_forecast(parallel=False, cohorts=False)
-forecast_cohorts_parallel = _make_forecast(parallel=True, cohorts=True)
-forecast_cohorts_serial = _make_forecast(parallel=False, cohorts=True)
+                   amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing,
+                   close_total, close_mult, cmax, arr_cal, lam_flat, plain, bookings, won,
+                   expired, recaptured, lost_value, entered, arrivals, occupancy):
+    """:func:`forecast_cohorts` lead by lead (:func:`simulate_path`); ``lead_args``: the open
+    pipeline's ``state, age, segment, recycle, amount``."""
+    no_events = np.zeros((0, 4), dtype=np.int64)
+    no_amounts = np.zeros(0)
+    counter = np.zeros(1, dtype=np.int64)
+    occ_diff, _, queue = work_buffers(bookings.shape[1], kinds.shape[1], 0, 0)
+    for p in range(rng_states.shape[0]):
+        simulate_path(
+            rng_states[p].copy(), set_index[p], ep_start, weekday0, entry, qual, *lead_args,
+            total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
+            amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing, close_total,
+            close_mult, cmax, arr_cal, lam_flat, plain, bookings[p], won[p], expired[p],
+            recaptured[p], lost_value[p], entered[p], arrivals[p], occupancy[p], no_events,
+            no_amounts, counter, occ_diff, queue)
