@@ -15,7 +15,7 @@ day-by-day kernel and ``tests/test_equivalence.py`` compares):
   exchangeable; a cohort draws how many of them leave before the horizon at all and only the
   leavers' days and destinations, and the leavers form the next states' cohorts. Leads with an
   amount or a pending "lost to expiry" value go on alone (:func:`run_alone`). Used for every
-  other run: about 2.7 times faster on the reference workload.
+  other run: about 1.7 times faster per thread on the reference workload (README).
 
 State numbering: active stages ``0..S-1``, nurture ``S``, won ``S+1``, lost ``S+2``.
 Move kinds (``kinds[s, d]``): 1 advance/skip, 2 expiry, 3 recapture, 4 lost.
