@@ -551,8 +551,8 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             age = 0
             t = day + 1
         # The stretches of constant hazard ahead of the cohort: age bands cut at epoch starts
-        # and at the horizon; their start day, length, band, set, rate and the cumulative
-        # hazard at their start.
+        # and at the horizon; their start day, length, epoch, row of destination shares,
+        # inverse rate and the cumulative hazard at their start.
         b = _band_of(age, band_lo)
         ep = epoch_of(t, ep_start)
         n_x = 0
