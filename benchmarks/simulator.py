@@ -118,13 +118,15 @@ def main() -> None:
     print(f"  median bookings over a year  ${ref['p50_bookings']:,.0f}")
     print("\nScaling (each row doubles one dimension of a quarter-size workload):")
     base = (20000, 300, 365, max(scale // 4, 1))
-    rows = [("base", base), ("paths x2", (base[0], base[1], base[2], base[3] * 2)),
-            ("leads x2", (base[0] * 2, base[1] * 2, base[2], base[3])),
-            ("horizon x2", (base[0], base[1], base[2] * 2, base[3]))]
+    # The last row: the base on one thread, so the threads' gain is measured, not assumed.
+    rows = [("base", base, None), ("paths x2", (base[0], base[1], base[2], base[3] * 2), None),
+            ("leads x2", (base[0] * 2, base[1] * 2, base[2], base[3]), None),
+            ("horizon x2", (base[0], base[1], base[2] * 2, base[3]), None),
+            ("1 thread", base, {**os.environ, "NUMBA_NUM_THREADS": "1"})]
     print(f"  {'':<11}{'open':>7}{'arr/day':>8}{'days':>6}{'paths':>7}{'wall s':>9}"
           f"{'peak MB':>9}{'ns/trans':>9}")
-    for label, (n_open, arr, hor, paths) in rows:
-        r = run_child([str(n_open), str(arr), str(hor), str(paths)])
+    for label, (n_open, arr, hor, paths), env in rows:
+        r = run_child([str(n_open), str(arr), str(hor), str(paths)], env)
         print(f"  {label:<11}{n_open:>7}{arr:>8}{hor:>6}{paths:>7}{r['wall_s']:>9.2f}"
               f"{r['peak_rss_mb']:>9.0f}{r['ns_per_transition_per_thread']:>9.1f}")
 
