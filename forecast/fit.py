@@ -143,6 +143,23 @@ def _import_pymc():
     return pm
 
 
+@contextlib.contextmanager
+def _pymc_chatter(shown: bool):
+    """PyMC's progress lines ("Initializing NUTS", "Sampling 2 chains ... took 33 seconds")
+    are INFO records on its logger: kept with the progress bar, dropped without it (``--quiet``,
+    backtests, the nightly job, whose cron would mail them), warnings kept either way."""
+    import logging
+
+    log = logging.getLogger("pymc")
+    level = log.level
+    if not shown:
+        log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def month_offsets(start: dt.date, days: int, as_of: dt.date) -> np.ndarray:
     """For each of ``days`` dates from ``start``: whole months before the month of ``as_of``
     (0 for the as-of month, 1 for the one before, ...)."""
@@ -394,7 +411,7 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
     t0 = time.perf_counter()
     pm_model = build_model(stats, model, drift=drift)
     cores = min(chains, os.cpu_count() or 1) if cores is None else cores
-    with contextlib.redirect_stdout(sys.stderr), pm_model:
+    with contextlib.redirect_stdout(sys.stderr), pm_model, _pymc_chatter(progress):
         if sampler == "nutpie":
             try:
                 import nutpie

@@ -8,6 +8,7 @@ each distinct fit compiles its model once (tens of seconds), so they are marked 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -176,8 +177,10 @@ def test_not_a_posterior(tmp_path):
 
 
 @pytest.mark.parametrize("sampler", ["nutpie", "pymc"])
-def test_same_seed_same_posterior(two_stage, truth, sampler):
-    """Two fits of the same statistics with the same seed agree bit for bit."""
+def test_same_seed_same_posterior(two_stage, truth, sampler, caplog):
+    """Two fits of the same statistics with the same seed agree bit for bit; without progress
+    they print none of PyMC's progress lines."""
+    caplog.set_level(logging.INFO)
     log = simulated_log(two_stage, truth, 120, seed=5)
     stats = sufficient_statistics(log, two_stage, START + dt.timedelta(days=119))
     a, b = (fit(stats, two_stage, draws=30, tune=30, chains=1, seed=9, progress=False,
@@ -185,6 +188,27 @@ def test_same_seed_same_posterior(two_stage, truth, sampler):
     for name in a.idata.posterior.data_vars:
         np.testing.assert_array_equal(a.idata.posterior[name].values,
                                       b.idata.posterior[name].values)
+    assert not [r for r in caplog.records if r.name.startswith("pymc")
+                and r.levelno < logging.WARNING]
+
+
+def test_pymc_progress_lines_only_with_progress(caplog):
+    """The switch behind the test above, with the power to fail: PyMC's INFO records are
+    passed on with progress and dropped without, its warnings kept, its level restored."""
+    from forecast.fit import _import_pymc, _pymc_chatter
+
+    _import_pymc()
+    caplog.set_level(logging.INFO)
+    log = logging.getLogger("pymc")
+    before = log.level
+    for shown in (True, False):
+        caplog.clear()
+        with _pymc_chatter(shown):
+            log.info("an info line")
+            log.warning("a warning line")
+        assert log.level == before
+        assert ("an info line" in caplog.messages) is shown
+        assert "a warning line" in caplog.messages
 
 
 def test_priors_come_from_the_model_file(tmp_path, two_stage):
