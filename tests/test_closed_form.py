@@ -216,3 +216,81 @@ def test_leads_are_conserved_every_day(request, which):
     # Bookings on exactly the days with won deals (amounts are positive).
     np.testing.assert_array_equal(res.bookings > 0, res.won > 0)
     assert res.arrivals.sum() > 0 and res.recaptured.sum() > 0 and res.expired.sum() > 0
+
+
+# ---- the cohort kernel's exit tables ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def b2b_exit_tables(b2b, b2b_params):
+    """Every row of the b2b model's exit tables over 400 days (the last band starts at 180)."""
+    from forecast.simulate.kernels import exit_table_row, exit_tables
+
+    hazards = np.ascontiguousarray(b2b_params.hazards, dtype=np.float64)
+    total = hazards.sum(-1)
+    band_lo = np.asarray(b2b.age_bands, dtype=np.int64)
+    n_seg, n_rec = hazards.shape[3], hazards.shape[4]
+    tables = exit_tables(400, b2b.move_kinds(), n_seg, n_rec)
+    tab_c, tab_guide, tab_ginv, _, dests = tables
+    for s in range(b2b.n_transient):
+        for g in range(n_seg):
+            for r in range(n_rec):
+                exit_table_row(tab_c, tab_guide, tab_ginv, (s * n_seg + g) * n_rec + r, hazards,
+                               total, band_lo, dests, 0, s, g, r)
+    return tables
+
+
+def test_exit_tables_against_the_closed_form(b2b, b2b_params, b2b_exit_tables):
+    """A row's cells hold, for each day at risk and destination, the probability of leaving
+    then and there. Summed over the days up to ``J`` they must give ``stage_exit``'s eventual
+    probabilities less what leaves after ``J`` (past the last band's start the hazard is
+    constant, so what survives to ``J`` leaves for ``d`` with the last band's share
+    ``λ_d / Λ``, after a geometric wait), and the same for ``E[T 1{next = d, T <= J}]``."""
+    from forecast.hazards import stage_exit
+
+    tab_c, _, _, _, dests = b2b_exit_tables
+    width = dests.shape[1]
+    n_days = tab_c.shape[1] // width
+    h = b2b_params.hazards[0]  # [state, band, segment, recycle, dest]
+    ex = stage_exit(h, b2b.age_bands)
+    n_seg, n_rec = h.shape[2], h.shape[3]
+    checked = 0
+    for s in range(b2b.n_transient):
+        for g in range(n_seg):
+            for r in range(n_rec):
+                c = tab_c[(s * n_seg + g) * n_rec + r]
+                width_of = np.diff(np.concatenate([[0.0], c])).reshape(n_days, width)
+                last = h[s, -1, g, r]
+                lam = last.sum()
+                surv = 1.0 - c[-1]
+                bands = np.searchsorted(b2b.age_bands, np.arange(n_days), side="right") - 1
+                assert math.isclose(surv, math.exp(-h[s, bands, g, r].sum()), rel_tol=1e-9)
+                days = np.arange(1, n_days + 1)
+                for i in range(width):
+                    d = dests[s, i]
+                    if d < 0:
+                        assert np.all(width_of[:, i] == 0.0)
+                        continue
+                    share = last[d] / lam
+                    p = ex.prob[s, g, r, d] - surv * share
+                    t = ex.days[s, g, r, d] - surv * share * (n_days + 1 / -math.expm1(-lam))
+                    assert math.isclose(width_of[:, i].sum(), p, rel_tol=1e-9, abs_tol=1e-12)
+                    assert math.isclose((width_of[:, i] * days).sum(), t, rel_tol=1e-9,
+                                        abs_tol=1e-9)
+                    checked += 1
+    assert checked == (b2b.move_kinds() != 0).sum() * n_seg * n_rec  # every move, every row
+
+
+def test_exit_table_lookup_finds_the_cell_of_any_draw(b2b_exit_tables):
+    """The guide table's lookup returns the cell whose interval holds ``u``: the same as a
+    binary search, for random draws and for draws exactly on the cells' edges."""
+    from forecast.simulate.kernels import table_cell
+
+    tab_c, tab_guide, tab_ginv, _, _ = b2b_exit_tables
+    rng = np.random.default_rng(7)
+    for row in range(tab_c.shape[0]):
+        c = tab_c[row]
+        u = np.concatenate([rng.uniform(0, c[-1], 2000), c[:-1][c[:-1] < c[-1]],
+                            np.nextafter(c[1:], 0.0), [0.0]])
+        u = u[u < c[-1]]
+        got = np.array([table_cell(tab_c, tab_guide, tab_ginv, row, x) for x in u])
+        np.testing.assert_array_equal(got, np.searchsorted(c, u, side="right"))

@@ -169,7 +169,10 @@ def test_seeds_example_neglected_sqls_cost_money():
     assert -200_000 < total["delta_mean"] < -60_000
     # Rarely better: a neglected lead may come back from nurture and win where, worked, it
     # was lost (its own random stream, another trajectory).
-    assert total["p_better"] < 0.02 and total["baseline_mean"] > 700_000
+    assert total["p_better"] < 0.02
+    # The 40 SQLs book about $720k in a year (12,000 paths over six seeds); 400 paths put
+    # the mean within about $17k of it (a path's standard deviation is about $350k).
+    assert 650_000 < total["baseline_mean"] < 790_000
 
 
 def test_sweep_command(tmp_path):

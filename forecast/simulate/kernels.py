@@ -15,7 +15,10 @@ day-by-day kernel and ``tests/test_equivalence.py`` compares):
   exchangeable; a cohort draws how many of them leave before the horizon at all and only the
   leavers' days and destinations, and the leavers form the next states' cohorts. Leads with an
   amount or a pending "lost to expiry" value go on alone (:func:`run_alone`). Used for every
-  other run: about 1.7 times faster per thread on the reference workload (README).
+  other run: about 1.7 times faster per thread on the reference workload (README). In a run
+  with one epoch (no scenario dates) a cohort reads its leavers' days and destinations from
+  a table of the exact exit distribution (:func:`exit_tables`): one uniform draw and a
+  lookup per leaver instead of an exponential, a uniform and two searches.
 
 State numbering: active stages ``0..S-1``, nurture ``S``, won ``S+1``, lost ``S+2``.
 Move kinds (``kinds[s, d]``): 1 advance/skip, 2 expiry, 3 recapture, 4 lost.
@@ -331,6 +334,102 @@ def run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec
             lost_value[pend_day] += pend_val
 
 
+@njit(cache=True)
+def exit_tables(horizon, kinds, n_seg, n_rec):
+    """A thread's tables of where and when a lead entering a state at age 0 leaves it, for
+    :func:`simulate_path_cohorts` in runs with one epoch: one row per ``(state, segment,
+    recycle level)``, filled by :func:`exit_table_row` the first time a path of another
+    parameter set needs it (``tab_k``: the set each row holds, -1 none).
+
+    Row ``(s, g, r)`` has ``horizon * W`` cells, ``W`` a power of two at least the number of
+    moves out of any state: cell ``j * W + i`` is "leaves on the ``j``-th day at risk for the
+    ``i``-th destination of ``dests[s]``", and ``tab_c`` holds the cumulative probabilities, so
+    one uniform draw below ``tab_c`` at the end of day ``R - 1`` is a leaver within ``R`` days
+    and its cell (found from ``tab_guide``) its day and destination: the same distribution as
+    the exponential and the destination draw of the stretches, in one number and a lookup.
+    """
+    n_trans, n_states = kinds.shape
+    width = 1
+    for s in range(n_trans):
+        n_d = 0
+        for d in range(n_states):
+            n_d += kinds[s, d] != 0
+        while width < n_d:
+            width *= 2
+    dests = np.full((n_trans, width), -1, dtype=np.int64)
+    for s in range(n_trans):
+        i = 0
+        for d in range(n_states):
+            if kinds[s, d] != 0:
+                dests[s, i] = d
+                i += 1
+    rows = n_trans * n_seg * n_rec
+    return (np.zeros((rows, horizon * width)), np.zeros((rows, horizon * width), dtype=np.int32),
+            np.zeros(rows), np.full(rows, -1, dtype=np.int64), dests)
+
+
+@njit(cache=True)
+def exit_table_row(tab_c, tab_guide, tab_ginv, row, hazards, total, band_lo, dests, k, s, g,
+                   r):
+    """Fill row ``row`` of :func:`exit_tables` for state ``s``, segment ``g``, recycle level
+    ``r`` under parameter set ``k``: on the ``j``-th day at risk (age ``j``, band ``b``) a lead
+    leaves with probability ``S(j) - S(j+1)`` (``S(j) = e^{-Λ_0 - ... - Λ_{j-1}}``, exactly the
+    day-by-day survival), for destination ``d`` with share ``λ_d / Λ_b``.
+
+    The guide table makes the lookup a step or two (Chen and Asau's guide tables, Devroye
+    1986, III.2.4): ``tab_guide[row, i]`` is the first cell whose cumulative probability times
+    ``tab_ginv[row]`` reaches ``i``, so the cell of a draw ``u`` is at or after
+    ``tab_guide[row, int(u * tab_ginv[row])]`` (floating-point products keep their order).
+    """
+    width = dests.shape[1]
+    n_cells = tab_c.shape[1]
+    n_b = band_lo.shape[0]
+    c_row = tab_c[row]
+    b = 0
+    surv = 1.0
+    rho = math.exp(-total[k, s, 0, g, r])
+    for j in range(n_cells // width):
+        if b < n_b - 1 and j >= band_lo[b + 1]:
+            b += 1
+            rho = math.exp(-total[k, s, b, g, r])
+        lam = total[k, s, b, g, r]
+        nxt = surv * rho
+        left = surv - nxt  # leaves on this day
+        base = 1.0 - surv
+        acc = 0.0
+        last = -1
+        for i in range(width):
+            d = dests[s, i]
+            if d >= 0 and lam > 0.0:
+                h = hazards[k, s, b, g, r, d]
+                if h > 0.0:
+                    acc += h
+                    last = i
+            c_row[j * width + i] = base + left * (acc / lam) if lam > 0.0 else base
+        if last >= 0:  # the day's last destination ends exactly where the day ends
+            for i in range(last, width):
+                c_row[j * width + i] = 1.0 - nxt
+        surv = nxt
+    c_tot = c_row[n_cells - 1]
+    ginv = n_cells / c_tot if c_tot > 0.0 else 0.0
+    tab_ginv[row] = ginv
+    guide = tab_guide[row]
+    c = 0
+    for i in range(n_cells):
+        while c < n_cells - 1 and c_row[c] * ginv < i:
+            c += 1
+        guide[i] = c
+
+
+@njit(cache=True, inline="always")
+def table_cell(tab_c, tab_guide, tab_ginv, row, u):
+    """The cell of row ``row`` in which the cumulative probability passes ``u``."""
+    c = tab_guide[row, min(int(u * tab_ginv[row]), tab_c.shape[1] - 1)]
+    while tab_c[row, c] <= u:
+        c += 1
+    return c
+
+
 QUEUE = 4096  # leads queued for run_alone before each call
 COHORT_DRAW = 16  # cohorts larger than this draw how many leave; smaller, each lead's exit
 
@@ -435,7 +534,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                           deal_mean, deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow,
                           occ_days, hazards, closing, close_total, close_mult, cmax, arr_cal,
                           lam_flat, plain, bookings, won, expired, recaptured, lost_value,
-                          entered, arrivals, occupancy, occ_diff, cohort, queue):
+                          entered, arrivals, occupancy, occ_diff, cohort, queue, tables):
     """One Monte Carlo path by cohorts: the kernel of every run without calendar effects.
     The same process and outputs as :func:`simulate_path`, from other draws.
 
@@ -453,6 +552,17 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     lost are counted in that table too; those that win, take an amount or go cold with a value
     pending are queued to go on alone (:func:`run_alone`, each from its own substream, keyed by
     its cohort and its rank among the cohort's leavers). Stayers cost one draw, or nothing.
+
+    In a run with one epoch the stretches are not needed: the row of :func:`exit_tables` for
+    the cohort's state, segment and recycle level holds the probability of every (day,
+    destination) cell, cumulated, so ``c_hi``, the cumulative probability at the horizon, is
+    how likely a lead leaves at all (``Binomial(n, c_hi)`` leavers in a large cohort, each
+    drawing ``u`` uniform below ``c_hi``; in a small one each lead a uniform, a stayer when
+    above ``c_hi``) and the cell holding ``u`` is its day and destination. A group of the open
+    pipeline aged ``a`` uses the row from ``a`` on: ``u`` uniform in ``[c_lo, 1)``, ``c_lo``
+    the row's cumulative probability at age ``a`` (the exponential's memorylessness, for a
+    discrete distribution); groups so old that ``1 - c_lo`` is below ``1e-6`` go by the
+    stretches, where rounding cannot show.
 
     Order: the open pipeline's leads with a known amount alone (``open_*``, substreams
     ``open_key``), its other leads as groups of equal state, age, segment and recycle level
@@ -480,6 +590,14 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount = queue
     q_lead[:] = 0
     nq = 0
+    tab_c, tab_guide, tab_ginv, tab_k, dests = tables
+    width = dests.shape[1]
+    shift = 0
+    while (1 << shift) < width:
+        shift += 1
+    c_lo = c_hi = 0.0
+    t_off = 0
+    day = o_s = o_g = o_r = 0
     rs = np.empty(4, dtype=np.uint64)
     n_xmax = n_bands + ep_start.shape[0]
     x_start = np.empty(n_xmax, dtype=np.int64)
@@ -526,8 +644,21 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             occ_diff[0, s] += n
         else:  # the cohort entering state s on day `day`, at risk from the next
             c = it - n_grp
-            day = c // per_day
-            if c % per_day == 0:  # first of the day: its arrivals join the entry stage
+            # (day, s, g, r) of cohort c, counted on like an odometer (no divisions)
+            if c == 0:
+                day = o_s = o_g = o_r = 0
+            else:
+                o_r += 1
+                if o_r == n_rec:
+                    o_r = 0
+                    o_g += 1
+                    if o_g == n_seg:
+                        o_g = 0
+                        o_s += 1
+                        if o_s == n_trans:
+                            o_s = 0
+                            day += 1
+            if o_s == 0 and o_g == 0 and o_r == 0:  # first of the day: its arrivals join
                 wd = (weekday0 + day) % 7
                 k = ks[epoch_of(day, ep_start)]
                 for g in range(n_seg):
@@ -539,9 +670,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                         n = cohort[((lost_state * n_seg + g) * n_rec + r) * horizon + day]
                         entered[day, lost_state] += n
                         occ_diff[day, lost_state] += n
-            s = (c // (n_seg * n_rec)) % n_trans
-            g = (c // n_rec) % n_seg
-            r = c % n_rec
+            s, g, r = o_s, o_g, o_r
             n = cohort[((s * n_seg + g) * n_rec + r) * horizon + day]
             if n == 0:
                 continue
@@ -550,31 +679,54 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             occ_diff[day, s] += n
             age = 0
             t = day + 1
-        # The stretches of constant hazard ahead of the cohort: age bands cut at epoch starts
-        # and at the horizon; their start day, length, epoch, row of destination shares,
-        # inverse rate and the cumulative hazard at their start.
-        b = _band_of(age, band_lo)
-        ep = epoch_of(t, ep_start)
-        n_x = 0
-        cum = 0.0
-        while t < horizon:
-            k = ks[ep]
-            end = min(horizon, ep_start[ep + 1])
-            if b < n_bands - 1:
-                end = min(end, t + band_lo[b + 1] - age)
-            lam = lam_flat[(((k * n_st + s) * n_seg + g) * n_rec + r) * n_bands + b]
-            x_start[n_x], x_span[n_x], x_ep[n_x] = t, end - t, ep
-            x_dest[n_x] = ((((k * n_st + s) * n_bands + b) * n_seg + g) * n_rec + r) * n_states
-            x_inv[n_x] = 1.0 / lam if lam > 0.0 else 0.0
-            x_cum[n_x] = cum
-            cum += lam * (end - t)
-            n_x += 1
-            age += end - t
-            t = end
-            if b < n_bands - 1 and age >= band_lo[b + 1]:
-                b += 1
-            if t >= ep_start[ep + 1]:
-                ep += 1
+        # A cohort entering a state at age 0 in a run with one epoch: its exit table row
+        # (built the first time a path of this parameter set needs it); `cum` is then the
+        # probability of leaving before the horizon. Otherwise the stretches of constant
+        # hazard ahead of it (age bands cut at epoch starts and at the horizon): their start
+        # day, length, epoch, row of destination shares, inverse rate and the cumulative
+        # hazard at their start; `cum` is then the cumulative hazard to the horizon.
+        row = -1
+        if plain:
+            row = (s * n_seg + g) * n_rec + r
+            if tab_k[row] != ks[0]:
+                exit_table_row(tab_c, tab_guide, tab_ginv, row, hazards, total, band_lo, dests,
+                               ks[0], s, g, r)
+                tab_k[row] = ks[0]
+            a_eff = min(age, band_lo[n_bands - 1])
+            c_lo = tab_c[row, a_eff * width - 1] if a_eff > 0 else 0.0
+            if 1.0 - c_lo >= 1e-6:
+                c_hi = tab_c[row, (a_eff + horizon - t) * width - 1] if t < horizon else c_lo
+                t_off = t - a_eff
+            else:
+                row = -1
+        use_tab = row >= 0
+        if use_tab:
+            cum = (c_hi - c_lo) / (1.0 - c_lo)
+            n_x = 1
+        if not use_tab:
+            b = _band_of(age, band_lo)
+            ep = epoch_of(t, ep_start)
+            n_x = 0
+            cum = 0.0
+            while t < horizon:
+                k = ks[ep]
+                end = min(horizon, ep_start[ep + 1])
+                if b < n_bands - 1:
+                    end = min(end, t + band_lo[b + 1] - age)
+                lam = lam_flat[(((k * n_st + s) * n_seg + g) * n_rec + r) * n_bands + b]
+                x_start[n_x], x_span[n_x], x_ep[n_x] = t, end - t, ep
+                x_dest[n_x] = (((((k * n_st + s) * n_bands + b) * n_seg + g) * n_rec + r)
+                               * n_states)
+                x_inv[n_x] = 1.0 / lam if lam > 0.0 else 0.0
+                x_cum[n_x] = cum
+                cum += lam * (end - t)
+                n_x += 1
+                age += end - t
+                t = end
+                if b < n_bands - 1 and age >= band_lo[b + 1]:
+                    b += 1
+                if t >= ep_start[ep + 1]:
+                    ep += 1
         if cum <= 0.0:
             continue
         seed_substream(rs, st, KEY_COHORT + ident)
@@ -591,7 +743,11 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
         big = n > COHORT_DRAW
         lo = 0
         while lo < n_x and n > 0:
-            if big:
+            if big and use_tab:
+                hi = 1
+                m = binomial(rs, n, cum)
+                n -= m
+            elif big:
                 hi = lo + 1
                 while hi < n_x and x_ep[hi] == x_ep[lo]:
                     hi += 1
@@ -606,22 +762,35 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                 m = n
                 n = 0
             for _ in range(m):
-                e = exponential(rs)
-                if e >= h_run:
-                    if not big:
-                        continue  # stays to the end of the horizon
-                    e -= h_run * math.floor(e / h_run)
-                    if not 0.0 <= e < h_run:  # rounding at the edges
-                        e = 0.0
-                e += base
-                j = lo
-                for i in range(lo + 1, hi):
-                    j += e >= x_cum[i]
-                day_out = x_start[j] + min(int((e - x_cum[j]) * x_inv[j]), x_span[j] - 1)
-                u = uniform(rs)
-                d = 0
-                for i in range(x_dest[j], x_dest[j] + n_states):
-                    d += u >= dest_flat[i]
+                if use_tab:  # one uniform: below `cum`, a leaver, and its cell in the row
+                    if big:
+                        u = c_lo + uniform(rs) * (c_hi - c_lo)
+                        if u >= c_hi:  # rounding at the edge
+                            u = c_lo
+                    else:
+                        u = c_lo + uniform(rs) * (1.0 - c_lo)
+                        if u >= c_hi:
+                            continue  # stays to the end of the horizon
+                    c = table_cell(tab_c, tab_guide, tab_ginv, row, u)
+                    day_out = t_off + (c >> shift)
+                    d = dests[s, c & (width - 1)]
+                else:
+                    e = exponential(rs)
+                    if e >= h_run:
+                        if not big:
+                            continue  # stays to the end of the horizon
+                        e -= h_run * math.floor(e / h_run)
+                        if not 0.0 <= e < h_run:  # rounding at the edges
+                            e = 0.0
+                    e += base
+                    j = lo
+                    for i in range(lo + 1, hi):
+                        j += e >= x_cum[i]
+                    day_out = x_start[j] + min(int((e - x_cum[j]) * x_inv[j]), x_span[j] - 1)
+                    u = uniform(rs)
+                    d = 0
+                    for i in range(x_dest[j], x_dest[j] + n_states):
+                        d += u >= dest_flat[i]
                 occ_diff[day_out, s] -= 1
                 i_leaver += 1
                 if alone[s, d]:  # won, takes an amount, or went cold with a value pending
@@ -678,6 +847,8 @@ def forecast_cohorts(rng_states, set_index, ep_start, weekday0, entry, qual, lea
     count``)."""
     occ_diff, cohort, queue = work_buffers(bookings.shape[1], kinds.shape[1], arr_mean.shape[1],
                                            total.shape[4])
+    tables = exit_tables(bookings.shape[1] + band_lo[-1] if plain else 0, kinds,
+                         arr_mean.shape[1], total.shape[4])
     for p in range(rng_states.shape[0]):
         simulate_path_cohorts(
             rng_states[p].copy(), set_index[p], ep_start, weekday0, entry, qual, *lead_args,
@@ -685,7 +856,7 @@ def forecast_cohorts(rng_states, set_index, ep_start, weekday0, entry, qual, lea
             amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing, close_total,
             close_mult, cmax, arr_cal, lam_flat, plain, bookings[p], won[p], expired[p],
             recaptured[p], lost_value[p], entered[p], arrivals[p], occupancy[p], occ_diff,
-            cohort, queue)
+            cohort, queue, tables)
 
 
 @njit(cache=True, nogil=True)
