@@ -560,8 +560,8 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     drawing ``u`` uniform below ``c_hi``; in a small one each lead a uniform, a stayer when
     above ``c_hi``) and the cell holding ``u`` is its day and destination. A group of the open
     pipeline aged ``a`` uses the row from ``a`` on: ``u`` uniform in ``[c_lo, 1)``, ``c_lo``
-    the row's cumulative probability at age ``a`` (the exponential's memorylessness, for a
-    discrete distribution); groups so old that ``1 - c_lo`` is below ``1e-6`` go by the
+    the row's cumulative probability at age ``a`` (the exit given that the group lasted to
+    ``a``); groups so old that ``1 - c_lo`` is below ``1e-6`` go by the
     stretches, where rounding cannot show.
 
     Order: the open pipeline's leads with a known amount alone (``open_*``, substreams
