@@ -548,10 +548,10 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     draws every lead's ``E``. The stretch where ``E`` falls, the day in it and the
     destination follow as for a single lead. Leavers for another transient state join the
     cohort of that state, day, segment and recycle level (``cohort``, flat, ordered by state,
-    segment, recycle level and day), the
-    lost are counted in that table too; those that win, take an amount or go cold with a value
-    pending are queued to go on alone (:func:`run_alone`, each from its own substream, keyed by
-    its cohort and its rank among the cohort's leavers). Stayers cost one draw, or nothing.
+    segment, recycle level and day), the lost are counted in that table too; those that
+    win, take an amount or go cold with a value pending are queued to go on alone
+    (:func:`run_alone`, each from its own substream, keyed by its cohort and its rank among
+    the cohort's leavers). Stayers cost one draw, or nothing.
 
     In a run with one epoch the stretches are not needed: the row of :func:`exit_tables` for
     the cohort's state, segment and recycle level holds the probability of every (day,
@@ -604,7 +604,6 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     x_span = np.empty(n_xmax, dtype=np.int64)
     x_ep = np.empty(n_xmax, dtype=np.int64)
     x_dest = np.empty(n_xmax, dtype=np.int64)
-    to_row = np.empty(n_states, dtype=np.int64)
     dest_flat = cumdest.reshape(-1)
     x_inv = np.empty(n_xmax)
     x_cum = np.empty(n_xmax)
@@ -619,6 +618,15 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             is_recapture[a, d] = kinds[a, d] == KIND_RECAPTURE
             alone[a, d] = d == won_state or d == amount_stage or (is_expiry[a, d] == 1
                                                                   and a >= qual)
+    # Where in the cohort table a leaver of state s (segment g, recycle level r) for d is
+    # counted: from ``to_row[(s * n_seg + g) * n_rec + r, d]`` on, by day.
+    to_row = np.empty((n_trans * n_seg * n_rec, n_states), dtype=np.int64)
+    for a in range(n_trans):
+        for g in range(n_seg):
+            for r in range(n_rec):
+                for d in range(n_states):
+                    to_row[(a * n_seg + g) * n_rec + r, d] = (
+                        (d * n_seg + g) * n_rec + min(r + is_expiry[a, d], n_rec - 1)) * horizon
     n_open = open_state.shape[0]
     for j in range(n_open):  # open leads with a known amount: alone
         q_key[nq], q_state[nq], q_dest[nq], q_day[nq] = open_key[j], open_state[j], -1, -1
@@ -731,8 +739,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             continue
         seed_substream(rs, st, KEY_COHORT + ident)
         i_leaver = 0
-        for d in range(n_states):  # where a leaver for d is counted in the cohort table
-            to_row[d] = ((d * n_seg + g) * n_rec + min(r + is_expiry[s, d], n_rec - 1)) * horizon
+        srow = (s * n_seg + g) * n_rec + r
         # Each lead leaves when its Exp(1) draw E falls below the cumulative hazard `cum`. A
         # large cohort draws how many leave in each epoch (in one go when there is one epoch),
         # then each leaver's E given that it falls there (E mod H: exact, the exponential
@@ -809,7 +816,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                 else:  # joins the cohort of its new state and day (lost: counted there)
                     expired[day_out, s] += is_expiry[s, d]
                     recaptured[day_out] += is_recapture[s, d]
-                    cohort[to_row[d] + day_out] += 1
+                    cohort[to_row[srow, d] + day_out] += 1
             lo = hi
     run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount, ks,
               ep_start, total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
