@@ -687,12 +687,13 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             occ_diff[day, s] += n
             age = 0
             t = day + 1
-        # A cohort entering a state at age 0 in a run with one epoch: its exit table row
-        # (built the first time a path of this parameter set needs it); `cum` is then the
-        # probability of leaving before the horizon. Otherwise the stretches of constant
-        # hazard ahead of it (age bands cut at epoch starts and at the horizon): their start
-        # day, length, epoch, row of destination shares, inverse rate and the cumulative
-        # hazard at their start; `cum` is then the cumulative hazard to the horizon.
+        # In a run with one epoch: the cohort's (or group's) exit table row, built the first
+        # time a path of this parameter set needs it, read from the group's age on; `cum` is
+        # then the probability of leaving before the horizon. Otherwise, and for groups too
+        # old for the table, the stretches of constant hazard ahead (age bands cut at epoch
+        # starts and at the horizon): their start day, length, epoch, row of destination
+        # shares, inverse rate and the cumulative hazard at their start; `cum` is then the
+        # cumulative hazard to the horizon.
         row = -1
         if plain:
             row = (s * n_seg + g) * n_rec + r
@@ -711,7 +712,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
         if use_tab:
             cum = (c_hi - c_lo) / (1.0 - c_lo)
             n_x = 1
-        if not use_tab:
+        else:
             b = _band_of(age, band_lo)
             ep = epoch_of(t, ep_start)
             n_x = 0
