@@ -294,3 +294,44 @@ def test_exit_table_lookup_finds_the_cell_of_any_draw(b2b_exit_tables):
         u = u[u < c[-1]]
         got = np.array([table_cell(tab_c, tab_guide, tab_ginv, row, x) for x in u])
         np.testing.assert_array_equal(got, np.searchsorted(c, u, side="right"))
+
+
+def test_exit_table_rows_never_decrease():
+    """A day's cells end where the day ends even when a move's share is too small to show
+    in the sum (1e-19 to 1e-15 of the other's): were a cell a rounding step above the day's
+    end, a group whose draw fell exactly on its age's start would leave before its age."""
+    from forecast.simulate.kernels import exit_table_row, exit_tables, table_cell
+
+    kinds = np.array([[0, 1, 1, 0]], dtype=np.int8)  # one state, two moves
+    band_lo = np.array([0, 20], dtype=np.int64)
+    rng = np.random.default_rng(0)
+    out_of_order = 0
+    for _ in range(2000):
+        real = rng.uniform(0.05, 1.5)
+        hazards = np.zeros((1, 1, 2, 1, 1, 4))
+        hazards[..., 1] = real
+        hazards[..., 2] = real * 10.0 ** rng.uniform(-19, -15)
+        tables = exit_tables(50, kinds, 1, 1)
+        tab_c, tab_guide, tab_ginv, _, dests = tables
+        exit_table_row(tab_c, tab_guide, tab_ginv, 0, hazards, hazards.sum(-1), band_lo, dests,
+                       0, 0, 0, 0)
+        c = tab_c[0]
+        out_of_order += np.any(np.diff(c) < 0)
+        width = dests.shape[1]
+        for age in range(1, 20):
+            if 1.0 - c[age * width - 1] < 1e-6:
+                break
+            assert table_cell(tab_c, tab_guide, tab_ginv, 0, c[age * width - 1]) >= age * width
+    assert out_of_order == 0
+
+
+def test_a_hazard_on_a_move_the_model_lacks_is_refused(b2b, b2b_params):
+    """The exit tables hold the model's moves only, so parameters with a hazard anywhere else
+    (here lead -> won) are refused with the move named, not simulated wrongly."""
+    hazards = b2b_params.hazards.copy()
+    hazards[:, b2b.state_index("lead"), :, :, :, b2b.state_index(WON)] = 0.01
+    params = b2b_params.__class__(hazards, b2b_params.arrivals_mean,
+                                  b2b_params.arrivals_dispersion, b2b_params.day_of_week,
+                                  b2b_params.deal_mu, b2b_params.deal_sigma)
+    with pytest.raises(ValueError, match="lead -> won, which is not a move of model b2b"):
+        simulate(b2b, params, fresh_leads(10, 0), AS_OF, 30, 4, 0)

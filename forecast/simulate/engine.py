@@ -172,6 +172,12 @@ def open_groups(pipeline: Pipeline) -> tuple[np.ndarray, ...]:
 
 def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
     """Derive the simulator's tables from the hazard table (``forecast.hazards``)."""
+    kinds = model.move_kinds()
+    stray = np.any(params.hazards > 0, axis=(0, 2, 3, 4)) & (kinds == 0)
+    if stray.any():
+        s, d = np.argwhere(stray)[0]
+        raise ValueError(f"the parameters give a hazard to {model.states[s]} -> "
+                         f"{model.states[d]}, which is not a move of model {model.name}")
     total, cumdest = transition_tables(params.hazards)
     winprob = np.stack([np.transpose(absorption(model, h).win, (1, 0, 2))
                         for h in params.hazards])  # [set, state, g, r]
@@ -184,7 +190,7 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
     hazards = np.ascontiguousarray(params.hazards, dtype=np.float64)
     return KernelTables(
         total=np.ascontiguousarray(total), cumdest=np.ascontiguousarray(cumdest),
-        band_lo=np.asarray(model.age_bands, dtype=np.int64), kinds=model.move_kinds(),
+        band_lo=np.asarray(model.age_bands, dtype=np.int64), kinds=kinds,
         winprob=np.ascontiguousarray(winprob), deal_mean=params.deal_mean,
         deal_mu=params.deal_mu, deal_sigma=params.deal_sigma,
         arr_mean=params.arrivals_mean, arr_size=params.arrivals_dispersion,
