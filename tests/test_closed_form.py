@@ -335,3 +335,55 @@ def test_a_hazard_on_a_move_the_model_lacks_is_refused(b2b, b2b_params):
                                   b2b_params.deal_mu, b2b_params.deal_sigma)
     with pytest.raises(ValueError, match="lead -> won, which is not a move of model b2b"):
         simulate(b2b, params, fresh_leads(10, 0), AS_OF, 30, 4, 0)
+
+
+@pytest.mark.parametrize("which", ["b2b", "two_stage", "fast_stage"])
+def test_cohort_schedule_runs_every_cohort_after_those_that_feed_it(request, tmp_path, which):
+    """The cohort kernel runs a (state, recycle level) over the whole horizon before the ones
+    it feeds, so its order must be topological: every node once, a move never goes to an
+    earlier pass, and a pass holds one strongly connected set of nodes (run day by day
+    together). b2b has three levels: everything below the last is run alone, in order; the
+    fast-stage model has one level, so its states all feed each other and share one pass."""
+    from test_equivalence import FAST_STAGE_TOML
+
+    from forecast.simulate.kernels import KIND_EXPIRY, cohort_schedule
+
+    if which == "fast_stage":
+        path = tmp_path / "fast_stage.toml"
+        path.write_text(FAST_STAGE_TOML)
+        model = load_model(path)
+    else:
+        model = request.getfixturevalue(which)
+    kinds = model.move_kinds()
+    n_trans, n_rec = kinds.shape[0], model.recycle_levels
+    sched_s, sched_r, start = cohort_schedule(kinds, n_rec)
+    nodes = list(zip(sched_s.tolist(), sched_r.tolist(), strict=True))
+    assert sorted(nodes) == [(s, r) for s in range(n_trans) for r in range(n_rec)]
+    pass_of = {node: p for p in range(len(start) - 1) for node in nodes[start[p]:start[p + 1]]}
+    edges = {(s, r): [(d, min(r + (kinds[s, d] == KIND_EXPIRY), n_rec - 1))
+                      for d in range(n_trans) if kinds[s, d]]
+             for s in range(n_trans) for r in range(n_rec)}
+
+    def reach(u):
+        seen, todo = set(), [u]
+        while todo:
+            for v in edges[todo.pop()]:
+                if v not in seen:
+                    seen.add(v)
+                    todo.append(v)
+        return seen
+
+    reached = {u: reach(u) for u in edges}
+    for u, vs in edges.items():
+        for v in vs:
+            assert pass_of[u] <= pass_of[v], (u, v)
+    for u in edges:
+        for v in edges:
+            same = u == v or (v in reached[u] and u in reached[v])
+            assert (pass_of[u] == pass_of[v]) == same, (u, v)
+    sizes = np.diff(start)
+    if which == "b2b":
+        assert sizes[0] == 1 and nodes[0] == (model.state_index("lead"), 0)
+        assert sum(sizes > 1) == 1 and sizes.max() == n_trans - 1  # all but lead, at level 2
+    if which == "fast_stage":
+        assert sizes.tolist() == [n_trans]

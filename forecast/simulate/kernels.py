@@ -455,6 +455,64 @@ def occupancy_from(occ_diff, occ_days, occupancy):
 
 
 @njit(cache=True)
+def cohort_schedule(kinds, n_rec):
+    """The order in which :func:`simulate_path_cohorts` runs its cohorts: passes over the
+    horizon, each for a set of ``(state, recycle level)`` nodes; pass ``p`` holds the nodes
+    ``sched_s[i], sched_r[i]`` for ``sched_start[p] <= i < sched_start[p + 1]``.
+
+    A cohort takes leavers only from cohorts of earlier days and of nodes with a move to its
+    own, and a move raises the recycle level or leaves it (an expiry raises it, up to the
+    last level). So the nodes fall into strongly connected components (most alone: leads move
+    on and do not come back at the same level), and taking the components in topological
+    order, each over all days before the next, every cohort is complete when its turn comes;
+    inside a component the days go in order and its nodes take turns within each day. Running
+    one node's cohorts in a row keeps its exit table row and the cohorts it feeds in cache.
+
+    The order of the components: a component reached from another has strictly more nodes
+    (outside itself) that reach it, so sorting by that count is a topological order.
+    """
+    n_trans = kinds.shape[0]
+    n_nodes = n_trans * n_rec
+    reach = np.zeros((n_nodes, n_nodes), dtype=np.bool_)
+    for s in range(n_trans):
+        for r in range(n_rec):
+            for d in range(n_trans):
+                if kinds[s, d] != 0:
+                    r2 = min(r + (kinds[s, d] == KIND_EXPIRY), n_rec - 1)
+                    reach[s * n_rec + r, d * n_rec + r2] = True
+    for w in range(n_nodes):  # transitive closure (Warshall)
+        for u in range(n_nodes):
+            if reach[u, w]:
+                for v in range(n_nodes):
+                    if reach[w, v]:
+                        reach[u, v] = True
+    comp = np.full(n_nodes, -1, dtype=np.int64)  # a component: its first node
+    ancestors = np.zeros(n_nodes, dtype=np.int64)
+    for u in range(n_nodes):
+        for v in range(n_nodes):
+            if comp[u] < 0 and (v == u or (reach[u, v] and reach[v, u])):
+                comp[u] = v
+    for u in range(n_nodes):
+        for v in range(n_nodes):
+            if reach[v, u] and comp[v] != comp[u]:
+                ancestors[u] += 1
+    order = np.argsort(ancestors * n_nodes + comp, kind="mergesort")
+    sched_s = np.empty(n_nodes, dtype=np.int64)
+    sched_r = np.empty(n_nodes, dtype=np.int64)
+    sched_start = np.zeros(n_nodes + 1, dtype=np.int64)
+    n_pass = 0
+    for i in range(n_nodes):
+        u = order[i]
+        sched_s[i] = u // n_rec
+        sched_r[i] = u % n_rec
+        if i > 0 and comp[u] != comp[order[i - 1]]:
+            n_pass += 1
+            sched_start[n_pass] = i
+    sched_start[n_pass + 1] = n_nodes
+    return sched_s, sched_r, sched_start[:n_pass + 2]
+
+
+@njit(cache=True)
 def draw_arrivals(rs, st, t, g, k, wd, arr_mean, arr_size, dow, arr_cal):
     """The number of new leads of segment ``g`` on day ``t``, from its own substream."""
     seed_substream(rs, st, KEY_COUNT + t * 4096 + g)
@@ -573,12 +631,16 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     stretches, where rounding cannot show.
 
     Order: the open pipeline's leads with a known amount alone (``open_*``, substreams
-    ``open_key``), its other leads as groups of equal state, age, segment and recycle level
-    (``grp_*``), then day by day: that day's arrivals join the entry stage's cohort of the day
-    and every cohort entering a state that day is run. A cohort's leavers leave the next day at
-    the earliest, so each cohort is complete when its day comes. Each group and cohort draws
-    from its own substream, keyed by what it is (keys above), so what happens in one does not
-    move the draws of another, and a scenario's baseline draws the same for the same cohort.
+    ``open_key``), the arrivals of every day into the entry stage's cohorts, the open
+    pipeline's other leads as groups of equal state, age, segment and recycle level
+    (``grp_*``), then the cohorts in the order of :func:`cohort_schedule`: a state and
+    recycle level over the whole horizon, segment by segment, before the states it feeds
+    (where leads can come back to the same state and level, those states day by day
+    together). A cohort's leavers leave the next day at the earliest and a cohort takes
+    leavers only from the states and levels before it, so each cohort is complete when its
+    turn comes. Each group and cohort draws from its own substream, keyed by what it is (keys
+    above), so the order does not change the draws, what happens in one does not move the
+    draws of another, and a scenario's baseline draws the same for the same cohort.
     """
     horizon = bookings.shape[0]
     n_states = kinds.shape[1]
@@ -605,7 +667,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
         shift += 1
     c_lo = c_hi = 0.0
     t_off = 0
-    day = o_s = o_g = o_r = 0
+    day = o_p = o_g = o_i = 0
     rs = np.empty(4, dtype=np.uint64)
     n_xmax = n_bands + ep_start.shape[0]
     x_start = np.empty(n_xmax, dtype=np.int64)
@@ -650,47 +712,43 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             nq = 0
     q_age[:] = 0  # the leavers queued below: age 0, no amount
     q_amount[:] = np.nan
+    for day in range(horizon):  # the arrivals join the entry stage's cohorts
+        wd = (weekday0 + day) % 7
+        k = ks[epoch_of(day, ep_start)]
+        for g in range(n_seg):
+            n = draw_arrivals(rs, st, day, g, k, wd, arr_mean, arr_size, dow, arr_cal)
+            arrivals[day] += n
+            cohort[(entry * n_seg + g) * n_rec * horizon + day] += n
+    sched_s, sched_r, sched_start = cohort_schedule(kinds, n_rec)
     n_grp = grp_state.shape[0]
-    per_day = n_trans * n_seg * n_rec
-    for it in range(n_grp + horizon * per_day):
+    for it in range(n_grp + horizon * n_trans * n_seg * n_rec):
         if it < n_grp:  # a group of the open pipeline, at risk from day 0 at its age
             n = grp_count[it]
             s, age, t, g, r = grp_state[it], grp_age[it], 0, grp_seg[it], grp_rec[it]
             ident = GROUP + ((age * n_trans + s) * n_seg + g) * n_rec + r
             occ_diff[0, s] += n
         else:  # the cohort entering state s on day `day`, at risk from the next
-            c = it - n_grp
-            # (day, s, g, r) of cohort c, counted on like an odometer (no divisions)
-            if c == 0:
-                day = o_s = o_g = o_r = 0
+            # (pass, segment, day, node) of the next cohort (cohort_schedule), counted on like
+            # an odometer (no divisions)
+            if it == n_grp:
+                o_p = o_g = day = o_i = 0
             else:
-                o_r += 1
-                if o_r == n_rec:
-                    o_r = 0
-                    o_g += 1
-                    if o_g == n_seg:
-                        o_g = 0
-                        o_s += 1
-                        if o_s == n_trans:
-                            o_s = 0
-                            day += 1
-            if o_s == 0 and o_g == 0 and o_r == 0:  # first of the day: its arrivals join
-                wd = (weekday0 + day) % 7
-                k = ks[epoch_of(day, ep_start)]
-                for g in range(n_seg):
-                    n = draw_arrivals(rs, st, day, g, k, wd, arr_mean, arr_size, dow, arr_cal)
-                    arrivals[day] += n
-                    cohort[(entry * n_seg + g) * n_rec * horizon + day] += n
-                for g in range(n_seg):  # the day's losses: counted, nothing more
-                    for r in range(n_rec):
-                        n = cohort[((lost_state * n_seg + g) * n_rec + r) * horizon + day]
-                        entered[day, lost_state] += n
-                        occ_diff[day, lost_state] += n
-            s, g, r = o_s, o_g, o_r
+                o_i += 1
+                if o_i == sched_start[o_p + 1]:
+                    o_i = sched_start[o_p]
+                    day += 1
+                    if day == horizon:
+                        day = 0
+                        o_g += 1
+                        if o_g == n_seg:
+                            o_g = 0
+                            o_p += 1
+                            o_i = sched_start[o_p]
+            s, g, r = sched_s[o_i], o_g, sched_r[o_i]
             n = cohort[((s * n_seg + g) * n_rec + r) * horizon + day]
             if n == 0:
                 continue
-            ident = c
+            ident = ((day * n_trans + s) * n_seg + g) * n_rec + r
             entered[day, s] += n
             occ_diff[day, s] += n
             age = 0
@@ -832,6 +890,12 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
               amount_stage, qual, hazards, closing, close_total, close_mult, cmax, lam_flat,
               plain, occ_diff, bookings, won, expired, recaptured, lost_value, entered,
               no_events, no_amounts, no_count)
+    for g in range(n_seg):  # the lost: counted, nothing more
+        for r in range(n_rec):
+            for day in range(horizon):
+                n = cohort[((lost_state * n_seg + g) * n_rec + r) * horizon + day]
+                entered[day, lost_state] += n
+                occ_diff[day, lost_state] += n
     occupancy_from(occ_diff, occ_days, occupancy)
 
 
