@@ -25,17 +25,14 @@ import time
 AS_OF = dt.date(2026, 9, 30)
 
 
-def workload(n_open: int, arrivals_per_day: float, horizon: int, n_paths: int) -> dict:
-    """Run one workload in this process (after a warm-up call) and return its figures."""
-    import resource
-
-    import numba
+def reference_inputs(n_open: int, arrivals_per_day: float):
+    """The workload's model, parameters and open pipeline: b2b, its arrivals scaled to
+    ``arrivals_per_day``, ``n_open`` open leads spread over the stages."""
     import numpy as np
 
     from forecast.model import load_model
     from forecast.parameters import default_parameters
-    from forecast.simulate import Pipeline, simulate
-    from forecast.simulate.rng import path_states, uniform
+    from forecast.simulate import Pipeline
 
     model = load_model("b2b")
     params = default_parameters(model)
@@ -52,6 +49,20 @@ def workload(n_open: int, arrivals_per_day: float, horizon: int, n_paths: int) -
         recycle=(rng.random(n_open) < 0.2).astype(np.int64),
         amount=np.where(state == opp, rng.lognormal(11.2, 0.9, n_open), np.nan),
     )
+    return model, params, pipeline
+
+
+def workload(n_open: int, arrivals_per_day: float, horizon: int, n_paths: int) -> dict:
+    """Run one workload in this process (after a warm-up call) and return its figures."""
+    import resource
+
+    import numba
+    import numpy as np
+
+    from forecast.simulate import simulate
+    from forecast.simulate.rng import path_states, uniform
+
+    model, params, pipeline = reference_inputs(n_open, arrivals_per_day)
     t0 = time.perf_counter()
     simulate(model, params, pipeline, AS_OF, 5, 2, 0)  # compile, or load the cached kernels
     warmup = time.perf_counter() - t0
