@@ -13,9 +13,11 @@ the samples per function and, for one function, per instruction, next to its dis
     perf script -i prof/perf.data -F ip > prof/ips.txt
     .venv/bin/python benchmarks/profile_kernel.py report prof [function] [top]
 
-`run DIR [paths] [open] [arrivals]` (defaults 300, 20000, 300: the reference workload's
-per-path work); `report DIR [function] [top]` (default: the function with the most samples,
-its 40 hottest instructions; the annotated disassembly goes to `DIR/<function>.txt`).
+`run DIR [paths] [open] [arrivals] [sets]` (defaults 300, 20000, 300, 1: the reference
+workload's per-path work; `sets` > 1 gives the paths that many parameter sets in turn, the
+hazards scattered around the defaults as a fitted posterior's are). `report DIR [function]
+[top]` (default: the function with the most samples, its 40 hottest instructions; the
+annotated disassembly goes to `DIR/<function>.txt`).
 Samples land on the instruction after a slow one (skid): read a hot instruction with the one
 before it. Samples outside the kernels (Python, the compiler) are left out of the shares.
 """
@@ -36,15 +38,25 @@ from pathlib import Path
 CODE_BYTES = 1 << 18  # dumped per function (at most: up to the next function's start)
 
 
-def run(out: Path, paths: int, n_open: int, arrivals: float) -> None:
+def run(out: Path, paths: int, n_open: int, arrivals: float, sets: int) -> None:
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba_profile_")
     os.environ["NUMBA_NUM_THREADS"] = "1"
     sys.path.insert(0, str(Path(__file__).parent))
+    import numpy as np
     from simulator import AS_OF, reference_inputs
 
+    from forecast.parameters import Parameters
     from forecast.simulate import kernels, simulate
 
     model, params, pipeline = reference_inputs(n_open, arrivals)
+    if sets > 1:  # as a fitted posterior gives: hazards around the defaults, a set per path
+        def rep(a):
+            return np.repeat(a, sets, axis=0)
+
+        noise = np.random.default_rng(1).lognormal(0.0, 0.1, (sets, *params.hazards.shape[1:]))
+        params = Parameters(rep(params.hazards) * noise, rep(params.arrivals_mean),
+                            rep(params.arrivals_dispersion), rep(params.day_of_week),
+                            rep(params.deal_mu), rep(params.deal_sigma))
     simulate(model, params, pipeline, AS_OF, 5, 2, 0)  # compile
     syms = []
     for overload in kernels.forecast_cohorts.overloads.values():
@@ -133,8 +145,8 @@ if __name__ == "__main__":
     directory = Path(sys.argv[2])
     directory.mkdir(parents=True, exist_ok=True)
     if sys.argv[1] == "run":
-        args = [int(a) for a in sys.argv[3:6]]
-        run(directory, *(args + [300, 20000, 300][len(args):]))
+        args = [int(a) for a in sys.argv[3:7]]
+        run(directory, *(args + [300, 20000, 300, 1][len(args):]))
     else:
         report(directory, sys.argv[3] if len(sys.argv) > 3 else None,
                int(sys.argv[4]) if len(sys.argv) > 4 else 40)

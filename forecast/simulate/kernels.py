@@ -391,17 +391,14 @@ def exit_table_row(tab_c, tab_guide, tab_ginv, row, hazards, total, band_lo, des
     n_cells = tab_c.shape[1]
     n_b = band_lo.shape[0]
     c_row = tab_c[row]
-    b = 0
-    surv = 1.0
-    rho = math.exp(-total[k, s, 0, g, r])
-    for j in range(n_cells // width):
-        if b < n_b - 1 and j >= band_lo[b + 1]:
-            b += 1
-            rho = math.exp(-total[k, s, b, g, r])
+    # Per band: each destination's cumulative share of the band's hazard, and from which
+    # destination on the day's cells end where the day ends (its last move's; the first
+    # when nothing leaves). Computed once per band, not per day: a posterior run builds the
+    # rows of every path's own set, and this halved the time.
+    share = np.zeros((n_b, width))
+    ends = np.zeros(n_b, dtype=np.int64)
+    for b in range(n_b):
         lam = total[k, s, b, g, r]
-        nxt = surv * rho
-        left = surv - nxt  # leaves on this day
-        base = 1.0 - surv
         acc = 0.0
         last = -1
         for i in range(width):
@@ -411,12 +408,26 @@ def exit_table_row(tab_c, tab_guide, tab_ginv, row, hazards, total, band_lo, des
                 if h > 0.0:
                     acc += h
                     last = i
-            # never past the day's end, where rounding would put it out of order
-            c_row[j * width + i] = min(base + left * (acc / lam), 1.0 - nxt) if lam > 0.0 \
-                else base
-        if last >= 0:  # the day's last destination ends exactly where the day ends
-            for i in range(last, width):
-                c_row[j * width + i] = 1.0 - nxt
+            share[b, i] = acc / lam if lam > 0.0 else 0.0
+        ends[b] = last if last >= 0 else (width if lam > 0.0 else 0)
+    b = 0
+    surv = 1.0
+    rho = math.exp(-total[k, s, 0, g, r])
+    for j in range(n_cells // width):
+        if b < n_b - 1 and j >= band_lo[b + 1]:
+            b += 1
+            rho = math.exp(-total[k, s, b, g, r])
+        nxt = surv * rho
+        left = surv - nxt  # leaves on this day
+        base = 1.0 - surv
+        day_end = 1.0 - nxt
+        # never past the day's end, where rounding would put it out of order; the day's last
+        # destination ends exactly where the day ends (with nothing leaving, the day's cells
+        # are all 1 - surv: rho is 1)
+        for i in range(ends[b]):
+            c_row[j * width + i] = min(base + left * share[b, i], day_end)
+        for i in range(ends[b], width):
+            c_row[j * width + i] = day_end
         surv = nxt
     c_tot = c_row[n_cells - 1]
     ginv = n_cells / c_tot if c_tot > 0.0 else 0.0
