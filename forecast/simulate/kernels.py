@@ -612,7 +612,8 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                           deal_mean, deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow,
                           occ_days, hazards, closing, close_total, close_mult, cmax, arr_cal,
                           lam_flat, plain, bookings, won, expired, recaptured, lost_value,
-                          entered, arrivals, occupancy, occ_diff, cohort, queue, tables):
+                          entered, arrivals, occupancy, occ_diff, cohort, queue, tables,
+                          schedule):
     """One Monte Carlo path by cohorts: the kernel of every run without calendar effects.
     The same process and outputs as :func:`simulate_path`, from other draws.
 
@@ -645,14 +646,15 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     Order: the open pipeline's leads with a known amount alone (``open_*``, substreams
     ``open_key``), the arrivals of every day into the entry stage's cohorts, the open
     pipeline's other leads as groups of equal state, age, segment and recycle level
-    (``grp_*``), then the cohorts in the order of :func:`cohort_schedule`: a state and
-    recycle level over the whole horizon, segment by segment, before the states it feeds
-    (where leads can come back to the same state and level, those states day by day
-    together). A cohort's leavers leave the next day at the earliest and a cohort takes
-    leavers only from the states and levels before it, so each cohort is complete when its
-    turn comes. Each group and cohort draws from its own substream, keyed by what it is (keys
-    above), so the order does not change the draws, what happens in one does not move the
-    draws of another, and a scenario's baseline draws the same for the same cohort.
+    (``grp_*``), then the cohorts in the order of :func:`cohort_schedule` (``schedule``,
+    computed once per thread): a state and recycle level over the whole horizon, segment by
+    segment, before the states it feeds (where leads can come back to the same state and
+    level, those states day by day together). A cohort's leavers leave the next day at the
+    earliest and a cohort takes leavers only from the states and levels before it, so each
+    cohort is complete when its turn comes. Each group and cohort draws from its own
+    substream, keyed by what it is (keys above), so the order does not change the draws,
+    what happens in one does not move the draws of another, and a scenario's baseline draws
+    the same for the same cohort.
     """
     horizon = bookings.shape[0]
     n_states = kinds.shape[1]
@@ -731,7 +733,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             n = draw_arrivals(rs, st, day, g, k, wd, arr_mean, arr_size, dow, arr_cal)
             arrivals[day] += n
             cohort[(entry * n_seg + g) * n_rec * horizon + day] += n
-    sched_s, sched_r, sched_start = cohort_schedule(kinds, n_rec)
+    sched_s, sched_r, sched_start = schedule  # cohort_schedule(kinds, n_rec)
     n_grp = grp_state.shape[0]
     for it in range(n_grp + horizon * n_trans * n_seg * n_rec):
         if it < n_grp:  # a group of the open pipeline, at risk from day 0 at its age
@@ -879,7 +881,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                     for i in range(x_dest[j], x_dest[j] + n_states):
                         d += u >= dest_flat[i]
                 # Unsigned indices from here: numba wraps negative signed indices around,
-                # which costs a few instructions per index (10% of a b2b run, here).
+                # which costs a few instructions per index (10-15% of a b2b run, here).
                 ut, ud = np.uint64(day_out), np.uint64(d)
                 occ_diff[ut, us] -= 1
                 i_leaver += 1
@@ -945,6 +947,7 @@ def forecast_cohorts(rng_states, set_index, ep_start, weekday0, entry, qual, lea
                                            total.shape[4])
     tables = exit_tables(bookings.shape[1] + band_lo[-1] if plain else 0, kinds,
                          arr_mean.shape[1], total.shape[4])
+    schedule = cohort_schedule(kinds, total.shape[4])
     for p in range(rng_states.shape[0]):
         simulate_path_cohorts(
             rng_states[p].copy(), set_index[p], ep_start, weekday0, entry, qual, *lead_args,
@@ -952,7 +955,7 @@ def forecast_cohorts(rng_states, set_index, ep_start, weekday0, entry, qual, lea
             amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing, close_total,
             close_mult, cmax, arr_cal, lam_flat, plain, bookings[p], won[p], expired[p],
             recaptured[p], lost_value[p], entered[p], arrivals[p], occupancy[p], occ_diff,
-            cohort, queue, tables)
+            cohort, queue, tables, schedule)
 
 
 @njit(cache=True, nogil=True)
