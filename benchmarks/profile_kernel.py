@@ -98,6 +98,9 @@ def short(name: str) -> str:
 
 
 def report(out: Path, function: str | None, top: int) -> None:
+    if not (out / "functions.json").is_file() or not (out / "ips.txt").is_file():
+        raise SystemExit(f"{out}: no functions.json or ips.txt; record with `run` under perf "
+                         "and write ips.txt with `perf script` first (see the docstring)")
     table = json.loads((out / "functions.json").read_text())
     per_fn: collections.Counter = collections.Counter()
     per_ip: collections.Counter = collections.Counter()
@@ -143,8 +146,8 @@ if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in ("run", "report"):
         raise SystemExit(__doc__)
     directory = Path(sys.argv[2])
-    directory.mkdir(parents=True, exist_ok=True)
     if sys.argv[1] == "run":
+        directory.mkdir(parents=True, exist_ok=True)
         args = [int(a) for a in sys.argv[3:7]]
         run(directory, *(args + [300, 20000, 300, 1][len(args):]))
     else:
