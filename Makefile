@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/forecast run
 
+# The test files run on parallel workers, one file at a time on each, so a file's
+# module-scoped fixtures (fits, mostly) are built once; TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The report's browser test (tests/test_report_browser.py) drives Debian's chromium through
 # Playwright (a browser download of Playwright's own cannot work here). Installed with apt when
@@ -37,7 +40,7 @@ browser:
 	  || echo "chromium is missing and could not be installed: the report's browser test will be skipped"
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulator.py

@@ -8,6 +8,23 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
+import sys
+import tempfile
+
+# `make test` runs the test files on parallel workers (pytest-xdist, a file at a time on each).
+# Numba's on-disk cache is not safe for two processes compiling the same function at once
+# (each numbers a new entry by the index it read, so one can leave the index pointing at the
+# other's code): each worker gets a cache of its own, set before numba is imported, and the
+# programs the tests start inherit it. Without NUMBA_CACHE_DIR (pytest -n run by hand, not by
+# make), a new temporary one: correct, but every run compiles afresh. Some test files import
+# this module again (``tests.conftest``): the second time, nothing to do.
+if os.environ.get("PYTEST_XDIST_WORKER", "") not in ("", os.environ.get("FORECAST_TEST_CACHE_OF")):
+    assert "numba" not in sys.modules, "numba was imported before the worker's cache was set"
+    _worker = os.environ["PYTEST_XDIST_WORKER"]
+    _base = os.environ.get("NUMBA_CACHE_DIR") or tempfile.mkdtemp(prefix="forecast-numba-")
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(_base, _worker)
+    os.environ["FORECAST_TEST_CACHE_OF"] = _worker
 
 import numba
 import numpy as np
