@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/forecast run
 
-# The test files run on parallel workers, one file at a time on each, so a file's
-# module-scoped fixtures (fits, mostly) are built once; TEST_WORKERS=0 runs them in one process.
+# The test files run on parallel workers (one per core, at most 4: each holds 1-1.5 GB and
+# compiles the kernels into a numba cache of its own), a file at a time on each, so a file's
+# module-scoped fixtures (fits, mostly) are built once. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest $(XDIST)
 
 # The report's browser test (tests/test_report_browser.py) drives Debian's chromium through
 # Playwright (a browser download of Playwright's own cannot work here). Installed with apt when
@@ -40,7 +42,7 @@ browser:
 	  || echo "chromium is missing and could not be installed: the report's browser test will be skipped"
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest $(XDIST) -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulator.py
