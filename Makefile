@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create the virtual
 # environment and install the package when needed. Settings for pytest and ruff live in
-# pyproject.toml (one source of truth).
+# pyproject.toml (one source of truth), except the test workers' (XDIST, below): a plain
+# `pytest` by hand stays in one process.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
