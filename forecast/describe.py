@@ -203,7 +203,7 @@ def stale_deals(model: FunnelModel, params: Parameters, pipeline, as_of, *, hori
     stale = np.zeros(len(st), dtype=bool)
     stale[active] = pipeline.age[active] >= limit[st[active], pipeline.segment[active]]
     sets = params.take(np.arange(min(params.n_sets, 200)))
-    win = np.median(np.stack([absorption(model, h).win for h in sets.hazards]), axis=0)
+    win = np.median(absorption(model, sets.hazards).win, axis=0)
     deal = np.median(params.deal_mean, axis=0)  # [g]
     quiet = params.with_arrivals_scaled(0.0)
     rows = []
