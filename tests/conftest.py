@@ -149,17 +149,3 @@ def _restore_numba_threads():
     n = numba.get_num_threads()
     yield
     numba.set_num_threads(n)
-
-
-# The longest files first (a file takes 1-5 minutes here, most of it PyMC fits), then the rest
-# as collected: with the files spread over parallel workers (`make test`), the long ones do not
-# start last on one worker while the other has nothing left to do. Order only; a file missing
-# from the list merely runs in its place.
-LONGEST_FILES = ("test_fit.py", "test_drift_calendar.py", "test_nightly.py", "test_drift.py",
-                 "test_calendar.py", "test_notebooks.py", "test_backtest.py",
-                 "test_calibration.py", "test_cli_fit.py", "test_equivalence.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: same order within
