@@ -167,7 +167,7 @@ def absorption(model: FunnelModel, hazards: np.ndarray) -> Absorption:
     ``(I - Q) w = c`` with ``c(x) = Σ_y E[T 1{x→y}] u_won(y)`` (``u_won(won) = 1``).
 
     ``hazards``: ``[..., state, band, segment, recycle, dest]``; with leading axes (a
-    posterior's sets) every set is solved in one call, not a Python loop (2 ms a set).
+    posterior's sets) every set is solved in one call, not a Python loop (1.6 ms a b2b set).
     """
     P, D, A, AD = _chain(model, hazards)
     n_x = P.shape[-1]
