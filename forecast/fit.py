@@ -11,8 +11,8 @@ raw rows, so a million-row history fits as fast as a small one):
 
   ``α ~ Normal(log_hazard_mu, log_hazard_sigma)``; segments are partially pooled per move
   (``β[m, ·] ~ ZeroSumNormal(τ[kind of m])``, ``τ ~ LogNormal(log segment_effect_sigma, 0.5)``,
-  only for moves seen at least 20 times; centred where every segment saw the move 100 times,
-  non-centred otherwise); the recycle
+  only for moves seen at least 20 times; centred where the data pin them, non-centred
+  otherwise: :func:`pinned_segment_effects`); the recycle
   effect ``γ[0] = 0``, ``γ[r] ~ Normal(0, recycle_effect_sigma)`` multiplies advances, skips and
   recaptures as in the model file's ``[recycle]``. The likelihood is the simulator's own daily
   process, not its continuous-time approximation: in a cell with ``E`` lead-days at risk (exit
@@ -77,8 +77,7 @@ PRIOR_DEFAULTS = {
 MOVE_KINDS = ("advance", "expiry", "recapture", "lost")  # move_kinds() codes 1..4
 SEGMENT_SD_LOG_SIGMA = 0.5  # spread of the segment-effect scale around its prior median
 MIN_EVENTS_FOR_SEGMENTS = 20  # moves seen fewer times get no segment effect
-CENTRED_MIN_EVENTS = 100  # per segment, for a centred segment effect (non-centred below)
-CENTRED_MIN_DEALS = 50  # per segment, for centred deal-size means
+CENTRED_MIN_EVENTS = 100  # per segment, for a centred segment effect (pinned_segment_effects)
 # Smaller steps than the default 0.8: the segment effects of a move whose segments barely
 # differ sit near the neck of a funnel; 0.9 removed the divergences on the CRM sample.
 TARGET_ACCEPT = 0.9
@@ -199,7 +198,8 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
     # Segment effects only where the data can say something: a move seen a few times has no
     # information on how segments differ, and a free centred effect there is a funnel.
     with_effect = y.sum(axis=(1, 2, 3)) >= MIN_EVENTS_FOR_SEGMENTS
-    centred = with_effect & (y.sum(axis=(1, 3)).min(axis=1) >= CENTRED_MIN_EVENTS)
+    centred = with_effect & pinned_segment_effects(
+        y.sum(axis=(1, 3)), stats.exposure[moves.source].sum(axis=(1, 3)))
     for name, group in (("segment_effect_centred", centred),
                         ("segment_effect_noncentred", with_effect & ~centred)):
         coords[f"{name}_move"] = [m for m, w in zip(coords["move"], group, strict=True) if w]
@@ -317,13 +317,14 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
         mu0 = pm.Normal("deal_log_mu_pooled", float(default_mu.mean()), pri["deal_log_mu_sigma"])
         n = np.bincount(stats.deal_segment, minlength=n_g).astype(float)
         if n_g > 1:
-            # Per segment: centred where it has many deals (prices can differ by orders of
-            # magnitude between products, and a non-centred form mixes badly there: its
-            # log-mean is pinned to within ~0.005 while the pooled scale wanders), non-centred
-            # where it has few (a centred one is a funnel). One rare product used to make every
-            # product non-centred, and fits of the CRM sample cut at mid-2017 stalled.
+            # Per segment: centred where its deals pin its log-mean more tightly than the
+            # segments' means spread (standard error below the spread of the segments' sample
+            # means), non-centred where they do not (a centred form is then a funnel). Prices
+            # can differ by orders of magnitude between products: a non-centred mean pinned to
+            # within ~0.005 while the pooled scale wanders is a banana (CRM fits cut at mid-2017
+            # stalled; a rare product's 15 deals at list price took NUTS 400 steps a draw).
             sd_mu = pm.HalfNormal("deal_log_mu_sd", pri["deal_log_mu_sigma"])
-            many = n >= CENTRED_MIN_DEALS
+            many = pinned_deal_means(stats.deal_segment, stats.deal_amounts, n_g)
             full = pt.zeros(n_g)
             if many.any():
                 coords_c = [g for g, m in zip(coords["segment"], many, strict=True) if m]
@@ -346,6 +347,45 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
             -n * pt.log(deal_sigma)
             - (s2 - 2.0 * deal_mu * s1 + n * deal_mu**2) / (2.0 * deal_sigma**2)))
     return pm_model
+
+
+def pinned_segment_effects(events: np.ndarray, exposure: np.ndarray) -> np.ndarray:
+    """Per move (``events``, ``exposure``: [move, segment]): do the data pin its segment
+    effects? Either every segment saw it ``CENTRED_MIN_EVENTS`` times, or the typical segment's
+    standard error of its log-rate (``1/sqrt(events)``, median over segments) is below the
+    spread of the true effects, estimated by moments from the crude log-rates (their variance
+    less their mean squared standard error). Where they are pinned the effects are centred: a
+    non-centred form is a banana there (each pinned effect ties its standardized value to the
+    scale; on the CRM sample, where one product of seven is rare, NUTS took 400 steps a draw).
+    Elsewhere they are non-centred (the prior dominates; a centred form is a funnel)."""
+    out = events.min(axis=1) >= CENTRED_MIN_EVENTS
+    for m, (y, e) in enumerate(zip(events, exposure, strict=True)):
+        seen = (y > 0) & (e > 0)
+        if out[m] or seen.sum() < 2:
+            continue
+        spread2 = np.log(y[seen] / e[seen]).var(ddof=1) - (1.0 / y[seen]).mean()
+        out[m] = np.median(1.0 / np.maximum(y, 1.0)) < spread2
+    return out
+
+
+def pinned_deal_means(segment: np.ndarray, amounts: np.ndarray, n_g: int) -> np.ndarray:
+    """Per segment: do its deals pin its log-mean more tightly than the segments' log-means
+    spread? Its standard error ``s / sqrt(n)`` against the spread of the true means, estimated
+    by moments (the variance of the segments' sample means less their mean squared standard
+    error: the sample means alone also spread by their noise). False for a segment with fewer
+    than two deals, and for all when fewer than two segments have two. Where a segment's mean
+    is pinned, the fit's per-segment mean is centred."""
+    logs = np.log(amounts)
+    n = np.bincount(segment, minlength=n_g).astype(float)
+    seen = n >= 2
+    if seen.sum() < 2:
+        return np.zeros(n_g, dtype=bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(segment, weights=logs, minlength=n_g) / n
+        ss = np.bincount(segment, weights=(logs - mean[segment]) ** 2, minlength=n_g)
+        se2 = ss / (n - 1) / n
+    spread2 = mean[seen].var(ddof=1) - se2[seen].mean()
+    return seen & (se2 < spread2)
 
 
 def quarters_back(as_of: dt.date, n_months: int) -> np.ndarray:
