@@ -79,7 +79,8 @@ SEGMENT_SD_LOG_SIGMA = 0.5  # spread of the segment-effect scale around its prio
 MIN_EVENTS_FOR_SEGMENTS = 20  # moves seen fewer times get no segment effect
 CENTRED_MIN_EVENTS = 100  # per segment, for a centred segment effect (pinned_segment_effects)
 # Smaller steps than the default 0.8: the segment effects of a move whose segments barely
-# differ sit near the neck of a funnel; 0.9 removed the divergences on the CRM sample.
+# differ sit near the neck of a funnel; 0.9 removed the divergences on the CRM sample. (With the
+# centring by pinned_*, 0.8 still left one of three fits of the bundled b2b sample stuck.)
 TARGET_ACCEPT = 0.9
 RHAT_LIMIT = 1.01
 ESS_LIMIT = 100  # per parameter, bulk; below it the bands' parameter part is noisy
@@ -318,8 +319,8 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
         n = np.bincount(stats.deal_segment, minlength=n_g).astype(float)
         if n_g > 1:
             # Per segment: centred where its deals pin its log-mean more tightly than the
-            # segments' means spread (standard error below the spread of the segments' sample
-            # means), non-centred where they do not (a centred form is then a funnel). Prices
+            # segments' means spread (pinned_deal_means), non-centred where they do not (a
+            # centred form is then a funnel). Prices
             # can differ by orders of magnitude between products: a non-centred mean pinned to
             # within ~0.005 while the pooled scale wanders is a banana (CRM fits cut at mid-2017
             # stalled; a rare product's 15 deals at list price took NUTS 400 steps a draw).
