@@ -29,9 +29,11 @@ raw rows, so a million-row history fits as fast as a small one):
   the likelihood is written on the per-segment sufficient statistics (count, Σ log x, Σ log² x).
 
 Priors come from the model file's ``[priors]`` (``PRIOR_DEFAULTS`` fill what it leaves out).
-Sampling is PyMC's NUTS, or nutpie (``sampler="nutpie"``, an optional extra): nutpie samples
-about 3x faster but compiles for about 40 s in every process, where PyMC's compiled C is cached
-on disk, so end to end they tie at the default 1000 draws (``benchmarks/fit.py``). The
+Sampling is PyMC's NUTS, started from the data (:func:`nuts_start`: the crude rates, and a
+mass matrix from the curvature there), or nutpie (``sampler="nutpie"``, an optional extra):
+nutpie samples about 3x faster but compiles for about 40 s in every process, where PyMC's
+compiled C is cached on disk, so end to end they tie at the default 1000 draws
+(``benchmarks/fit.py``). The
 posterior is an ArviZ ``InferenceData`` saved as netCDF with the model file's SHA-256, the
 history's SHA-256, the as-of date and the diagnostics in its attributes;
 :func:`posterior_parameters` turns it into one :class:`~forecast.parameters.Parameters` set per
@@ -350,6 +352,88 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
     return pm_model
 
 
+# Value variables whose data pin them directly (no non-centred hierarchy, no walk): their
+# curvature at the start is close to their posterior precision (see nuts_start).
+PINNED_BY_DATA = ("log_hazard", "segment_effect_centred_zerosum__", "recycle_effect",
+                  "log_arrivals", "day_of_week_effect_zerosum__", "arrivals_size_log__",
+                  "deal_log_mu_centred", "deal_log_sigma_log__")
+
+
+def nuts_start(pm_model, stats: Statistics, model: FunnelModel, chains: int, seed: int):
+    """PyMC's NUTS step and per-chain initial values for ``fit``, started from the data.
+
+    PyMC's default start (``jitter+adapt_diag``) puts every chain within +-1 of the prior
+    centre on the unconstrained scale with an identity mass matrix, which it keeps for the
+    first 101 tuning steps; these posteriors are 0.02-0.2 wide there, so the step size
+    collapses to ~0.01 and those steps took most of a fit's leapfrog steps (two thirds on
+    the bundled b2b sample at 500 + 500; all of a fit tuned for 100 steps or fewer, which
+    never leaves them). Instead:
+
+    - the chains start at the crude rates (events over exposure per move and band, mean
+      arrivals per segment), each jittered by up to two of its standard errors;
+    - the mass matrix starts at the inverse curvature of the log-posterior there (a
+      finite-difference diagonal of the Hessian, ``2n`` gradient calls) for the variables
+      the data pin directly (``PINNED_BY_DATA``), 1 elsewhere: for a non-centred effect or a
+      hierarchical scale the curvature at the start says how tightly it is held given the
+      others, not how far it ranges (its marginal is much wider; the b2b deal block mixed
+      worse with it). PyMC's adaptation then goes on from there as it would.
+
+    The posterior is the same; only where the sampler starts and how it first scales its
+    steps change.
+    """
+    pm = _import_pymc()
+    from pymc.blocking import DictToArrayBijection
+    from pymc.step_methods.hmc.quadpotential import QuadPotentialDiagAdapt
+
+    pri = priors_of(model)
+    moves = declared_moves(model)
+    y = stats.events[moves.source, :, :, :, moves.dest].sum(axis=(2, 3))  # [move, band]
+    e = stats.exposure[moves.source].sum(axis=(2, 3))
+    with np.errstate(divide="ignore"):
+        crude = np.log((y + 0.5) / np.where(e > 0, e, 1.0))
+    centre = {"log_hazard": (np.where(e > 0, np.clip(crude, -15.0, 3.0), pri["log_hazard_mu"]),
+                             1.0 / (y + 1.0))}
+    arr = stats.arrivals.astype(float)
+    if arr.shape[0] > 1:
+        mean = np.maximum(arr.mean(axis=0), 1e-3)
+        centre["log_arrivals"] = (np.log(mean),
+                                  np.maximum(arr.var(axis=0), mean) / mean**2 / arr.shape[0])
+    point = pm_model.initial_point()
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+    initvals = []
+    for _ in range(chains):
+        initvals.append({name: c + rng.uniform(-2.0, 2.0, c.shape) * np.sqrt(np.minimum(v, 1.0))
+                         for name, (c, v) in centre.items() if name in point})
+    for name, (c, _) in centre.items():
+        if name in point:
+            point[name] = c
+    start = DictToArrayBijection.map(point)
+    x0 = start.data
+    potential = QuadPotentialDiagAdapt(x0.size, x0, np.ones(x0.size), 10)
+    step = pm.NUTS(potential=potential, target_accept=TARGET_ACCEPT, model=pm_model)
+    # The step's own compiled log-density and gradient (compiling another costs 2-4 s); its
+    # variables are the model's value variables in the order of ``point``.
+    logp_dlogp = step._logp_dlogp_func
+    if [v.name for v in logp_dlogp._grad_vars] != [name for name, *_ in start.point_map_info]:
+        raise AssertionError("the NUTS step's variables are not in the initial point's order")
+    logp_dlogp.set_extra_values({})
+    h = 1e-4
+    curv = np.empty_like(x0)
+    for i in range(x0.size):
+        xp, xm = x0.copy(), x0.copy()
+        xp[i] += h
+        xm[i] -= h
+        curv[i] = (logp_dlogp(xm)[1][i] - logp_dlogp(xp)[1][i]) / (2.0 * h)
+    pinned = np.concatenate([np.full(int(np.prod(shape)), name in PINNED_BY_DATA)
+                             for name, shape, *_ in start.point_map_info])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = np.clip(1.0 / curv, 1e-8, 1.0)
+    var = np.where(pinned & np.isfinite(curv) & (curv > 0), var, 1.0)
+    # Started afresh with that variance: the same object the step's integrator holds.
+    potential.__init__(x0.size, x0, var, 10)
+    return step, initvals
+
+
 def pinned_segment_effects(events: np.ndarray, exposure: np.ndarray) -> np.ndarray:
     """Per move (``events``, ``exposure``: [move, segment]): do the data pin its segment
     effects? Either every segment saw it ``CENTRED_MIN_EVENTS`` times, or the typical segment's
@@ -468,12 +552,13 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
                                   seed=seed, progress_bar=progress, save_warmup=False,
                                   target_accept=TARGET_ACCEPT)
         elif sampler == "pymc":
-            # pm.sample compiles its logp/gradient inside (the graph rewrites are not cached:
-            # compiling it first just to time it cost a second compile, 5-10 s a fit). Its
-            # own clock of the sampling gives the split.
+            # The NUTS step compiles the logp/gradient once (nuts_start uses that compiled
+            # function too; the graph rewrites are not cached, so every extra compile costs
+            # 2-5 s a fit). pm.sample's own clock of the sampling gives the split.
+            step, initvals = nuts_start(pm_model, stats, model, chains, seed)
             idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores,
-                              random_seed=seed, progressbar=progress,
-                              target_accept=TARGET_ACCEPT, compute_convergence_checks=False,
+                              random_seed=seed, progressbar=progress, step=step,
+                              initvals=initvals, compute_convergence_checks=False,
                               idata_kwargs={"log_likelihood": False})
             sampling = float(idata.sample_stats.attrs["sampling_time"])
             t1 = time.perf_counter() - sampling
