@@ -357,6 +357,11 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
 PINNED_BY_DATA = ("log_hazard", "segment_effect_centred_zerosum__", "recycle_effect",
                   "log_arrivals", "day_of_week_effect_zerosum__", "arrivals_size_log__",
                   "deal_log_mu_centred", "deal_log_sigma_log__")
+# The start's variance is this times the inverse curvature: the curvature is the precision given
+# the other variables, the posterior's marginal variance is larger. At 1, the CRM sample cut at
+# 2017-05-31 (250 + 250) had 77 and 147 divergences in seeds 0 and 4 of five (PyMC's start: 2
+# in all five); at 2, 25 in one of four; at 4, fits of 60 + 60 mixed worse.
+START_VARIANCE_SCALE = 2.0
 
 
 def nuts_start(pm_model, stats: Statistics, model: FunnelModel, chains: int, seed: int):
@@ -371,12 +376,13 @@ def nuts_start(pm_model, stats: Statistics, model: FunnelModel, chains: int, see
 
     - the chains start at the crude rates (events over exposure per move and band, mean
       arrivals per segment), each jittered by up to two of its standard errors;
-    - the mass matrix starts at the inverse curvature of the log-posterior there (a
-      finite-difference diagonal of the Hessian, ``2n`` gradient calls) for the variables
-      the data pin directly (``PINNED_BY_DATA``), 1 elsewhere: for a non-centred effect or a
-      hierarchical scale the curvature at the start says how tightly it is held given the
-      others, not how far it ranges (its marginal is much wider; the b2b deal block mixed
-      worse with it). PyMC's adaptation then goes on from there as it would.
+    - the mass matrix starts at ``START_VARIANCE_SCALE`` times the inverse curvature of the
+      log-posterior there (a finite-difference diagonal of the Hessian, ``2n`` gradient
+      calls) for the variables the data pin directly (``PINNED_BY_DATA``), 1 elsewhere: for
+      a non-centred effect or a hierarchical scale the curvature at the start says how
+      tightly it is held given the others, not how far it ranges (its marginal is much
+      wider; the b2b deal block mixed worse with it). PyMC's adaptation then goes on from
+      there as it would.
 
     The posterior is the same; only where the sampler starts and how it first scales its
     steps change.
@@ -427,7 +433,7 @@ def nuts_start(pm_model, stats: Statistics, model: FunnelModel, chains: int, see
     pinned = np.concatenate([np.full(int(np.prod(shape)), name in PINNED_BY_DATA)
                              for name, shape, *_ in start.point_map_info])
     with np.errstate(divide="ignore", invalid="ignore"):
-        var = np.clip(1.0 / curv, 1e-8, 1.0)
+        var = np.clip(START_VARIANCE_SCALE / curv, 1e-8, 1.0)
     var = np.where(pinned & np.isfinite(curv) & (curv > 0), var, 1.0)
     # Started afresh with that variance: the same object the step's integrator holds.
     potential.__init__(x0.size, x0, var, 10)

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from forecast.eventlog import read_event_log
-from forecast.fit import PINNED_BY_DATA, build_model, declared_moves, nuts_start
+from forecast.fit import (
+    PINNED_BY_DATA,
+    START_VARIANCE_SCALE,
+    build_model,
+    declared_moves,
+    nuts_start,
+)
 from forecast.samples import sample_history_path
 from forecast.statistics import sufficient_statistics
 
@@ -44,15 +50,16 @@ def variance_by_name(pm_model, step):
 
 
 def test_mass_matrix_starts_from_the_events(b2b, b2b_start):
-    # A log-hazard seen y times is known to about 1/sqrt(y): its variance starts near 1/y
-    # (within the pull of the segment and recycle effects sharing it), where PyMC's start is 1.
+    # A log-hazard seen y times is known to about 1/sqrt(y): its variance starts near
+    # START_VARIANCE_SCALE / y (within the pull of the segment and recycle effects sharing
+    # it), where PyMC's start is 1.
     stats, pm_model, step, _ = b2b_start
     var = variance_by_name(pm_model, step)
     moves = declared_moves(b2b)
     y = stats.events[moves.source, :, :, :, moves.dest].sum(axis=(2, 3))
     seen = y >= 100
     assert seen.sum() >= 10
-    ratio = var["log_hazard"][seen] * y[seen]
+    ratio = var["log_hazard"][seen] * y[seen] / START_VARIANCE_SCALE
     assert np.all((ratio > 0.5) & (ratio < 3.0)), ratio
     assert var["log_arrivals"].max() < 0.01  # thousands of arrivals a segment
     # Non-centred effects and scales keep PyMC's 1: their curvature at the start is how tightly
