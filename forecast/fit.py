@@ -440,6 +440,13 @@ def nuts_start(pm_model, stats: Statistics, model: FunnelModel, chains: int, see
     return step, initvals
 
 
+def true_spread2(estimates: np.ndarray, se2: np.ndarray) -> float:
+    """The variance of the true values behind noisy ``estimates`` (squared standard errors
+    ``se2``), by moments: the estimates' variance less their mean squared standard error (the
+    estimates alone also spread by their noise). Negative when the noise explains it all."""
+    return float(estimates.var(ddof=1) - se2.mean())
+
+
 def pinned_segment_effects(events: np.ndarray, exposure: np.ndarray) -> np.ndarray:
     """Per move (``events``, ``exposure``: [move, segment]): do the data pin its segment
     effects? Either every segment saw it ``CENTRED_MIN_EVENTS`` times, or the typical segment's
@@ -454,7 +461,7 @@ def pinned_segment_effects(events: np.ndarray, exposure: np.ndarray) -> np.ndarr
         seen = (y > 0) & (e > 0)
         if out[m] or seen.sum() < 2:
             continue
-        spread2 = np.log(y[seen] / e[seen]).var(ddof=1) - (1.0 / y[seen]).mean()
+        spread2 = true_spread2(np.log(y[seen] / e[seen]), 1.0 / y[seen])
         out[m] = np.median(1.0 / np.maximum(y, 1.0)) < spread2
     return out
 
@@ -475,8 +482,7 @@ def pinned_deal_means(segment: np.ndarray, amounts: np.ndarray, n_g: int) -> np.
         mean = np.bincount(segment, weights=logs, minlength=n_g) / n
         ss = np.bincount(segment, weights=(logs - mean[segment]) ** 2, minlength=n_g)
         se2 = ss / (n - 1) / n
-    spread2 = mean[seen].var(ddof=1) - se2[seen].mean()
-    return seen & (se2 < spread2)
+    return seen & (se2 < true_spread2(mean[seen], se2[seen]))
 
 
 def quarters_back(as_of: dt.date, n_months: int) -> np.ndarray:
