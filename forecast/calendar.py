@@ -2,10 +2,13 @@
 
 Closing moves (to ``won`` and ``lost``) and arrivals can run faster on some days: a day of the
 week, the month of the quarter (deals bunch up in the quarter's last month), the last days of a
-month. A parameter set carries them as two short vectors (``Parameters.close_calendar``:
-7 weekday, 3 month-of-quarter and 1 month-end multipliers; ``Parameters.arrivals_calendar``:
-3 month-of-quarter and 1 month-end; arrivals have their weekday pattern already). The simulator
-and the fit both turn dates into multipliers here, so they cannot disagree.
+month. Won and lost closes have calendars of their own: in real pipelines they can move in
+opposite directions (the public CRM sample closes more deals won and fewer lost in a quarter's
+last month). A parameter set carries short vectors (``Parameters.close_calendar``: per closing
+move, ``CLOSES`` order, 7 weekday, 3 month-of-quarter and 1 month-end multipliers;
+``Parameters.arrivals_calendar``: 3 month-of-quarter and 1 month-end; arrivals have their
+weekday pattern already). The simulator and the fit both turn dates into multipliers here, so
+they cannot disagree.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 N_CLOSE, N_ARRIVALS = 11, 4
+CLOSES = ("won", "lost")  # the closing moves with a calendar, in ``close_calendar``'s order
 N_TYPES = 42  # kinds of day: weekday (7) x month of the quarter (3) x month end or not (2)
 
 
@@ -33,10 +37,12 @@ def day_types(start: dt.date, days: int, month_end_days: int
 
 def close_multipliers(close_calendar: np.ndarray, start: dt.date, days: int,
                       month_end_days: int) -> np.ndarray:
-    """``[set, day]``: the multiplier of closing hazards on each date from ``start``."""
+    """``[set, day, close]``: the multiplier of the hazards of each closing move (``CLOSES``) on
+    each date from ``start``."""
     wd, qm, me = day_types(start, days, month_end_days)
-    c = np.asarray(close_calendar, dtype=float)
-    return c[:, wd] * c[:, 7 + qm] * np.where(me, c[:, 10:11], 1.0)
+    c = np.asarray(close_calendar, dtype=float)  # [set, close, 11]
+    out = c[:, :, wd] * c[:, :, 7 + qm] * np.where(me, c[:, :, 10:11], 1.0)
+    return np.moveaxis(out, 1, 2)
 
 
 def arrival_multipliers(arrivals_calendar: np.ndarray, start: dt.date, days: int,
@@ -60,7 +66,7 @@ def type_parts() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def close_vector_multipliers(close_calendar: np.ndarray) -> np.ndarray:
-    """``[set, 42]``: the closing multiplier of each kind of day."""
+    """``[set, close, 42]``: each closing move's multiplier on each kind of day."""
     wd, qm, me = type_parts()
     c = np.asarray(close_calendar, dtype=float)
-    return c[:, wd] * c[:, 7 + qm] * np.where(me == 1, c[:, 10:11], 1.0)
+    return c[:, :, wd] * c[:, :, 7 + qm] * np.where(me == 1, c[:, :, 10:11], 1.0)

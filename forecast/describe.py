@@ -13,7 +13,8 @@ A lead is taken to enter each stage fresh (age 0) and unrecycled, in each segmen
 - ``recapture``: probability that a lead entering nurture (after its first expiry) comes back;
 - ``arrivals_per_day``: mean new leads per day; ``mean_deal``: mean deal size;
 - ``close_calendar`` / ``arrivals_calendar`` (models with calendar effects): the multipliers
-  of closing hazards and arrivals by weekday, month of the quarter and month end.
+  of the hazards of closing moves (won and lost, each its own; in the stage column) and of
+  arrivals by weekday, month of the quarter and month end.
 
 Rows with segment ``all`` mix the segments by their arrival rates in each set (exact for the
 entry stage; a fair summary for later stages, whose segment mix drifts with conversion).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from forecast.calendar import CLOSES
 from forecast.hazards import absorption, median_days_in_stage, shelf_life, stage_exit
 from forecast.model import NURTURE, FunnelModel
 from forecast.parameters import Parameters
@@ -107,8 +109,9 @@ def _per_set(model: FunnelModel, params: Parameters) -> dict[tuple[str, str, str
         add(("arrivals_per_day", model.entry, "all"), params.arrivals_mean[k].sum())
         add(("mean_deal", "won", "all"), weight @ deal)
         if params.has_calendar or model.calendar.declared:
-            for label, value in zip(_CLOSE_CAL, params.close_calendar[k], strict=True):
-                add(("close_calendar", "won/lost", label), value)
+            for close, values in zip(CLOSES, params.close_calendar[k], strict=True):
+                for label, value in zip(_CLOSE_CAL, values, strict=True):
+                    add(("close_calendar", close, label), value)
             for label, value in zip(_ARR_CAL, params.arrivals_calendar[k], strict=True):
                 add(("arrivals_calendar", model.entry, label), value)
     return out

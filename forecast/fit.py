@@ -56,8 +56,8 @@ import numpy as np
 import pandas as pd
 
 from forecast import __version__
-from forecast.calendar import N_TYPES, type_index, type_parts
-from forecast.model import LOST, WON, FunnelModel
+from forecast.calendar import CLOSES, N_TYPES, type_index, type_parts
+from forecast.model import FunnelModel
 from forecast.parameters import Parameters
 
 if TYPE_CHECKING:
@@ -174,11 +174,12 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
     """The PyMC model of ``stats`` (hazards, arrivals, deal sizes) under ``model``'s priors.
 
     With a ``[calendar]`` table in the model, closing hazards and arrivals get calendar
-    multipliers (``forecast.calendar``). With ``drift``, the hazards of moves towards won and
-    the arrivals get a monthly random walk on the log scale, anchored at 0 in the as-of month
-    (its step sizes go into the parameters: ``forecast.outlook`` continues it over a forecast):
-    the fitted base rates are those of the last month, and older months differ by the walk
-    (so a rate that changed during the history is not averaged away). With both, the walk
+    multipliers (``forecast.calendar``; the moves to won and to lost each their own). With
+    ``drift``, the hazards of moves towards won and the arrivals get a monthly random walk on
+    the log scale, anchored at 0 in the as-of month (its step sizes go into the parameters:
+    ``forecast.outlook`` continues it over a forecast): the fitted base rates are those of the
+    last month, and older months differ by the walk (so a rate that changed during the history
+    is not averaged away). With both, the walk
     steps once a quarter (anchored at 0 in the as-of quarter), so that it cannot take over the
     month-of-quarter effects (``_drift_walks``).
     """
@@ -224,7 +225,10 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
         y = ev[moves.source, :, :, :, :, moves.dest]  # [move, band, g, r, group]
         exposure, exits = ex[sources], ev.sum(-1)[sources]
         group_kind, group_month = np.arange(n_k * n_m) % n_k, np.arange(n_k * n_m) // n_k
-        closing = np.isin(moves.dest, [model.state_index(WON), model.state_index(LOST)])
+        # each move's closing move with a calendar (its index in CLOSES), -1 for the others
+        close_of = np.array([CLOSES.index(model.states[d]) if model.states[d] in CLOSES
+                             else -1 for d in moves.dest], dtype=np.int64)
+        coords["close"] = list(CLOSES)
         coords["quarter_month"] = ["first", "second", "third"]
         coords["months_back"] = [str(m) for m in range(1, n_m)]
         # With the calendar, the walk steps once a quarter (see ``_drift_walks``).
@@ -271,15 +275,18 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
         if calendar or drift:
             extra = pt.zeros((len(moves), n_k * n_m))
             if calendar:
-                # Closing moves (to won and lost) run faster or slower by the kind of day.
+                # Closing moves (to won and to lost, each its own effects: they can move in
+                # opposite directions) run faster or slower by the kind of day.
                 sd = pri["calendar_effect_sigma"]
-                c_wd = pm.ZeroSumNormal("close_day_of_week_effect", sigma=sd, dims="weekday")
+                c_wd = pm.ZeroSumNormal("close_day_of_week_effect", sigma=sd,
+                                        dims=("close", "weekday"))
                 c_qm = pm.ZeroSumNormal("close_quarter_month_effect", sigma=sd,
-                                        dims="quarter_month")
-                c_me = pm.Normal("close_month_end_effect", 0.0, sd)
+                                        dims=("close", "quarter_month"))
+                c_me = pm.Normal("close_month_end_effect", 0.0, sd, dims="close")
                 wd_k, qm_k, me_k = type_parts()
-                log_mult = (c_wd[wd_k] + c_qm[qm_k] + c_me * me_k)[group_kind]  # [group]
-                extra = extra + closing.astype(float)[:, None] * log_mult[None, :]
+                log_mult = (c_wd[:, wd_k] + c_qm[:, qm_k]
+                            + c_me[:, None] * me_k)[:, group_kind]  # [close, group]
+                extra = extra + (close_of >= 0)[:, None] * log_mult[np.maximum(close_of, 0)]
             if drift:
                 walk, arr_walk = _drift_walks(pm, pt, pri, walk_quarter, quarterly=calendar)
                 extra = extra + moves.towards_won.astype(float)[:, None] \
@@ -681,9 +688,12 @@ def posterior_parameters(idata, model: FunnelModel, path: str = "posterior") -> 
         deal_mu = _flat(post, "deal_log_mu_pooled")[:, None]
     close_cal = arr_cal = None
     if "close_day_of_week_effect" in post:
-        close_cal = np.exp(np.concatenate([
-            _flat(post, "close_day_of_week_effect"), _flat(post, "close_quarter_month_effect"),
-            _flat(post, "close_month_end_effect")[:, None]], axis=1))
+        parts = [_flat(post, "close_day_of_week_effect"), _flat(post, "close_quarter_month_effect"),
+                 _flat(post, "close_month_end_effect")[..., None]]
+        if "close" not in post["close_day_of_week_effect"].dims:
+            # a posterior fitted before won and lost had calendars of their own: one for both
+            parts = [np.repeat(part[:, None], len(CLOSES), axis=1) for part in parts]
+        close_cal = np.exp(np.concatenate(parts, axis=-1))  # [set, close, 11]
     if "arrivals_quarter_month_effect" in post:
         arr_cal = np.exp(np.concatenate([_flat(post, "arrivals_quarter_month_effect"),
                                          _flat(post, "arrivals_month_end_effect")[:, None]],

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.calendar import CLOSES
+
 NURTURE, WON, LOST = "nurture", "won", "lost"
 SPECIAL_STAGES = (NURTURE, WON, LOST)
 
@@ -55,22 +57,25 @@ class Calendar:
     """Calendar multipliers (``[calendar]``): on the hazards of closing moves (to ``won`` and
     ``lost``) and on arrivals, by the date. Each list is normalised to a mean of 1.
 
-    ``close_day_of_week``: Monday first; ``close_quarter_month`` / ``arrivals_quarter_month``:
-    by month of the quarter (first, second, third); ``close_month_end`` /
-    ``arrivals_month_end``: on the last ``month_end_days`` days of every month, on top.
+    ``close_*`` apply to both closing moves, ``won_*`` and ``lost_*`` to one of them, on top
+    (won and lost closes can move in opposite directions: more wins and fewer losses in a
+    quarter's last month). ``*_day_of_week``: Monday first; ``*_quarter_month``: by month of the
+    quarter (first, second, third); ``*_month_end``: on the last ``month_end_days`` days of
+    every month, on top.
     """
 
-    close_day_of_week: tuple[float, ...] = (1.0,) * 7
-    close_quarter_month: tuple[float, ...] = (1.0,) * 3
-    close_month_end: float = 1.0
+    # per closing move (forecast.calendar.CLOSES: won, lost): weekday (7), month of the
+    # quarter (3), month end (1)
+    close: tuple[tuple[float, ...], ...] = ((1.0,) * 11,) * 2
     arrivals_quarter_month: tuple[float, ...] = (1.0,) * 3
     arrivals_month_end: float = 1.0
     month_end_days: int = 5
     declared: bool = False  # the model file has a [calendar] table: `forecast fit` fits it
 
-    def close_vector(self) -> tuple[float, ...]:
-        """The 11 closing multipliers as :class:`~forecast.parameters.Parameters` stores them."""
-        return (*self.close_day_of_week, *self.close_quarter_month, self.close_month_end)
+    def close_vector(self) -> tuple[tuple[float, ...], ...]:
+        """The closing multipliers as :class:`~forecast.parameters.Parameters` stores them:
+        per closing move, 11."""
+        return self.close
 
     def arrivals_vector(self) -> tuple[float, ...]:
         return (*self.arrivals_quarter_month, self.arrivals_month_end)
@@ -387,8 +392,10 @@ def _parse_calendar(raw, err, number) -> Calendar:
     """The optional ``[calendar]`` table; absent, every multiplier is 1."""
     if not isinstance(raw, dict):
         raise err("calendar", "must be a table")
-    lists = {"close_day_of_week": 7, "close_quarter_month": 3, "arrivals_quarter_month": 3}
-    scalars = ("close_month_end", "arrivals_month_end")
+    lists, scalars = {"arrivals_quarter_month": 3}, ["arrivals_month_end"]
+    for who in ("close", *CLOSES):
+        lists |= {f"{who}_day_of_week": 7, f"{who}_quarter_month": 3}
+        scalars.append(f"{who}_month_end")
     for key in raw:
         if key not in (*lists, *scalars, "month_end_days"):
             raise err(f"calendar.{key}", "unknown key (expected "
@@ -408,7 +415,15 @@ def _parse_calendar(raw, err, number) -> Calendar:
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 27:
         raise err("calendar.month_end_days", f"must be a whole number of days from 1 to 27, "
                                              f"got {days!r}")
-    return Calendar(**out, month_end_days=days, declared=bool(raw))
+
+    def vector(who):
+        return (*out[f"{who}_day_of_week"], *out[f"{who}_quarter_month"], out[f"{who}_month_end"])
+
+    close = tuple(tuple(a * b for a, b in zip(vector("close"), vector(who), strict=True))
+                  for who in CLOSES)
+    return Calendar(close=close, arrivals_quarter_month=out["arrivals_quarter_month"],
+                    arrivals_month_end=out["arrivals_month_end"], month_end_days=days,
+                    declared=bool(raw))
 
 
 def _check_reachability(model: FunnelModel, err) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from forecast.calendar import N_ARRIVALS, N_CLOSE
+from forecast.calendar import CLOSES, N_ARRIVALS, N_CLOSE
 from forecast.model import EXPIRY, LOST, FunnelModel
 
 
@@ -31,9 +31,10 @@ class Parameters:
         Arrival multipliers, Monday first, mean 1.
     deal_mu, deal_sigma : float64 [n_sets, n_segments]
         Lognormal deal size on the log scale.
-    close_calendar : float64 [n_sets, 11]
-        Multipliers of closing hazards by date (``forecast.calendar``): weekday (7), month of
-        the quarter (3), month end (1). All ones (the default) means no calendar effect.
+    close_calendar : float64 [n_sets, 2, 11]
+        Multipliers of the hazards of closing moves by date (``forecast.calendar``), per
+        closing move (``CLOSES``: won, lost): weekday (7), month of the quarter (3), month
+        end (1). All ones (the default) means no calendar effect.
     arrivals_calendar : float64 [n_sets, 4]
         Multipliers of arrivals: month of the quarter (3), month end (1).
     walk_sd : float64 [n_sets, 2]
@@ -58,7 +59,7 @@ class Parameters:
     def __post_init__(self):
         n = self.hazards.shape[0]
         if self.close_calendar is None:
-            object.__setattr__(self, "close_calendar", np.ones((n, N_CLOSE)))
+            object.__setattr__(self, "close_calendar", np.ones((n, len(CLOSES), N_CLOSE)))
         if self.arrivals_calendar is None:
             object.__setattr__(self, "arrivals_calendar", np.ones((n, N_ARRIVALS)))
         if self.walk_sd is None:

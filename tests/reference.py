@@ -111,7 +111,7 @@ def _draw_arrivals(ks, switch_days, weekday0, arr_mean, arr_size, dow, arr_cal, 
 def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualified,
                     open_state, open_age, open_seg, open_rec, open_amount,
                     hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                    arr_mean, arr_size, dow, occ_days, closing, close_mult, arr_cal,
+                    arr_mean, arr_size, dow, occ_days, close_class, close_mult, arr_cal,
                     bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy):
     np.random.seed(seed)
     horizon = bookings.shape[0]
@@ -148,7 +148,7 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
     m = 0
     for t in range(horizon):
         k = _set_of_day(t, ks, switch_days)
-        m_close = close_mult[k, t]  # today's multiplier of moves to won and lost
+        m_close = close_mult[k, t]  # today's multiplier of each closing move (to won, lost)
         # Every lead present at the start of day t (arrivals of day t come after this loop).
         for i in range(n):
             s = state[i]
@@ -163,7 +163,8 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
             r = rec[i]
             lam = 0.0
             for d in range(n_dest):
-                lam += hazards[k, s, b, g, r, d] * (m_close if closing[d] else 1.0)
+                lam += hazards[k, s, b, g, r, d] * (m_close[close_class[d]] if close_class[d] >= 0
+                                                    else 1.0)
             if np.random.random() >= 1.0 - math.exp(-lam):
                 continue  # stays today
             # Leaves today: destination d with probability hazard_d / lam.
@@ -171,7 +172,8 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
             dest = -1
             c = 0.0
             for d in range(n_dest):
-                h = hazards[k, s, b, g, r, d] * (m_close if closing[d] else 1.0)
+                h = hazards[k, s, b, g, r, d] * (m_close[close_class[d]] if close_class[d] >= 0
+                                                  else 1.0)
                 if h > 0.0:
                     dest = d
                     c += h
@@ -227,13 +229,13 @@ def _reference_path(seed, ks, switch_days, weekday0, entry, amount_stage, qualif
 def _reference_paths(seeds, set_index, switch_days, weekday0, entry, amount_stage, qualified,
                      open_state, open_age, open_seg, open_rec, open_amount,
                      hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                     arr_mean, arr_size, dow, occ_days, closing, close_mult, arr_cal,
+                     arr_mean, arr_size, dow, occ_days, close_class, close_mult, arr_cal,
                      bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy):
     for p in range(seeds.shape[0]):
         _reference_path(seeds[p], set_index[p], switch_days, weekday0, entry, amount_stage,
                         qualified, open_state, open_age, open_seg, open_rec, open_amount,
                         hazards, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                        arr_mean, arr_size, dow, occ_days, closing, close_mult, arr_cal,
+                        arr_mean, arr_size, dow, occ_days, close_class, close_mult, arr_cal,
                         bookings[p], won[p], expired[p], recaptured[p], lost_value[p],
                         entered[p], arrivals[p], occupancy[p])
 
@@ -267,10 +269,11 @@ def reference_simulate(model: FunnelModel, params: Parameters, pipeline: Pipelin
     entered = np.zeros((n_paths, horizon, n_states), dtype=np.int64)
     arrivals = np.zeros((n_paths, horizon), dtype=np.int64)
     occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
-    # Calendar effects: closing moves (to won and lost) times close_mult[set, day]; arrivals
-    # times arr_cal[set, day] (forecast.calendar maps dates to multipliers).
+    # Calendar effects: the move to won times close_mult[set, day, 0], to lost times
+    # close_mult[set, day, 1]; arrivals times arr_cal[set, day] (forecast.calendar maps dates
+    # to multipliers).
     first = as_of + dt.timedelta(days=1)
-    closing = np.array([s in ("won", "lost") for s in model.states])
+    close_class = np.array([{"won": 0, "lost": 1}.get(s, -1) for s in model.states])
     close_mult = np.ascontiguousarray(close_multipliers(params.close_calendar, first, horizon,
                                                         model.calendar.month_end_days))
     arr_cal = np.ascontiguousarray(arrival_multipliers(params.arrivals_calendar, first, horizon,
@@ -285,7 +288,7 @@ def reference_simulate(model: FunnelModel, params: Parameters, pipeline: Pipelin
         np.asarray(model.age_bands, dtype=np.int64), model.move_kinds().astype(np.int64),
         np.ascontiguousarray(winprob), params.deal_mean, params.deal_mu, params.deal_sigma,
         params.arrivals_mean, params.arrivals_dispersion, params.day_of_week, occupancy_days,
-        closing, close_mult, arr_cal,
+        close_class, close_mult, arr_cal,
         bookings, won, expired, recaptured, lost, entered, arrivals, occupancy)
     return ReferenceResult(
         set_index=set_index, bookings=bookings, won=won, expired=expired, recaptured=recaptured,

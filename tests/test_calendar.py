@@ -25,12 +25,15 @@ from tests.conftest import TWO_STAGE_TOML
 CALENDAR = """
 [calendar]
 close_day_of_week = [1, 1, 1, 1, 1, 1, 1]
-close_quarter_month = [0.6, 0.9, 1.5]
 close_month_end = 2.0
+won_quarter_month = [0.6, 0.9, 1.5]
+lost_quarter_month = [1.4, 1.2, 0.5]
 arrivals_quarter_month = [0.8, 1.0, 1.2]
 arrivals_month_end = 1.5
 month_end_days = 5
 """
+# won and lost closes by month of the quarter, in opposite directions as in the CRM sample
+WON_QM, LOST_QM = np.array([0.6, 0.9, 1.5]), np.array([1.4, 1.2, 0.5]) * 3 / 3.1
 
 
 def test_day_types_by_hand():
@@ -40,10 +43,12 @@ def test_day_types_by_hand():
     assert list(me) == [False, True, True, True, True, True, False, False]  # 27-31 March
     kinds = type_index(dt.date(2024, 3, 26), 8, 5)
     assert kinds[0] == 1 + 7 * 2 and kinds[2] == 3 + 7 * (2 + 3) and kinds[6] == 0
-    cal = np.array([[1, 1, 1, 1, 1, 0.5, 0.5, 0.6, 0.9, 1.5, 2.0]])
-    m = close_multipliers(cal, dt.date(2024, 3, 26), 8, 5)[0]
-    np.testing.assert_allclose(m, [1.5, 3.0, 3.0, 3.0, 1.5, 1.5, 0.6, 0.6])
-    np.testing.assert_allclose(close_vector_multipliers(cal)[0, kinds], m)
+    cal = np.array([[[1, 1, 1, 1, 1, 0.5, 0.5, 0.6, 0.9, 1.5, 2.0],  # won
+                     [1, 1, 1, 1, 1, 1, 2, 1.4, 1.2, 0.5, 1.0]]])  # lost
+    m = close_multipliers(cal, dt.date(2024, 3, 26), 8, 5)[0]  # [day, close]
+    np.testing.assert_allclose(m[:, 0], [1.5, 3.0, 3.0, 3.0, 1.5, 1.5, 0.6, 0.6])
+    np.testing.assert_allclose(m[:, 1], [0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 1.4, 1.4])
+    np.testing.assert_allclose(close_vector_multipliers(cal)[0][:, kinds], m.T)
 
 
 def test_model_calendar_table(tmp_path):
@@ -51,13 +56,24 @@ def test_model_calendar_table(tmp_path):
     path.write_text(TWO_STAGE_TOML + CALENDAR)
     model = load_model(path)
     assert model.calendar.declared
-    assert model.calendar.close_quarter_month == pytest.approx((0.6, 0.9, 1.5))
-    assert default_parameters(model).close_calendar[0, 7:] == pytest.approx([0.6, 0.9, 1.5, 2])
+    # close_* for both closing moves, won_* / lost_* on top; each list normalised to mean 1
+    cal = default_parameters(model).close_calendar[0]
+    assert cal.shape == (2, 11) and np.all(cal[:, :7] == 1.0)
+    assert cal[0, 7:] == pytest.approx([*WON_QM, 2.0])
+    assert cal[1, 7:] == pytest.approx([*LOST_QM, 2.0])
+    path.write_text(TWO_STAGE_TOML + "[calendar]\nclose_quarter_month = [1, 1, 2]\n"
+                    "won_quarter_month = [1, 2, 1]\nlost_month_end = 0.5\n")
+    cal = default_parameters(load_model(path)).close_calendar[0]
+    assert cal[0, 7:] == pytest.approx([0.75 * 0.75, 0.75 * 1.5, 1.5 * 0.75, 1.0])
+    assert cal[1, 7:] == pytest.approx([0.75, 0.75, 1.5, 0.5])
     plain = load_model(tmp_path.joinpath("p.toml").write_text(TWO_STAGE_TOML) and
                        tmp_path / "p.toml")
     assert not plain.calendar.declared and not default_parameters(plain).has_calendar
     for bad, message in [("[calendar]\nclose_month_end = 0\n", "close_month_end"),
                          ("[calendar]\nclose_quarter_month = [1, 2]\n", "needs 3"),
+                         ("[calendar]\nlost_month_end = -1\n", "lost_month_end"),
+                         ("[calendar]\nwon_day_of_week = [0, 0, 0, 0, 0, 0, 0]\n",
+                          "won_day_of_week.*must not be all zero"),
                          ("[calendar]\nmonth_end_days = 40\n", "month_end_days"),
                          ("[calendar]\nweekend = 1\n", "unknown key")]:
         path.write_text(TWO_STAGE_TOML + bad)
@@ -90,9 +106,13 @@ def test_statistics_by_kind_of_day(two_stage):
 
 @pytest.mark.slow
 def test_fit_recovers_planted_calendar_effects(tmp_path, two_stage_params):
-    """Two years simulated with closing hazards x0.6 / x0.9 / x1.5 by month of the quarter and
-    x2 in the last 5 days of a month, arrivals x0.8 / 1.0 / 1.2 and x1.5: the fit's 90%
-    intervals cover the truth (as log effects around their mean), and exclude no effect."""
+    """Two years simulated with won closes x0.6 / x0.9 / x1.5 by month of the quarter and lost
+    closes the other way (x1.4 / x1.2 / x0.5, as in the CRM sample), both x2 in the last 5
+    days of a month, arrivals x0.8 / 1.0 / 1.2 and x1.5: the fit's 90% intervals cover the
+    truth (as log effects around their mean), and exclude no effect. Eight effects are
+    checked, so each against its 99% interval (over simulated histories 6 to 13 the largest
+    of the eight was 1.0 to 2.2 posterior standard deviations from the truth; a fit with one
+    calendar for both moves, or with won and lost swapped, misses by 10 and more)."""
     from forecast.fit import fit, posterior_parameters
     from forecast.simulate import simulate_history
 
@@ -102,19 +122,21 @@ def test_fit_recovers_planted_calendar_effects(tmp_path, two_stage_params):
     truth = replace(default_parameters(model), hazards=two_stage_params.hazards)
     truth = truth.with_arrivals_scaled(4.0)
     start = dt.date(2023, 1, 2)
-    frame = simulate_history(model, truth, start, 730, seed=5)
+    frame = simulate_history(model, truth, start, 730, seed=6)
     frame["entered_at"] = frame["entered_at"].astype("datetime64[ns]")
     log = EventLog(frame=frame, path="simulated", as_of=None, sha256="sim")
     stats = sufficient_statistics(log, model, start + dt.timedelta(days=729))
     result = fit(stats, model, draws=200, tune=200, chains=2, seed=2, progress=False)
     params = posterior_parameters(result.idata, model)
-    log_close = np.log(params.close_calendar)
-    want_qm = np.log([0.6, 0.9, 1.5]) - np.log([0.6, 0.9, 1.5]).mean()
-    lo, hi = np.quantile(log_close[:, 7:10], [0.05, 0.95], axis=0)
-    assert np.all((lo <= want_qm) & (want_qm <= hi)), (lo, hi, want_qm)
-    assert hi[0] < 0 < lo[2]  # the effect is found, not just allowed
-    lo, hi = np.quantile(log_close[:, 10], [0.05, 0.95])
-    assert lo <= np.log(2.0) <= hi and lo > 0.3
+    log_close = np.log(params.close_calendar)  # [set, close (won, lost), 11]
+    for c, (qm, sign) in enumerate([(WON_QM, 1), (LOST_QM, -1)]):
+        want_qm = np.log(qm) - np.log(qm).mean()
+        lo, hi = np.quantile(log_close[:, c, 7:10], [0.005, 0.995], axis=0)
+        assert np.all((lo <= want_qm) & (want_qm <= hi)), (c, lo, hi, want_qm)
+        # the effect is found, not just allowed, each in its own direction
+        assert (hi[0] < 0 < lo[2]) if sign > 0 else (hi[2] < 0 < lo[0]), (c, lo, hi)
+        lo, hi = np.quantile(log_close[:, c, 10], [0.005, 0.995])
+        assert lo <= np.log(2.0) <= hi and lo > 0.2, (c, lo, hi)
     log_arr = np.log(params.arrivals_calendar)
     lo, hi = np.quantile(log_arr[:, 3], [0.05, 0.95])
     assert lo <= np.log(1.5) <= hi and lo > 0

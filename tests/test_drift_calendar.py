@@ -4,18 +4,18 @@ closes surge in, the hard case). The fit with ``drift=True`` and a ``[calendar]`
 recover the calendar, the new rates, and above all forecast the next 90 days' won deals that
 the planted parameters give from the same open pipeline.
 
-Two plantings:
+Two plantings (``Parameters.close_calendar``, a calendar per closing move):
 
 - ``shared``: won and lost closes x0.6 / x0.9 / x1.5 by month of the quarter and x2 in the last
-  5 days of a month (``Parameters.close_calendar``, what the fit can represent).
+  5 days of a month.
 - ``crm``: won closes x0.6 / x0.9 / x1.5 but lost closes x1.4 / x1.2 / x0.5, as in the public
   CRM sample (won deals surge in a quarter's last month, losses fall: lost closes per open
-  deal-day run about 3x lower then). The simulator has one closing calendar, so this is
-  planted as one parameter set per month. A monthly walk took the won moves' pattern into its
-  months while the shared quarter-month effect followed the lost moves, and the forecast
-  applied the lost moves' pattern to won on top of the quarter-end month's level: 1.48x the
-  true won deals here (the CRM backtest: +57% / +82%). With the calendar, the walk now steps
-  by quarter (``forecast.fit._drift_walks``): 0.94x.
+  deal-day run about 3x lower then). When the fit had one calendar for both, a monthly walk
+  took the won moves' pattern into its months while the shared quarter-month effect followed
+  the lost moves, and the forecast applied the lost moves' pattern to won on top of the
+  quarter-end month's level: 1.48x the true won deals here (the CRM backtest: +57% / +82%).
+  With the walk stepping by quarter (``forecast.fit._drift_walks``): 0.94x. Now won and lost
+  have calendars of their own, and each is recovered.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import datetime as dt
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from forecast.eventlog import EventLog, open_pipeline
@@ -75,31 +74,20 @@ def test_quarters_back():
     assert list(quarters_back(dt.date(2024, 7, 1), 3)) == [0, 1, 1]
 
 
-def _month_epochs(first: dt.date, days: int, regime=None):
-    """Epochs starting on each first of a month: ``(switch_days, set per epoch)``, the sets
-    numbered ``regime * 3 + month of the quarter`` (regime 1 from ``SWITCH`` on)."""
-    dates = pd.date_range(first, periods=days, freq="D")
-    starts = [0] + [i for i in range(1, days) if dates[i].day == 1]
-    sets = [3 * (int(dates[i].date() >= SWITCH) if regime is None else regime)
-            + (dates[i].month - 1) % 3 for i in starts]
-    return tuple(starts[1:]), tuple(sets)
-
-
 def _planted_sets(model, lost_qm, shared: bool) -> Parameters:
-    """Six sets: (old, doubled conversion) x month of the quarter."""
+    """Two sets, the old and the doubled conversion, with the planted calendar."""
     base = default_parameters(model)
-    won, lost = model.state_index("won"), model.state_index("lost")
+    won = model.state_index("won")
+    cal = np.ones_like(base.close_calendar)
+    cal[:, 0, 7:10] = WON_QM
+    cal[:, 1, 7:10] = lost_qm
+    if shared:
+        cal[:, :, 10] = MONTH_END
     out = []
     for regime in (1.0, 2.0):
-        for q in range(3):
-            h = base.hazards.copy()
-            h[..., won] *= regime * (1.0 if shared else WON_QM[q])
-            h[..., lost] *= 1.0 if shared else lost_qm[q]
-            cal = np.ones_like(base.close_calendar)
-            if shared:
-                cal[:, 7:10] = WON_QM
-                cal[:, 10] = MONTH_END
-            out.append(replace(base, hazards=h, close_calendar=cal))
+        h = base.hazards.copy()
+        h[..., won] *= regime
+        out.append(replace(base, hazards=h, close_calendar=cal))
     return Parameters.concat(out)
 
 
@@ -115,17 +103,15 @@ def _scenario(model, plant: str):
     the next 90 days (4,000 paths of the planted parameters, the new regime)."""
     sets = _planted_sets(model, PLANTS[plant], plant == "shared")
     days = (AS_OF - START).days + 1
-    switch, index = _month_epochs(START, days)
-    frame = simulate_history(model, sets, START, days, seed=3, set_index=index,
-                             switch_days=switch)
+    frame = simulate_history(model, sets, START, days, seed=3, set_index=(0, 1),
+                             switch_days=((SWITCH - START).days,))
     frame["entered_at"] = frame["entered_at"].astype("datetime64[ns]")
     log = EventLog(frame=frame, path="simulated", as_of=None, sha256="sim")
     stats = sufficient_statistics(log, model, AS_OF)
     pipe = open_pipeline(log, model, AS_OF)
-    switch, index = _month_epochs(AS_OF + dt.timedelta(days=1), HORIZON, regime=1)
     n = 4000
-    truth = simulate(model, sets, pipe, AS_OF, HORIZON, n, seed=11, switch_days=switch,
-                     set_index=np.tile(np.array(index), (n, 1)))
+    truth = simulate(model, sets, pipe, AS_OF, HORIZON, n, seed=11,
+                     set_index=np.ones(n, dtype=np.int64))
     return stats, pipe, sets, float(truth.won.sum(1).mean())
 
 
@@ -138,19 +124,25 @@ def test_drift_with_calendar_forecasts_a_quarter_end_cutoff(deals, plant):
     params = posterior_parameters(result.idata, deals)
     assert params.has_walk and (params.walk_months == 3).all()  # the walk goes on by quarter
     won = deals.state_index("won")
+    # (i) the calendars: month-of-quarter effects of won and of lost closes (log, around their
+    # mean) and the month end, each within 0.2 of the truth. Coverage is tests/test_calendar's
+    # business (it has four times the closes); here the question is whether the walk takes
+    # over the calendar: when it did, the fitted effects were 0.3 to 0.8 off (a compromise
+    # near [-0.06, -0.14, 0.20]). This history's own noise is about 0.07 an effect (some
+    # 1,200 lost closes): its crude lost effects are [0.37, 0.10, -0.47] for a planted
+    # [0.40, 0.24, -0.64], and the fit finds what the history shows.
+    for c, qm in enumerate((WON_QM, PLANTS[plant])):
+        want = np.log(qm) - np.log(qm).mean()
+        got = np.log(params.close_calendar[:, c, 7:10]).mean(0)
+        assert np.all(np.abs(got - want) < 0.2), (c, got, want)
     if plant == "shared":
-        # (i) the calendar: month-of-quarter effects (log, around their mean) and month end
-        log_qm = np.log(params.close_calendar[:, 7:10])
-        want = np.log(WON_QM) - np.log(WON_QM).mean()
-        lo, hi = np.quantile(log_qm, [0.05, 0.95], axis=0)
-        assert np.all((lo <= want) & (want <= hi)), (lo, hi, want)
-        lo, hi = np.quantile(np.log(params.close_calendar[:, 10]), [0.05, 0.95])
-        assert lo <= np.log(MONTH_END) <= hi, (lo, hi)
-        # (ii) the base rates are the new ones (a multiplier-1 day: the planted hazards are
-        # those of a day with multiplier exp(mean log qm), the effects being centred)
-        new = sets.hazards[3, 0, :, 0, 0, won] * np.exp(np.log(WON_QM).mean())
-        lo, hi = np.quantile(params.hazards[:, 0, :, 0, 0, won], [0.05, 0.95], axis=0)
-        assert np.all((lo <= new) & (new <= hi)), (lo, hi, new)
+        got = np.log(params.close_calendar[:, :, 10]).mean(0)
+        assert np.all(np.abs(got - np.log(MONTH_END)) < 0.2), got
+    # (ii) the base rates are the new ones (a multiplier-1 day: the planted hazards are those
+    # of a day with multiplier exp(mean log qm), the effects being centred)
+    new = sets.hazards[1, 0, :, 0, 0, won] * np.exp(np.log(WON_QM).mean())
+    lo, hi = np.quantile(params.hazards[:, 0, :, 0, 0, won], [0.05, 0.95], axis=0)
+    assert np.all((lo <= new) & (new <= hi)), (lo, hi, new)
     # (iii) the forecast: expected won deals over the 90 days after the cutoff
     forecast = simulate(deals, params, pipe, AS_OF, HORIZON, 2000, seed=12)
     ratio = forecast.won.sum(1).mean() / true_won

@@ -384,25 +384,31 @@ def test_very_short_horizons(two_stage, two_stage_params, two_stage_pipeline, ho
 
 
 def test_calendar_effects(two_stage, two_stage_params, two_stage_pipeline):
-    """Closing moves faster at quarter and month ends and slower at weekends, arrivals bunched
-    in the quarter's last month (strong effects, so a wrong thinning step would show): the
-    fast kernel's thinning equals the reference's day-by-day multipliers. The horizon runs
-    over the end of March (a quarter end) into May."""
+    """Won closes faster at quarter and month ends and slower at weekends, lost closes the
+    other way round (their own calendar), arrivals bunched in the quarter's last month
+    (strong effects, so a wrong thinning step would show): the fast kernel's thinning equals
+    the reference's day-by-day multipliers. The horizon runs over the end of March (a quarter
+    end) into May."""
     from dataclasses import replace
 
     params = replace(two_stage_params,
-                     close_calendar=np.array([[1.2, 1.2, 1.2, 1.2, 1.2, 0.5, 0.5,
-                                               0.6, 0.9, 1.5, 2.5]]),
+                     close_calendar=np.array([[[1.2, 1.2, 1.2, 1.2, 1.2, 0.5, 0.5,
+                                                0.6, 0.9, 1.5, 2.5],  # won
+                                               [0.8, 0.8, 0.8, 0.8, 0.8, 1.5, 1.5,
+                                                1.6, 1.0, 0.4, 0.5]]]),  # lost
                      arrivals_calendar=np.array([[0.5, 1.0, 1.5, 1.8]]))
     assert params.has_calendar
     fast, ref = _run_both(two_stage, params, two_stage_pipeline, 75, 3000, [16, 46, 74])
     pvalues = compare(fast, ref, two_stage)
     assert_same_distribution(pvalues)
-    # The effect is there: in the last days of March (a quarter end, closing hazards x3.75 on
-    # weekdays) far more deals close than without the calendar.
+    # The effects are there: in the last days of March (a quarter end, won hazards x3.75 and
+    # lost x0.16 on weekdays) far more deals close won and far fewer lost than without the
+    # calendar.
     plain = simulate(two_stage, two_stage_params, two_stage_pipeline, AS_OF, 75, 3000,
                      seed=101)
     assert fast.won[:, 12:17].mean() > 1.8 * plain.won[:, 12:17].mean()
+    lost = two_stage.state_index("lost")
+    assert fast.entered[:, 12:17, lost].mean() < 0.5 * plain.entered[:, 12:17, lost].mean()
 
 
 def _scaled(params: Parameters, model, source: str | None, dest: str, factor: float):

@@ -16,9 +16,9 @@ import numba
 import numpy as np
 import pandas as pd
 
-from forecast.calendar import arrival_multipliers, close_multipliers
+from forecast.calendar import CLOSES, arrival_multipliers, close_multipliers
 from forecast.hazards import absorption, transition_tables
-from forecast.model import LOST, WON, FunnelModel
+from forecast.model import FunnelModel
 from forecast.parameters import Parameters
 from forecast.simulate import kernels
 from forecast.simulate.rng import path_states
@@ -122,7 +122,7 @@ class KernelTables:
     amount_stage: int
     qualified: int
     hazards: np.ndarray
-    closing: np.ndarray
+    close_class: np.ndarray
     close_total: np.ndarray
     close_calendar: np.ndarray
     arrivals_calendar: np.ndarray
@@ -130,17 +130,19 @@ class KernelTables:
 
     def calendar(self, start: dt.date, days: int):
         """``(total, close_mult, cmax, arr_cal)`` for the days from ``start``: the dominating
-        total hazard the kernels sample with, the closing multiplier of each set and day, its
-        largest value per set, and the arrivals multiplier of each set and day."""
+        total hazard the kernels sample with, the multiplier of each closing move
+        (``close_class``) for each set and day, its largest value per set (at least 1), and the
+        arrivals multiplier of each set and day."""
         close_mult = np.ascontiguousarray(close_multipliers(
-            self.close_calendar, start, days, self.month_end_days))
-        cmax = np.maximum(close_mult.max(axis=1), 1.0) if days else np.ones(len(close_mult))
-        extra = (cmax - 1.0)[:, None, None, None, None] * self.close_total
-        total = np.where((cmax == 1.0)[:, None, None, None, None], self.total,
+            self.close_calendar, start, days, self.month_end_days))  # [set, day, close]
+        cmax = np.maximum(close_mult.max(axis=1), 1.0) if days \
+            else np.ones(close_mult.shape[::2])
+        extra = np.einsum("kc,ksbgrc->ksbgr", cmax - 1.0, self.close_total)
+        total = np.where(np.all(cmax == 1.0, axis=1)[:, None, None, None, None], self.total,
                          self.total + extra)  # the plain total wherever nothing changes
         arr_cal = np.ascontiguousarray(arrival_multipliers(
             self.arrivals_calendar, start, days, self.month_end_days))
-        return np.ascontiguousarray(total), close_mult, cmax, arr_cal
+        return np.ascontiguousarray(total), close_mult, np.ascontiguousarray(cmax), arr_cal
 
 
 def plain_tables(total: np.ndarray, cmax: np.ndarray, n_epochs: int) -> tuple[np.ndarray, bool]:
@@ -185,8 +187,9 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
     # or later, valued at their eventual win probability there: earlier stages weigh nothing.
     winprob[:, :model.state_index(model.qualified_stage)] = 0.0
     amount_stage = model.state_index(model.amount_stage) if model.amount_stage else -1
-    closing = np.zeros(len(model.states), dtype=np.bool_)
-    closing[[model.state_index(WON), model.state_index(LOST)]] = True
+    # Each state's closing move with a calendar (its index in CLOSES), -1 for the others.
+    close_class = np.full(len(model.states), -1, dtype=np.int64)
+    close_class[[model.state_index(c) for c in CLOSES]] = np.arange(len(CLOSES))
     hazards = np.ascontiguousarray(params.hazards, dtype=np.float64)
     return KernelTables(
         total=np.ascontiguousarray(total), cumdest=np.ascontiguousarray(cumdest),
@@ -196,8 +199,8 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
         arr_mean=params.arrivals_mean, arr_size=params.arrivals_dispersion,
         dow=params.day_of_week, entry=model.state_index(model.entry), amount_stage=amount_stage,
         qualified=model.state_index(model.qualified_stage),
-        hazards=hazards, closing=closing,
-        close_total=np.ascontiguousarray(hazards[..., closing].sum(-1)),
+        hazards=hazards, close_class=close_class,
+        close_total=np.ascontiguousarray(hazards[..., [model.state_index(c) for c in CLOSES]]),
         close_calendar=params.close_calendar, arrivals_calendar=params.arrivals_calendar,
         month_end_days=model.calendar.month_end_days,
     )
@@ -277,7 +280,7 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
         run(path_states(seed, start, stop), set_index[sl], ep_start, weekday0, tab.entry,
             tab.qualified, lead_args, total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob,
             tab.deal_mean, tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean,
-            tab.arr_size, tab.dow, occupancy_days, tab.hazards, tab.closing, tab.close_total,
+            tab.arr_size, tab.dow, occupancy_days, tab.hazards, tab.close_class, tab.close_total,
             close_mult, cmax, arr_cal, lam_flat, plain, bookings[sl], won[sl], expired[sl],
             recaptured[sl], lost[sl], entered[sl], arrivals[sl], occupancy[sl])
 
@@ -334,7 +337,7 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
             start.weekday(), tab.entry, tab.qualified, e.state, e.age, e.segment, e.recycle,
             e.amount, total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
-            np.array([h - 1], dtype=np.int64), tab.hazards, tab.closing, tab.close_total,
+            np.array([h - 1], dtype=np.int64), tab.hazards, tab.close_class, tab.close_total,
             close_mult, cmax, arr_cal, *plain_tables(total, cmax, len(ks)),
             np.zeros(h), np.zeros(h, np.int64),
             np.zeros((h, n_active), np.int64), np.zeros(h, np.int64), np.zeros(h),

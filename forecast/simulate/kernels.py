@@ -81,17 +81,17 @@ def epoch_of(t, ep_start):
 def sample_exit(st, total, close_total, close_mult, cmax, ks, ep_start, s, g, r, band_lo, age, t,
                 horizon):
     """Day on which a lead in state ``s`` at ``age`` on day ``t`` leaves, its age band there,
-    the parameter set in force that day and that day's multiplier of closing moves.
+    the parameter set in force that day and whether every closing multiplier is 1 that day.
 
     The cumulative hazard is piecewise constant over age bands and over epochs (calendar
     spans with their own parameter set ``ks[epoch]``; one epoch unless a scenario changes
-    parameters on a date). Calendar effects (closing hazards times ``close_mult[k, day]``) are
-    drawn by thinning: ``total`` is the dominating hazard (closing moves at the set's largest
-    multiplier ``cmax[k]``); a candidate day is kept with probability
-    ``(1 - e^{-Λ(day)}) / (1 - e^{-Λ_dom})``, else the search restarts the next day, which is
-    exact for the day-by-day process. Without calendar effects every candidate is kept and no
-    extra number is drawn. Returns ``(-1, band, set, 1.0)`` when the lead is still there at
-    the end of the horizon.
+    parameters on a date). Calendar effects (the hazard of closing move ``c`` times
+    ``close_mult[k, day, c]``) are drawn by thinning: ``total`` is the dominating hazard (each
+    closing move at the set's largest multiplier ``cmax[k, c]``); a candidate day is kept with
+    probability ``(1 - e^{-Λ(day)}) / (1 - e^{-Λ_dom})``, else the search restarts the next
+    day, which is exact for the day-by-day process. Without calendar effects every candidate
+    is kept and no extra number is drawn. Returns ``(-1, band, set, True)`` when the lead is
+    still there at the end of the horizon.
     """
     n_b = band_lo.shape[0]
     while True:  # one pass per thinning candidate
@@ -110,34 +110,39 @@ def sample_exit(st, total, close_total, close_mult, cmax, ks, ep_start, s, g, r,
                 if e < cap:
                     x = e / lam
                     if x >= horizon - t:
-                        return -1, b, k, 1.0
+                        return -1, b, k, True
                     off = int(x)
                     if off >= span:  # guard against rounding at the edge
                         off = span - 1
                     day = t + off
-                    m = close_mult[k, day]
-                    if m == cmax[k]:
-                        return day, b, k, m
-                    lam_day = lam - (cmax[k] - m) * close_total[k, s, b, g, r]
+                    lam_day = lam
+                    unit = True
+                    for c in range(cmax.shape[1]):
+                        m = close_mult[k, day, c]
+                        unit = unit and m == 1.0
+                        if m != cmax[k, c]:
+                            lam_day -= (cmax[k, c] - m) * close_total[k, s, b, g, r, c]
+                    if lam_day == lam:  # every closing move at its largest: nothing to thin
+                        return day, b, k, unit
                     if uniform(st) * -math.expm1(-lam) < -math.expm1(-lam_day):
-                        return day, b, k, m
+                        return day, b, k, unit
                     age += day + 1 - t  # rejected: the lead is still there after that day
                     t = day + 1
                     rejected = True
                     break
                 e -= cap
             elif last and ep_start[ep + 1] >= horizon:
-                return -1, b, k, 1.0
+                return -1, b, k, True
             t += span
             if t >= horizon:
-                return -1, b, k, 1.0
+                return -1, b, k, True
             age += span
             if not last and age >= band_lo[b + 1]:
                 b += 1
             if t >= ep_start[ep + 1]:
                 ep += 1
         if rejected and t >= horizon:
-            return -1, _band_of(age, band_lo), ks[epoch_of(horizon - 1, ep_start)], 1.0
+            return -1, _band_of(age, band_lo), ks[epoch_of(horizon - 1, ep_start)], True
 
 
 @njit(cache=True)
@@ -191,17 +196,18 @@ def sample_destination(st, cumdest, k, s, b, g, r):
 
 
 @njit(cache=True)
-def sample_destination_scaled(st, hazards, closing, k, s, b, g, r, m):
-    """Destination on a day whose closing moves run at ``m`` times their hazard."""
+def sample_destination_scaled(st, hazards, close_class, k, s, b, g, r, m):
+    """Destination on a day whose closing moves run at ``m[close_class[d]]`` times their
+    hazard (``close_class[d] < 0``: not a closing move, times 1)."""
     n_dest = hazards.shape[5]
     lam = 0.0
     for d in range(n_dest):
-        lam += hazards[k, s, b, g, r, d] * (m if closing[d] else 1.0)
+        lam += hazards[k, s, b, g, r, d] * (m[close_class[d]] if close_class[d] >= 0 else 1.0)
     x = uniform(st) * lam
     c = 0.0
     dest = -1
     for d in range(n_dest):
-        h = hazards[k, s, b, g, r, d] * (m if closing[d] else 1.0)
+        h = hazards[k, s, b, g, r, d] * (m[close_class[d]] if close_class[d] >= 0 else 1.0)
         if h > 0.0:
             dest = d
             c += h
@@ -226,7 +232,7 @@ def record_event(events, event_amounts, n_events, lead_id, state, day, segment, 
 @njit(cache=True)
 def run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount,
               ks, ep_start, total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu,
-              deal_sigma, amount_stage, qual, hazards, closing, close_total, close_mult, cmax,
+              deal_sigma, amount_stage, qual, hazards, close_class, close_total, close_mult, cmax,
               lam_flat, plain, occ_diff, bookings, won, expired, recaptured, lost_value, entered,
               events, event_amounts, n_events):
     """Follow the ``nq`` queued leads one by one, each from its own substream ``q_key[q]``,
@@ -283,18 +289,19 @@ def run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec
                         rs, lam_flat, (((k0 * n_st + s) * n_sg + seg) * n_rec + rec) * n_bands,
                         n_bands, band_lo, age, t0, horizon)
                     kx = k0
-                    mx = 1.0
+                    unit = True
                 else:
-                    exit_day, b, kx, mx = sample_exit(rs, total, close_total, close_mult, cmax,
-                                                      ks, ep_start, s, seg, rec, band_lo, age,
-                                                      t0, horizon)
+                    exit_day, b, kx, unit = sample_exit(rs, total, close_total, close_mult,
+                                                        cmax, ks, ep_start, s, seg, rec, band_lo,
+                                                        age, t0, horizon)
                 if exit_day < 0:
                     break
                 occ_diff[exit_day, s] -= 1
-                if mx == 1.0:
+                if unit:
                     d = sample_destination(rs, cumdest, kx, s, b, seg, rec)
                 else:
-                    d = sample_destination_scaled(rs, hazards, closing, kx, s, b, seg, rec, mx)
+                    d = sample_destination_scaled(rs, hazards, close_class, kx, s, b, seg, rec,
+                                                  close_mult[kx, exit_day])
             # The move s -> d on exit_day.
             entered[exit_day, d] += 1
             kind = kinds[s, d]
@@ -535,7 +542,7 @@ def draw_arrivals(rs, st, t, g, k, wd, arr_mean, arr_size, dow, arr_cal):
 def simulate_path(st, ks, ep_start, weekday0, entry, qual, open_state, open_age, open_seg,
                   open_rec, open_amount, total, cumdest, band_lo, kinds, winprob, deal_mean,
                   deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow, occ_days,
-                  hazards, closing, close_total, close_mult, cmax, arr_cal, lam_flat, plain,
+                  hazards, close_class, close_total, close_mult, cmax, arr_cal, lam_flat, plain,
                   bookings, won, expired, recaptured, lost_value, entered, arrivals, occupancy,
                   events, event_amounts, n_events, occ_diff, queue):
     """One Monte Carlo path, lead by lead: the open pipeline (as "day -1"), then each day's
@@ -593,13 +600,13 @@ def simulate_path(st, ks, ep_start, weekday0, entry, qual, open_state, open_age,
                     run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg,
                               q_rec, q_amount, ks, ep_start, total, cumdest, band_lo, kinds,
                               winprob, deal_mean, deal_mu, deal_sigma, amount_stage, qual,
-                              hazards, closing, close_total, close_mult, cmax, lam_flat, plain,
+                              hazards, close_class, close_total, close_mult, cmax, lam_flat, plain,
                               occ_diff, bookings, won, expired, recaptured, lost_value, entered,
                               events, event_amounts, n_events)
                     nq = 0
     run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount, ks,
               ep_start, total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-              amount_stage, qual, hazards, closing, close_total, close_mult, cmax, lam_flat,
+              amount_stage, qual, hazards, close_class, close_total, close_mult, cmax, lam_flat,
               plain, occ_diff, bookings, won, expired, recaptured, lost_value, entered, events,
               event_amounts, n_events)
     occupancy_from(occ_diff, occ_days, occupancy)
@@ -610,7 +617,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                           open_seg, open_rec, open_amount, open_key, grp_state, grp_age, grp_seg,
                           grp_rec, grp_count, total, cumdest, band_lo, kinds, winprob,
                           deal_mean, deal_mu, deal_sigma, amount_stage, arr_mean, arr_size, dow,
-                          occ_days, hazards, closing, close_total, close_mult, cmax, arr_cal,
+                          occ_days, hazards, close_class, close_total, close_mult, cmax, arr_cal,
                           lam_flat, plain, bookings, won, expired, recaptured, lost_value,
                           entered, arrivals, occupancy, occ_diff, cohort, queue, tables,
                           schedule):
@@ -720,7 +727,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
         if nq == QUEUE or j == n_open - 1:
             run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec,
                       q_amount, ks, ep_start, total, cumdest, band_lo, kinds, winprob, deal_mean,
-                      deal_mu, deal_sigma, amount_stage, qual, hazards, closing, close_total,
+                      deal_mu, deal_sigma, amount_stage, qual, hazards, close_class, close_total,
                       close_mult, cmax, lam_flat, plain, occ_diff, bookings, won, expired,
                       recaptured, lost_value, entered, no_events, no_amounts, no_count)
             nq = 0
@@ -894,7 +901,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                         run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg,
                                   q_rec, q_amount, ks, ep_start, total, cumdest, band_lo,
                                   kinds, winprob, deal_mean, deal_mu, deal_sigma, amount_stage,
-                                  qual, hazards, closing, close_total, close_mult, cmax,
+                                  qual, hazards, close_class, close_total, close_mult, cmax,
                                   lam_flat, plain, occ_diff, bookings, won, expired, recaptured,
                                   lost_value, entered, no_events, no_amounts, no_count)
                         nq = 0
@@ -905,7 +912,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             lo = hi
     run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount, ks,
               ep_start, total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-              amount_stage, qual, hazards, closing, close_total, close_mult, cmax, lam_flat,
+              amount_stage, qual, hazards, close_class, close_total, close_mult, cmax, lam_flat,
               plain, occ_diff, bookings, won, expired, recaptured, lost_value, entered,
               no_events, no_amounts, no_count)
     for g in range(n_seg):  # the lost: counted, nothing more
@@ -935,7 +942,7 @@ def work_buffers(horizon, n_states, n_seg, n_rec):
 @njit(cache=True, nogil=True)
 def forecast_cohorts(rng_states, set_index, ep_start, weekday0, entry, qual, lead_args, total,
                      cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                     amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing,
+                     amount_stage, arr_mean, arr_size, dow, occ_days, hazards, close_class,
                      close_total, close_mult, cmax, arr_cal, lam_flat, plain, bookings, won,
                      expired, recaptured, lost_value, entered, arrivals, occupancy):
     """Paths ``0..len(rng_states)-1`` by cohorts (:func:`simulate_path_cohorts`), one after
@@ -952,7 +959,7 @@ def forecast_cohorts(rng_states, set_index, ep_start, weekday0, entry, qual, lea
         simulate_path_cohorts(
             rng_states[p].copy(), set_index[p], ep_start, weekday0, entry, qual, *lead_args,
             total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-            amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing, close_total,
+            amount_stage, arr_mean, arr_size, dow, occ_days, hazards, close_class, close_total,
             close_mult, cmax, arr_cal, lam_flat, plain, bookings[p], won[p], expired[p],
             recaptured[p], lost_value[p], entered[p], arrivals[p], occupancy[p], occ_diff,
             cohort, queue, tables, schedule)
@@ -961,7 +968,7 @@ def forecast_cohorts(rng_states, set_index, ep_start, weekday0, entry, qual, lea
 @njit(cache=True, nogil=True)
 def forecast_leads(rng_states, set_index, ep_start, weekday0, entry, qual, lead_args, total,
                    cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-                   amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing,
+                   amount_stage, arr_mean, arr_size, dow, occ_days, hazards, close_class,
                    close_total, close_mult, cmax, arr_cal, lam_flat, plain, bookings, won,
                    expired, recaptured, lost_value, entered, arrivals, occupancy):
     """:func:`forecast_cohorts` lead by lead (:func:`simulate_path`); ``lead_args``: the open
@@ -974,7 +981,7 @@ def forecast_leads(rng_states, set_index, ep_start, weekday0, entry, qual, lead_
         simulate_path(
             rng_states[p].copy(), set_index[p], ep_start, weekday0, entry, qual, *lead_args,
             total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
-            amount_stage, arr_mean, arr_size, dow, occ_days, hazards, closing, close_total,
+            amount_stage, arr_mean, arr_size, dow, occ_days, hazards, close_class, close_total,
             close_mult, cmax, arr_cal, lam_flat, plain, bookings[p], won[p], expired[p],
             recaptured[p], lost_value[p], entered[p], arrivals[p], occupancy[p], no_events,
             no_amounts, counter, occ_diff, queue)
