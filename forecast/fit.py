@@ -507,9 +507,10 @@ def _drift_walks(pm, pt, pri, step: np.ndarray, *, quarterly: bool = False):
     quarter (:func:`quarters_back`) for a quarterly one (``quarterly``), whose step prior is
     ``drift_step_sigma`` times sqrt(3), a monthly walk's spread over three months. With calendar
     effects the walk must be quarterly: a monthly walk can take the month-of-quarter pattern
-    of conversion into the months (it is free to, for won moves only, where the quarter-month
-    effect is shared with the lost moves), and the fit then anchored the base rate on the
-    as-of month's own level and applied the quarter-month effects on top of it again. A
+    of conversion into the months (the two explain the same monthly swings of the won moves;
+    when won and lost shared one calendar, the walk took the won pattern and the calendar
+    the lost one), and the fit then anchored the base rate on the as-of month's own level
+    and applied the quarter-month effects on top of it again. A
     quarterly walk is constant within a quarter, so the month-of-quarter effects are the only
     within-quarter pattern, and the base rates are those of the as-of quarter.
     """
