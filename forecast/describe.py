@@ -291,7 +291,10 @@ def render_drift(table: pd.DataFrame, as_of, params=None) -> str:
     if params is not None and params.has_walk:
         period = "quarter" if int(params.walk_months.max()) == 3 else "month"
         q = np.quantile(params.walk_sd, [0.5, *INTERVAL], axis=0)  # [stat, conversion/arrivals]
-        lines.append(f"Forecasts continue the walk, one step a {period} (forecast.outlook): step "
-                     f"size (sd of the log rate) {q[0, 0]:.0%} [{q[1, 0]:.0%}-{q[2, 0]:.0%}] for "
-                     f"conversion, {q[0, 1]:.0%} [{q[1, 1]:.0%}-{q[2, 1]:.0%}] for arrivals.")
+        nu = float(np.min(params.walk_nu))
+        law = "normal steps" if np.isinf(nu) else f"Student-t steps with {nu:g} d.o.f."
+        lines.append(f"Forecasts continue the walk, one step a {period} (forecast.outlook), "
+                     f"{law}: step size (scale of the log rate) {q[0, 0]:.0%} "
+                     f"[{q[1, 0]:.0%}-{q[2, 0]:.0%}] for conversion, {q[0, 1]:.0%} "
+                     f"[{q[1, 1]:.0%}-{q[2, 1]:.0%}] for arrivals.")
     return "\n".join(lines)

@@ -75,6 +75,11 @@ PRIOR_DEFAULTS = {
     "deal_log_sigma_scale": 1.0,
     "calendar_effect_sigma": 0.3,
     "drift_step_sigma": 0.15,
+    # Degrees of freedom of the walk's steps (Student-t; inf: normal). Rates mostly drift
+    # slowly but sometimes jump (a new team, a new channel, a backlog closed at once); with
+    # normal steps one jump sets the step size for every period, and a forecast that continues
+    # the walk then carries that jump's size into every path (docs/backtest.md).
+    "drift_step_nu": 3.0,
 }
 MOVE_KINDS = ("advance", "expiry", "recapture", "lost")  # move_kinds() codes 1..4
 SEGMENT_SD_LOG_SIGMA = 0.5  # spread of the segment-effect scale around its prior median
@@ -522,7 +527,11 @@ def _drift_walks(pm, pt, pri, step: np.ndarray, *, quarterly: bool = False):
             continue
         scale = pri["drift_step_sigma"] * (np.sqrt(3.0) if quarterly else 1.0)
         step_sd = pm.HalfNormal(f"{name}_step_sd", scale)
-        z = pm.Normal(f"{name}_z", 0.0, 1.0, dims="quarters_back" if quarterly else "months_back")
+        dims = "quarters_back" if quarterly else "months_back"
+        if np.isinf(pri["drift_step_nu"]):
+            z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=dims)
+        else:
+            z = pm.StudentT(f"{name}_z", nu=pri["drift_step_nu"], mu=0.0, sigma=1.0, dims=dims)
         walk = pt.concatenate([pt.zeros(1), pt.cumsum(step_sd * z)])[step]
         pm.Deterministic(f"{name}_by_month", walk[1:], dims="months_back")
         out.append(walk)
@@ -598,6 +607,7 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
         "history_sha256": history_sha256,
         "as_of": stats.as_of.isoformat(),
         "since": stats.since.isoformat() if stats.since else "",
+        "drift_step_nu": priors_of(model)["drift_step_nu"] if drift else 0.0,
         "seed": int(seed),
         "sampler": sampler,
         "drift": int(bool(drift)),
@@ -699,14 +709,16 @@ def posterior_parameters(idata, model: FunnelModel, path: str = "posterior") -> 
         arr_cal = np.exp(np.concatenate([_flat(post, "arrivals_quarter_month_effect"),
                                          _flat(post, "arrivals_month_end_effect")[:, None]],
                                         axis=1))
-    walk_sd = walk_months = None
+    walk_sd = walk_months = walk_nu = None
     if "drift_step_sd" in post:  # a drift fit: its walk goes on over the forecast's horizon
         walk_sd = np.stack([_flat(post, name) if name in post else np.zeros(n_sets)
                             for name in ("drift_step_sd", "arrivals_drift_step_sd")], axis=1)
         quarterly = "quarters_back" in post["drift_z"].dims
         walk_months = np.full(n_sets, 3 if quarterly else 1, dtype=np.int64)
+        # the steps' degrees of freedom (absent: a posterior from before Student-t steps)
+        walk_nu = np.full(n_sets, float(post.attrs.get("drift_step_nu", np.inf)))
     return Parameters(
-        walk_sd=walk_sd, walk_months=walk_months,
+        walk_sd=walk_sd, walk_months=walk_months, walk_nu=walk_nu,
         hazards=hazards,
         arrivals_mean=np.exp(_flat(post, "log_arrivals")),
         arrivals_dispersion=_flat(post, "arrivals_size"),

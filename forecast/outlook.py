@@ -4,7 +4,8 @@
 (advances, skips, recaptures) and on log arrivals, anchored at 0 in the as-of period: the
 posterior's base rates are the as-of period's. The walk does not stop at the as-of date. Each
 path continues it with its own steps, drawn at its posterior draw's fitted step size, one step
-per period (month, or quarter for a quarterly walk) after the as-of period. The bands then
+per period (month, or quarter for a quarterly walk) after the as-of period, Student-t steps
+like the fit's (``drift_step_nu``; normal for a posterior fitted before them). The bands then
 carry the chance that rates move over the horizon, as they moved in the history, and not only
 the uncertainty about where they are now. Without this, every path of a quarter shares the
 as-of rates and the bands are as narrow as independent deals make them.
@@ -56,23 +57,28 @@ def periods_ahead(as_of: dt.date, horizon: int, period: str = "month") -> np.nda
 
 def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np.ndarray,
                   arrivals_sd: np.ndarray, as_of: dt.date, horizon: int, n_paths: int,
-                  seed: int, *, period: str = "month",
+                  seed: int, *, period: str = "month", nu: np.ndarray | float = np.inf,
                   set_index: np.ndarray | None = None) -> Outlook:
     """Continue the walk of each path's draw over the horizon.
 
     ``towards_won`` is a bool ``[n_transient, n_states]`` mask of the moves the walk scales;
-    ``conversion_sd`` and ``arrivals_sd`` are each set's step sizes (log scale, per period).
-    Path ``p`` uses set ``set_index[p]`` (default ``p % n_sets``) and the ``p``-th row of
-    standard normal steps drawn from ``(seed, _STEP_KEY)``, so its walk does not depend on the
-    path count, the chunking or the thread count.
+    ``conversion_sd`` and ``arrivals_sd`` are each set's step sizes (log scale, per period),
+    ``nu`` its steps' degrees of freedom (Student-t; inf: normal). Path ``p`` uses set
+    ``set_index[p]`` (default ``p % n_sets``) and the ``p``-th row of steps drawn from
+    ``(seed, _STEP_KEY)`` (standard normals; for Student-t steps, the chi-square draws that
+    divide them from a second stream), so its walk does not depend on the path count, the
+    chunking or the thread count.
     """
     if period not in PERIOD_MONTHS:
         raise ValueError(f"period must be one of {sorted(PERIOD_MONTHS)}, got {period!r}")
     n_sets = params.n_sets
     conversion_sd = np.broadcast_to(np.asarray(conversion_sd, dtype=np.float64), (n_sets,))
     arrivals_sd = np.broadcast_to(np.asarray(arrivals_sd, dtype=np.float64), (n_sets,))
+    nu = np.broadcast_to(np.asarray(nu, dtype=np.float64), (n_sets,))
     if np.any(conversion_sd < 0) or np.any(arrivals_sd < 0):
         raise ValueError("step sizes must be >= 0")
+    if not np.all(nu > 0):
+        raise ValueError("degrees of freedom must be > 0")
     if set_index is None:
         set_index = np.arange(n_paths, dtype=np.int64) % n_sets
     set_index = np.asarray(set_index, dtype=np.int64)
@@ -88,7 +94,17 @@ def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np
             f"shorter --horizon")
     n_steps = int(epoch_ahead[-1])
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STEP_KEY,)))
-    z = rng.standard_normal((n_paths, 2, max(n_steps, 1)))[:, :, :n_steps]
+    shape = (n_paths, 2, max(n_steps, 1))
+    z = rng.standard_normal(shape)
+    nu_p = nu[set_index]
+    if np.isfinite(nu_p).any():  # Student-t: Z / sqrt(V / nu), V chi-square with nu d.o.f.
+        finite = np.isfinite(nu_p)
+        df = np.where(finite, nu_p, 1.0)[:, None, None]
+        # a stream of their own, so that a path's draws do not depend on the path count
+        chi = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STEP_KEY, 1)))
+        v = 2.0 * chi.standard_gamma(np.broadcast_to(df / 2.0, shape))
+        z = np.where(finite[:, None, None], z * np.sqrt(df / v), z)
+    z = z[:, :, :n_steps]
     walk = np.concatenate([np.zeros((n_paths, 2, 1)), np.cumsum(z, axis=2)], axis=2)
     sd = np.stack([conversion_sd[set_index], arrivals_sd[set_index]], axis=1)  # [path, 2]
     log_mult = walk[:, :, epoch_ahead] * sd[:, :, None]  # [path, 2, epoch]
@@ -132,6 +148,7 @@ def simulate_ahead(model: FunnelModel, params: Parameters, pipeline, as_of: dt.d
     if "set_index" in options or "switch_days" in options:
         raise ValueError("a continued walk sets the parameter sets by period itself")
     ahead = continue_walk(params, towards_won(model), params.walk_sd[:, 0],
-                          params.walk_sd[:, 1], as_of, horizon, n_paths, seed, period=period)
+                          params.walk_sd[:, 1], as_of, horizon, n_paths, seed, period=period,
+                          nu=params.walk_nu)
     return simulate(model, ahead.params, pipeline, as_of, horizon, n_paths, seed,
                     set_index=ahead.set_index, switch_days=ahead.switch_days, **options)

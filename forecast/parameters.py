@@ -43,6 +43,8 @@ class Parameters:
         ``forecast.outlook.simulate_ahead``. Zeros (the default) mean rates held where they are.
     walk_months : int64 [n_sets]
         The walk's period in months (1 or 3; 0 without a walk).
+    walk_nu : float64 [n_sets]
+        Degrees of freedom of the walk's Student-t steps (inf, the default: normal steps).
     """
 
     hazards: np.ndarray
@@ -55,6 +57,7 @@ class Parameters:
     arrivals_calendar: np.ndarray | None = None
     walk_sd: np.ndarray | None = None
     walk_months: np.ndarray | None = None
+    walk_nu: np.ndarray | None = None
 
     def __post_init__(self):
         n = self.hazards.shape[0]
@@ -66,6 +69,8 @@ class Parameters:
             object.__setattr__(self, "walk_sd", np.zeros((n, 2)))
         if self.walk_months is None:
             object.__setattr__(self, "walk_months", np.zeros(n, dtype=np.int64))
+        if self.walk_nu is None:
+            object.__setattr__(self, "walk_nu", np.full(n, np.inf))
 
     @classmethod
     def concat(cls, parts) -> Parameters:
@@ -100,7 +105,8 @@ class Parameters:
 
 
 _FIELDS = ("hazards", "arrivals_mean", "arrivals_dispersion", "day_of_week", "deal_mu",
-           "deal_sigma", "close_calendar", "arrivals_calendar", "walk_sd", "walk_months")
+           "deal_sigma", "close_calendar", "arrivals_calendar", "walk_sd", "walk_months",
+           "walk_nu")
 
 
 def default_parameters(model: FunnelModel) -> Parameters:

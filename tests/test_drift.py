@@ -66,6 +66,8 @@ def test_drift_fit_recovers_the_new_rates_and_the_plain_fit_does_not(two_stage, 
         # a drift fit's walk goes on over the forecast (forecast.outlook), month by month
         assert params.has_walk == drift
         assert (params.walk_months == (1 if drift else 0)).all()
+        # with Student-t steps (the default drift_step_nu), continued the same way
+        assert (params.walk_nu == (3.0 if drift else np.inf)).all()
     # What `describe` shows: months before the change ran at about half the as-of month's
     # conversion, months after it at about the same.
     table = drift_table(result.idata.posterior, stats.as_of)

@@ -49,6 +49,34 @@ def test_walk_has_the_law_of_a_random_walk(b2b):
         < 0.045
 
 
+def test_student_t_steps_have_the_law_of_t(b2b):
+    """With ``nu`` degrees of freedom the steps are Student-t (scale sd): a KS test against
+    t(3) passes and one against the normal of the same scale fails; per-set ``nu`` (inf:
+    normal) is honoured path by path."""
+    from scipy import stats
+
+    params = default_parameters(b2b)
+    n = 8000
+    out = continue_walk(params, towards_won(b2b), 0.1, 0.2, dt.date(2026, 9, 30), 92, n,
+                        seed=3, nu=3.0)
+    for series, sd in ((out.conversion, 0.1), (out.arrivals, 0.2)):
+        first = np.log(series[:, 0]) / sd
+        second = np.diff(np.log(series[:, :2]), axis=1)[:, 0] / sd
+        for steps in (first, second):
+            assert stats.kstest(steps, stats.t(3).cdf).pvalue > 0.001
+            assert stats.kstest(steps, stats.norm.cdf).pvalue < 1e-6
+    normal = continue_walk(params, towards_won(b2b), 0.1, 0.2, dt.date(2026, 9, 30), 92, n,
+                           seed=3)
+    # the same normals underneath: a normal walk is unchanged by the t option's existence
+    mixed = continue_walk(Parameters.concat([params, params]), towards_won(b2b), 0.1, 0.2,
+                          dt.date(2026, 9, 30), 92, n, seed=3, nu=np.array([3.0, np.inf]))
+    np.testing.assert_array_equal(mixed.conversion[1::2], normal.conversion[1::2])
+    assert stats.kstest(np.log(mixed.conversion[0::2, 0]) / 0.1, stats.t(3).cdf).pvalue > 0.001
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        continue_walk(params, towards_won(b2b), 0.1, 0.2, dt.date(2026, 9, 30), 92, 4, seed=3,
+                      nu=0.0)
+
+
 def test_sets_scale_conversion_and_arrivals_only(b2b):
     params = default_parameters(b2b)
     mask = towards_won(b2b)
@@ -77,6 +105,11 @@ def test_a_path_keeps_its_walk_whatever_the_path_count(b2b):
     np.testing.assert_array_equal(a.conversion, b.conversion[:10])
     c = continue_walk(params, mask, 0.1, 0.1, dt.date(2026, 9, 30), 200, 10, seed=8)
     assert not np.array_equal(a.conversion, c.conversion)
+    # Student-t steps too (their chi-square draws come from a stream of their own)
+    a = continue_walk(params, mask, 0.1, 0.1, dt.date(2026, 9, 30), 200, 10, seed=7, nu=3.0)
+    b = continue_walk(params, mask, 0.1, 0.1, dt.date(2026, 9, 30), 200, 100, seed=7, nu=3.0)
+    np.testing.assert_array_equal(a.conversion, b.conversion[:10])
+    np.testing.assert_array_equal(a.arrivals, b.arrivals[:10])
 
 
 def test_zero_steps_change_nothing(b2b):
