@@ -4,6 +4,7 @@ of day, and the fit recovering planted quarter-month and month-end effects."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -80,6 +81,22 @@ def test_model_calendar_table(tmp_path):
         with pytest.raises(ModelError, match=message) as err:
             load_model(path)
         assert str(path) in str(err.value)
+
+
+def test_describe_shows_each_closing_moves_calendar(tmp_path):
+    from forecast.describe import describe, render
+
+    path = tmp_path / "cal.toml"
+    path.write_text(TWO_STAGE_TOML + CALENDAR)
+    model = load_model(path)
+    table = describe(model, default_parameters(model))
+    cal = table[table["quantity"] == "close_calendar"].set_index(["stage", "segment"])["median"]
+    assert cal[("won", "quarter month 3")] == pytest.approx(WON_QM[2])
+    assert cal[("lost", "quarter month 3")] == pytest.approx(LOST_QM[2])
+    assert cal[("won", "month end")] == pytest.approx(2.0) == cal[("lost", "month end")]
+    text = render(table, model, [])
+    assert re.search(r"closing x \(calendar\) +won +quarter month 3 +x1\.50", text)
+    assert re.search(r"closing x \(calendar\) +lost +quarter month 3 +x0\.48", text)
 
 
 def test_statistics_by_kind_of_day(two_stage):
