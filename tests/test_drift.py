@@ -82,3 +82,22 @@ def test_drift_fit_recovers_the_new_rates_and_the_plain_fit_does_not(two_stage, 
     assert lo <= want_new <= hi, (lo, hi, want_new)
     lo, hi = np.quantile(drawn[False], [0.05, 0.95])
     assert hi < want_new and lo > want_old, (lo, hi, want_old, want_new)  # in between
+
+
+def test_the_steps_law_follows_the_priors(two_stage, regime, tmp_path):
+    """Student-t steps by default (3 d.o.f.); ``drift_step_nu = inf`` in ``[priors]`` gives
+    normal steps."""
+    from forecast.fit import build_model
+    from forecast.model import load_model
+    from tests.conftest import TWO_STAGE_TOML
+
+    stats = regime[0]
+
+    def law(model):
+        pm_model = build_model(stats, model, drift=True)
+        return pm_model["drift_z"].owner.op.__class__.__name__
+
+    assert "StudentT" in law(two_stage)
+    path = tmp_path / "normal.toml"
+    path.write_text(TWO_STAGE_TOML + "\n[priors]\ndrift_step_nu = inf\n")
+    assert "Normal" in law(load_model(path))
