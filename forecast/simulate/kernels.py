@@ -115,13 +115,17 @@ def sample_exit(st, total, close_total, close_mult, cmax, ks, ep_start, s, g, r,
                     if off >= span:  # guard against rounding at the edge
                         off = span - 1
                     day = t + off
+                    # (unsigned indices: numba wraps signed ones around, which showed here)
+                    uk, ud = np.uint64(k), np.uint64(day)
                     lam_day = lam
                     unit = True
                     for c in range(cmax.shape[1]):
-                        m = close_mult[k, day, c]
-                        unit = unit and m == 1.0
-                        if m != cmax[k, c]:
-                            lam_day -= (cmax[k, c] - m) * close_total[k, s, b, g, r, c]
+                        uc = np.uint64(c)
+                        m = close_mult[uk, ud, uc]
+                        unit &= m == 1.0
+                        if m != cmax[uk, uc]:
+                            lam_day -= (cmax[uk, uc] - m) * close_total[
+                                uk, np.uint64(s), np.uint64(b), np.uint64(g), np.uint64(r), uc]
                     if lam_day == lam:  # every closing move at its largest: nothing to thin
                         return day, b, k, unit
                     if uniform(st) * -math.expm1(-lam) < -math.expm1(-lam_day):
@@ -196,18 +200,21 @@ def sample_destination(st, cumdest, k, s, b, g, r):
 
 
 @njit(cache=True)
-def sample_destination_scaled(st, hazards, close_class, k, s, b, g, r, m):
-    """Destination on a day whose closing moves run at ``m[close_class[d]]`` times their
-    hazard (``close_class[d] < 0``: not a closing move, times 1)."""
+def sample_destination_scaled(st, hazards, close_class, close_mult, k, s, b, g, r, day):
+    """Destination on day ``day``, whose closing moves run at ``close_mult[k, day,
+    close_class[d]]`` times their hazard (``close_class[d] < 0``: not a closing move, times
+    1). Indices, not a slice of ``close_mult``: a slice per call cost 25% of a calendar run."""
     n_dest = hazards.shape[5]
     lam = 0.0
     for d in range(n_dest):
-        lam += hazards[k, s, b, g, r, d] * (m[close_class[d]] if close_class[d] >= 0 else 1.0)
+        c = close_class[d]
+        lam += hazards[k, s, b, g, r, d] * (close_mult[k, day, c] if c >= 0 else 1.0)
     x = uniform(st) * lam
     c = 0.0
     dest = -1
     for d in range(n_dest):
-        h = hazards[k, s, b, g, r, d] * (m[close_class[d]] if close_class[d] >= 0 else 1.0)
+        cl = close_class[d]
+        h = hazards[k, s, b, g, r, d] * (close_mult[k, day, cl] if cl >= 0 else 1.0)
         if h > 0.0:
             dest = d
             c += h
@@ -300,8 +307,8 @@ def run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec
                 if unit:
                     d = sample_destination(rs, cumdest, kx, s, b, seg, rec)
                 else:
-                    d = sample_destination_scaled(rs, hazards, close_class, kx, s, b, seg, rec,
-                                                  close_mult[kx, exit_day])
+                    d = sample_destination_scaled(rs, hazards, close_class, close_mult, kx, s, b,
+                                                  seg, rec, exit_day)
             # The move s -> d on exit_day.
             entered[exit_day, d] += 1
             kind = kinds[s, d]
