@@ -188,8 +188,9 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
     winprob[:, :model.state_index(model.qualified_stage)] = 0.0
     amount_stage = model.state_index(model.amount_stage) if model.amount_stage else -1
     # Each state's closing move with a calendar (its index in CLOSES), -1 for the others.
+    closes = [model.state_index(c) for c in CLOSES]
     close_class = np.full(len(model.states), -1, dtype=np.int64)
-    close_class[[model.state_index(c) for c in CLOSES]] = np.arange(len(CLOSES))
+    close_class[closes] = np.arange(len(CLOSES))
     hazards = np.ascontiguousarray(params.hazards, dtype=np.float64)
     return KernelTables(
         total=np.ascontiguousarray(total), cumdest=np.ascontiguousarray(cumdest),
@@ -200,7 +201,7 @@ def kernel_tables(model: FunnelModel, params: Parameters) -> KernelTables:
         dow=params.day_of_week, entry=model.state_index(model.entry), amount_stage=amount_stage,
         qualified=model.state_index(model.qualified_stage),
         hazards=hazards, close_class=close_class,
-        close_total=np.ascontiguousarray(hazards[..., [model.state_index(c) for c in CLOSES]]),
+        close_total=np.ascontiguousarray(hazards[..., closes]),
         close_calendar=params.close_calendar, arrivals_calendar=params.arrivals_calendar,
         month_end_days=model.calendar.month_end_days,
     )
