@@ -157,3 +157,12 @@ def test_fit_recovers_planted_calendar_effects(tmp_path, two_stage_params):
     log_arr = np.log(params.arrivals_calendar)
     lo, hi = np.quantile(log_arr[:, 3], [0.05, 0.95])
     assert lo <= np.log(1.5) <= hi and lo > 0
+    # A posterior fitted before won and lost had calendars of their own (one set of effects,
+    # no "close" dimension) still reads, its effects applying to both.
+    old = result.idata.copy()
+    for name in ("close_day_of_week_effect", "close_quarter_month_effect",
+                 "close_month_end_effect"):
+        old.posterior[name] = old.posterior[name].isel(close=0, drop=True)
+    cal = posterior_parameters(old, model).close_calendar
+    np.testing.assert_array_equal(cal[:, 0], cal[:, 1])
+    np.testing.assert_allclose(cal[:, 0], params.close_calendar[:, 0], rtol=1e-12)
