@@ -127,9 +127,13 @@ def test_fit_recovers_planted_calendar_effects(tmp_path, two_stage_params):
     closes the other way (x1.4 / x1.2 / x0.5, as in the CRM sample), both x2 in the last 5
     days of a month, arrivals x0.8 / 1.0 / 1.2 and x1.5: the fit's 90% intervals cover the
     truth (as log effects around their mean), and exclude no effect. Eight effects are
-    checked, so each against its 99% interval (over simulated histories 6 to 13 the largest
-    of the eight was 1.0 to 2.2 posterior standard deviations from the truth; a fit with one
-    calendar for both moves, or with won and lost swapped, misses by 10 and more)."""
+    checked, so each against its 99% interval (a fit with one calendar for both moves, or with
+    won and lost swapped, misses by 10 posterior standard deviations and more). Over simulated
+    histories 5 to 13 the largest miss of the eight was 1.0 to 4.1 standard deviations, above
+    2.6 at 3 of the 9 and always a won effect: the won effects miss by about 1.4 times what
+    their posterior spread says (mean squared z 1.95 over 27, the lost effects' 0.90), with
+    the simulator exact for them at 40 years of data and the histories no more variable than
+    Poisson counts; not explained yet."""
     from forecast.fit import fit, posterior_parameters
     from forecast.simulate import simulate_history
 
