@@ -373,10 +373,12 @@ def _rescale_share(model: FunnelModel, h: np.ndarray, s: int, dests: np.ndarray,
     if np.any((f * moved > total * (1 + 1e-12)) & (total > 0)):
         with np.errstate(invalid="ignore", divide="ignore"):
             reach = np.nanmin(np.where(moved > 0, total / moved, np.inf), axis=1) * old
+        worst = np.unravel_index(np.argmin(reach), reach.shape)  # [set, g, r]
         raise ScenarioError(
             f"{c.where}: {c.op} {c.value:g} is out of reach with the stage's timing kept: in "
-            f"some age band every exit would have to be this move (at most "
-            f"{float(np.min(reach)):.3f} for some segment)")
+            f"some age band every exit would have to be this move (for some segment"
+            f"{' and parameter set' if reach.shape[0] > 1 else ''} the probability is "
+            f"{float(old[worst]):.3f} and can reach at most {float(reach[worst]):.3f})")
     if np.any((rest <= 0) & (f < 1) & (moved > 0)):
         raise ScenarioError(f"{c.where}: the stage has no other move to take up the "
                             "difference, so the probability cannot be lowered")

@@ -283,7 +283,9 @@ def test_bad_scenario_files_name_the_file_and_change(tmp_path, b2b, text, messag
 
 
 def test_out_of_reach_values_are_errors(b2b, b2b_params):
-    with pytest.raises(ScenarioError, match="out of reach"):
+    # the message says where the probability is and how far it can go
+    with pytest.raises(ScenarioError, match=r"out of reach.*for some segment the probability "
+                                            r"is 0\.\d+ and can reach at most 0\.\d+\)"):
         apply_changes(b2b, b2b_params, [change(b2b, lever="win_rate", set=0.99)])
     with pytest.raises(ScenarioError, match="out of"):
         apply_changes(b2b, b2b_params, [change(b2b, lever="win_rate", add=0.9)])
