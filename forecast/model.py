@@ -65,17 +65,12 @@ class Calendar:
     """
 
     # per closing move (forecast.calendar.CLOSES: won, lost): weekday (7), month of the
-    # quarter (3), month end (1)
+    # quarter (3), month end (1), as Parameters.close_calendar stores them
     close: tuple[tuple[float, ...], ...] = ((1.0,) * 11,) * 2
     arrivals_quarter_month: tuple[float, ...] = (1.0,) * 3
     arrivals_month_end: float = 1.0
     month_end_days: int = 5
     declared: bool = False  # the model file has a [calendar] table: `forecast fit` fits it
-
-    def close_vector(self) -> tuple[tuple[float, ...], ...]:
-        """The closing multipliers as :class:`~forecast.parameters.Parameters` stores them:
-        per closing move, 11."""
-        return self.close
 
     def arrivals_vector(self) -> tuple[float, ...]:
         return (*self.arrivals_quarter_month, self.arrivals_month_end)

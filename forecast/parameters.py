@@ -139,6 +139,6 @@ def default_parameters(model: FunnelModel) -> Parameters:
         day_of_week=np.array([model.day_of_week], dtype=float),
         deal_mu=np.array([[s.deal_mu for s in segs]], dtype=float),
         deal_sigma=np.array([[s.deal_sigma for s in segs]], dtype=float),
-        close_calendar=np.array([model.calendar.close_vector()], dtype=float),
+        close_calendar=np.array([model.calendar.close], dtype=float),
         arrivals_calendar=np.array([model.calendar.arrivals_vector()], dtype=float),
     )
