@@ -57,13 +57,15 @@ class StageExit:
     """Where and when a lead entering a state at age 0 leaves it.
 
     ``prob[..., k]``: probability its next state is ``k``; ``stay``: probability it never leaves;
-    ``days[..., k]``: ``E[T · 1{next = k}]``, the expected days in the state on that route.
+    ``days[..., k]``: ``E[T · 1{next = k}]``, the expected days in the state on that route;
+    ``band[..., b]``: probability it leaves during age band ``b`` (to any destination).
     Leading axes are those of the hazard table without age band and destination.
     """
 
     prob: np.ndarray
     stay: np.ndarray
     days: np.ndarray
+    band: np.ndarray
 
 
 def stage_exit(hazards: np.ndarray, age_bands) -> StageExit:
@@ -82,6 +84,7 @@ def stage_exit(hazards: np.ndarray, age_bands) -> StageExit:
     prob = np.zeros(h.shape[:-2] + h.shape[-1:])
     days = np.zeros_like(prob)
     alive = np.ones(h.shape[:-2])
+    in_band = np.zeros((*h.shape[:-2], n_b))
     for b in range(n_b):
         lam = total[..., b]
         rho = np.exp(-lam)
@@ -104,10 +107,11 @@ def stage_exit(hazards: np.ndarray, age_bands) -> StageExit:
                 s0 = np.where(q > 0, 1.0 / q, 0.0)
                 s1 = np.where(q > 0, rho / q**2, 0.0)
         expected_t = q * ((lo[b] + 1) * s0 + s1)  # E[T 1{exit in b}] / P(alive at band start)
-        prob += (alive * p_band)[..., None] * share
+        in_band[..., b] = alive * p_band
+        prob += in_band[..., b, None] * share
         days += (alive * expected_t)[..., None] * share
         alive = alive * np.where(lam > 0, rho_len, 1.0)
-    return StageExit(prob=prob, stay=alive, days=days)
+    return StageExit(prob=prob, stay=alive, days=days, band=in_band)
 
 
 def _chain(model: FunnelModel, hazards: np.ndarray):

@@ -151,9 +151,9 @@ def test_scenario_command_table_json_out_and_ledger(tmp_path):
 
 def test_scenario_command_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[[change]]\nlever = "win_rate"\nset = 0.99\n')
+    bad.write_text('[[change]]\nlever = "arrivals"\nadd = -1000\n')  # fails on the parameters
     res = invoke("scenario", bad, "--paths", 10, "--horizon", 10, "--quiet")
-    assert res.exit_code == 1 and str(bad) in res.output and "out of reach" in res.output
+    assert res.exit_code == 1 and str(bad) in res.output and "below 0 leads" in res.output
     res = invoke("scenario", tmp_path / "missing.toml", "--paths", 10, "--quiet")
     assert res.exit_code == 1 and "missing.toml" in res.output
 
