@@ -625,9 +625,18 @@ def diagnose(idata) -> dict:
 
     post = idata.posterior
     n_chains = post.sizes["chain"]
-    rhat = max(float(v.max()) for v in az.rhat(post).data_vars.values()) \
-        if n_chains > 1 else float("nan")
-    ess = min(float(v.min()) for v in az.ess(post, method="bulk").data_vars.values())
+
+    def over_all(diagnostic, pick):
+        # Elements that never vary (a deterministic that is 0 by construction, a one-segment
+        # model's effects) have no R-hat or ESS: ArviZ gives NaN, with a warning from 0 / 0.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.concatenate([np.ravel(v.values)
+                                     for v in diagnostic(post).data_vars.values()])
+        values = values[np.isfinite(values)]
+        return float(pick(values)) if values.size else float("nan")
+
+    rhat = over_all(az.rhat, np.max) if n_chains > 1 else float("nan")
+    ess = over_all(lambda p: az.ess(p, method="bulk"), np.min)
     stats = idata.sample_stats
     div_name = "diverging" if "diverging" in stats else None
     divergences = int(stats[div_name].sum()) if div_name else 0

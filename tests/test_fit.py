@@ -16,8 +16,10 @@ import pytest
 
 from forecast.eventlog import EventLog
 from forecast.fit import (
+    RHAT_LIMIT,
     PosteriorError,
     declared_moves,
+    diagnose,
     fit,
     load_posterior,
     posterior_parameters,
@@ -275,3 +277,28 @@ def test_crm_sample_win_rate_and_days_match_the_data():
     old, new = (stage_exit(p.hazards[:, s], model.age_bands).prob[..., won]
                 for p in (params, plus5))
     np.testing.assert_allclose(new, old + 0.05, atol=1e-12)
+
+
+def test_diagnostics_skip_what_never_varies():
+    """R-hat and ESS over the elements that vary: a constant variable (a deterministic that is 0
+    by construction) has neither, and must neither mask the others (it read as R-hat NaN when
+    listed first) nor warn from ArviZ's 0 / 0; chains that disagree are still caught."""
+    import warnings
+
+    import arviz as az
+
+    rng = np.random.default_rng(0)
+    quiet = np.zeros((2, 200), dtype=bool)
+    good = az.from_dict(posterior={"zero": np.zeros((2, 200, 3)), "x": rng.normal(size=(2, 200))},
+                        sample_stats={"diverging": quiet})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        diag = diagnose(good)
+    assert 0.99 < diag["max_rhat"] < RHAT_LIMIT and diag["min_ess_bulk"] > 100
+    assert diag["warnings"] == []
+    apart = az.from_dict(posterior={"zero": np.zeros((2, 200)),
+                                    "x": rng.normal(size=(2, 200)) + np.array([[0.0], [3.0]])},
+                         sample_stats={"diverging": quiet})
+    diag = diagnose(apart)
+    assert diag["max_rhat"] > 1.5 and diag["min_ess_bulk"] < 10
+    assert any("R-hat" in w for w in diag["warnings"]) and any("ESS" in w for w in diag["warnings"])
