@@ -302,3 +302,92 @@ def test_diagnostics_skip_what_never_varies():
     diag = diagnose(apart)
     assert diag["max_rhat"] > 1.5 and diag["min_ess_bulk"] < 10
     assert any("R-hat" in w for w in diag["warnings"]) and any("ESS" in w for w in diag["warnings"])
+
+
+@pytest.fixture(scope="module")
+def deal_block():
+    """The deal part of the b2b model's PyMC graph for 11 deals in 3 of 5 segments (one with a
+    single deal, two with none): its likelihood and its draws of mu0 and the segments' means,
+    compiled as functions of the sampler's point."""
+    from dataclasses import replace
+
+    from forecast.fit import build_model
+    from forecast.importers import read_history
+    from forecast.samples import sample_history_path
+
+    model = load_model("b2b")
+    stats = sufficient_statistics(read_history(sample_history_path(model), model), model,
+                                  dt.date(2026, 9, 30))
+    segment = np.array([0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 4])
+    amounts = np.exp(np.array([11.2, 10.1, 12.0, 11.6, 10.9, 9.0, 9.8, 8.7, 9.5, 9.9, 13.0]))
+    stats = replace(stats, deal_segment=segment, deal_amounts=amounts)
+    pm_model = build_model(stats, model)
+    # the graphs in terms of the sampler's (transformed) values, not of random draws
+    pot, mu0, mu = pm_model.replace_rvs_by_values(
+        [pm_model["deal_loglik"], pm_model["deal_log_mu_pooled"], pm_model["deal_log_mu"]])
+    loglik = pm_model.compile_fn(pot, inputs=pm_model.value_vars, on_unused_input="ignore")
+    draws = pm_model.compile_fn([mu0, mu], inputs=pm_model.value_vars, on_unused_input="ignore")
+    prior_mean = float(np.mean([s.deal_mu for s in model.segments]))
+    return pm_model, loglik, draws, segment, np.log(amounts), prior_mean
+
+
+def _deal_point(pm_model, sd, sigma, w=0.0, z=None):
+    point = pm_model.initial_point()
+    point["deal_log_mu_sd_log__"] = np.log(sd)
+    point["deal_log_sigma_log__"] = np.log(np.asarray(sigma, dtype=float))
+    point["deal_log_mu_pooled_z"] = np.asarray(w)
+    point["deal_log_mu_z"] = np.zeros(5) if z is None else np.asarray(z, dtype=float)
+    return point
+
+
+def _deal_joint(segment, sd, sigma, prior_mean, b=2.0):
+    """The exact joint normal of (mu0, the 5 segments' means, the deals' logs) given the
+    scales: mean and covariance, from mu0 ~ N(a, b^2), mu_g = mu0 + N(0, sd^2), x = mu_g +
+    N(0, sigma_g^2)."""
+    n = len(segment)
+    # (mu0, mu_1..5, x_1..n) as a linear map of independent standard normals
+    lin = np.zeros((6 + n, 6 + n))
+    lin[:, 0] = b
+    lin[1:6, 1:6] = sd * np.eye(5)
+    lin[6:, 1:6] = sd * (segment[:, None] == np.arange(5))
+    lin[6:, 6:] = np.diag(np.asarray(sigma)[segment])
+    return np.full(6 + n, prior_mean), lin @ lin.T
+
+
+def test_deal_likelihood_is_the_deals_marginal_density(deal_block):
+    """The segments' log-means and mu0 are integrated out of the deal likelihood: up to a
+    constant it is the joint normal density of the deals' logs given the scales (covariance
+    b^2 + sd^2 within a segment + sigma_g^2 on the diagonal), at any scales."""
+    from scipy import stats as sps
+
+    pm_model, loglik, _, segment, x, prior_mean = deal_block
+    rng = np.random.default_rng(5)
+    got, want = [], []
+    for _ in range(6):
+        sd, sigma = rng.uniform(0.05, 3.0), rng.uniform(0.2, 2.0, 5)
+        mean, cov = _deal_joint(segment, sd, sigma, prior_mean)
+        got.append(float(loglik(_deal_point(pm_model, sd, sigma))))
+        want.append(sps.multivariate_normal(mean[6:], cov[6:, 6:]).logpdf(x))
+    np.testing.assert_allclose(np.diff(got), np.diff(want), rtol=1e-9, atol=1e-9)
+
+
+def test_deal_means_are_drawn_from_their_exact_conditional(deal_block):
+    """Given the scales, (mu0, the segments' means) drawn through the standard normals that
+    the likelihood does not touch have exactly the normal law they have given the deals:
+    mean and covariance by Gaussian conditioning on the joint."""
+    pm_model, _, draws, segment, x, prior_mean = deal_block
+    sd, sigma = 0.7, np.array([0.8, 1.1, 0.5, 0.9, 1.4])
+    mean, cov = _deal_joint(segment, sd, sigma, prior_mean)
+    gain = cov[:6, 6:] @ np.linalg.inv(cov[6:, 6:])
+    want_mean = mean[:6] + gain @ (x - mean[6:])
+    want_cov = cov[:6, :6] - gain @ cov[6:, :6]
+
+    def at(w, z):
+        mu0, mu = draws(_deal_point(pm_model, sd, sigma, w, z))
+        return np.concatenate([[mu0], mu])
+
+    centre = at(0.0, np.zeros(5))  # the map from (w, z) is affine: its columns give the law
+    lin = np.column_stack([at(1.0, np.zeros(5)) - centre]
+                          + [at(0.0, np.eye(5)[j]) - centre for j in range(5)])
+    np.testing.assert_allclose(centre, want_mean, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(lin @ lin.T, want_cov, rtol=1e-9, atol=1e-10)
