@@ -84,10 +84,14 @@ _IMPORT_OPTIONS = (
     ("--date-column", "date_column", "salesforce: column of the stage change date."),
     ("--amount-column", "amount_column", "Column of the deal amount."),
     ("--segment-column", "segment_column", "Column of the segment (e.g. product or channel)."),
-    ("--won-values", "won_values", "opportunities: status values meaning won, comma-separated."),
-    ("--lost-values", "lost_values", "opportunities: status values meaning lost, comma-separated."),
+    ("--won-values", "won_values", "opportunities: status values meaning won, comma-separated "
+     "(besides the model's [crm_stages])."),
+    ("--lost-values", "lost_values", "opportunities: status values meaning lost, "
+     "comma-separated (besides the model's [crm_stages])."),
+    ("--open-values", "open_values", "opportunities: status values meaning open, comma-separated "
+     "(besides the model's [crm_stages]; any other status is an error)."),
 )
-_LIST_OPTIONS = ("won_values", "lost_values")
+_LIST_OPTIONS = ("won_values", "lost_values", "open_values")
 
 
 def history_options(func, flags: tuple[str, ...] = ("--history-format",)):

@@ -46,7 +46,9 @@ Decisions where the exports are ambiguous (each is tested in ``tests/test_import
   folded into the close, and their latest amount becomes the deal's amount. Identical rows are
   duplicates.
 - Plain deal tables: a row with a created date gives an entry event (``entry_stage``) and, if
-  its status is won or lost, a close event at the closed date. The amount goes on the won event
+  its status is won or lost, a close event at the closed date. Statuses are read through the
+  model's ``[crm_stages]`` (names of won, of lost, and of active stages: open) plus the values
+  given; any other status is an error, not an open deal. The amount goes on the won event
   (and on the entry event of an open deal); lost deals carry no amount (exports record 0 for
   them). Open rows without a created date (e.g. ``Prospecting``) are skipped and counted in
   ``notes``: they have not entered the modelled funnel yet. A won or lost row without a created
@@ -420,9 +422,9 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
                        id_column: str | None = None, created_column: str | None = None,
                        closed_column: str | None = None, status_column: str | None = None,
                        amount_column: str | None = AUTO, segment_column: str | None = None,
-                       won_values: Iterable[str] = ("won", "closed won"),
-                       lost_values: Iterable[str] = ("lost", "closed lost"),
-                       open_values: Iterable[str] | None = None,
+                       won_values: Iterable[str] = (),
+                       lost_values: Iterable[str] = (),
+                       open_values: Iterable[str] = (),
                        entry_stage: str | None = None) -> EventLog:
     """Read a table with one row per deal: created date, closed date, status, amount.
 
@@ -447,11 +449,12 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
     segment_column : str, optional
         A column of segment names (e.g. the product); by default every deal is in the model's
         default segment.
-    won_values, lost_values : iterable of str, optional
-        Status values (any case) of won and of lost deals.
-    open_values : iterable of str, optional
-        Status values of open deals. By default any other status is open; when given, a
-        status in none of the three lists is an error.
+    won_values, lost_values, open_values : iterable of str, optional
+        Status values (any case) of won, lost and open deals, besides those the model knows:
+        the names its ``[crm_stages]`` maps to won, to lost and to an active stage, the state
+        names themselves, and ``Won`` / ``Closed Won``, ``Lost`` / ``Closed Lost`` and
+        ``Open``. A status in none of the three is an error (a typo must not turn a closed
+        deal into an open one), as is a status in two.
     entry_stage : str, optional
         The active stage a deal enters on its created date (a model stage or a CRM name);
         by default the model's entry stage.
@@ -471,12 +474,26 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
     if entry not in model.stages:
         raise InputError(f"{label}: entry_stage {entry_stage!r} is not an active stage of model "
                          f"{model.name} (stages: {', '.join(model.stages)})")
-    won_set, lost_set = _values(won_values), _values(lost_values)
-    open_set = None if open_values is None else _values(open_values)
-    clash = won_set & lost_set | (open_set or set()) & (won_set | lost_set)
+    known = {WON: {"won", "closed won"}, LOST: {"lost", "closed lost"},
+             "open": {"open", *(stage.casefold() for stage in model.stages)}}
+    for name, state in model._crm_lookup.items():  # (a name mapped to nurture: none)
+        meaning = state if state in (WON, LOST) else "open" if state in model.stages else None
+        if meaning:
+            known[meaning].add(name)
+    given = {WON: _values(won_values), LOST: _values(lost_values), "open": _values(open_values)}
+    for kind_name, values in given.items():
+        clash = sorted(values & set().union(*(v for k, v in known.items() if k != kind_name)))
+        if clash:
+            state = next(k for k, v in known.items() if clash[0] in v)
+            raise InputError(f"{label}: status {clash[0]!r} is given as {kind_name}, but the "
+                             f"model {model.name} reads it as {state}; give each status one "
+                             "meaning")
+    won_set, lost_set = known[WON] | given[WON], known[LOST] | given[LOST]
+    open_set = known["open"] | given["open"]
+    clash = sorted(won_set & lost_set | open_set & (won_set | lost_set))
     if clash:
-        raise InputError(f"{label}: status {sorted(clash)[0]!r} is in two of won_values, "
-                         "lost_values and open_values; give each status one meaning")
+        raise InputError(f"{label}: status {clash[0]!r} is in two of the won, lost and open "
+                         "values; give each status one meaning")
     table = _read_table(path, [w for w in (
         _want("lead_id", id_column, _OPP_ID, "id_column", "the deal id"),
         _want("created", created_column, _OPP_CREATED, "created_column", "the created date"),
@@ -489,16 +506,19 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
     ids = _ids(table, "deal")
     _check_unique(ids, table, "deal", "the table has one row per deal")
     index, statuses = _encode_text(columns["status"])
-    kinds = np.array([2 if s.casefold() in won_set else 3 if s.casefold() in lost_set
-                      else 1 if open_set is None or s.casefold() in open_set else -1
+    kinds = np.array([2 if s.strip().casefold() in won_set
+                      else 3 if s.strip().casefold() in lost_set
+                      else 1 if s.strip().casefold() in open_set else -1
                       for s in statuses], dtype=np.int64)  # 1 open, 2 won, 3 lost
     kind = kinds[index]
     i = _first(kind < 0)
     if i is not None:
         raise InputError(f"{at(pos[i], 'status')}: {_show(statuses[index[i]])} is not a won, "
-                         f"lost or open status (won: {', '.join(sorted(won_set))}; lost: "
-                         f"{', '.join(sorted(lost_set))}; open: "
-                         f"{', '.join(sorted(open_set or ()))}); add it to the right list")
+                         f"lost or open status of model {model.name} (won: "
+                         f"{', '.join(sorted(won_set))}; lost: {', '.join(sorted(lost_set))}; "
+                         f"open: {', '.join(sorted(open_set))}); map it to a state in the "
+                         "model's [crm_stages], or name it with --won-values, --lost-values or "
+                         "--open-values")
     created, _ = _parse_when(columns["created"], pos, at, "created")
     closed, _ = _parse_when(columns["closed"], pos, at, "closed")
     amount = _check_amounts(columns, pos, at)
@@ -631,8 +651,9 @@ def _read_table(path: str | Path, wanted: list[_Wanted]) -> _Table:
                 if want.required:
                     shown = ", ".join(repr(str(c)) for c in columns) or "none"
                     looked = " or ".join(want.names)
+                    flag = "--" + want.option.replace("_", "-")
                     raise InputError(f"{label}: missing column {looked} ({want.what}; columns "
-                                     f"found: {shown}); pass {want.option}= to name it")
+                                     f"found: {shown}); name it with {flag}")
         used: dict[int, str] = {}
         for key, i in found.items():
             if i in used:
@@ -656,10 +677,12 @@ def _what(wanted: list[_Wanted], key: str) -> str:
     return next(w.what for w in wanted if w.key == key)
 
 
-def _values(values: Iterable[str]) -> set[str]:
+def _values(values: Iterable[str] | None) -> set[str]:
+    if values is None:
+        return set()
     if isinstance(values, str):
         values = (values,)
-    return {str(v).strip().casefold() for v in values}
+    return {str(v).strip().casefold() for v in values} - {""}
 
 
 def _encode_text(values: pa.Array) -> tuple[np.ndarray, list[str]]:

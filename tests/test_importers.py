@@ -235,7 +235,7 @@ def test_hubspot_missing_columns(b2b):
     message = error(write("email,hs_lifecyclestage_lead_date\nx,2024-01-01\n"), b2b, "hubspot")
     assert message.startswith("crm.csv: missing column hs_object_id or Record ID or vid or "
                               "Contact ID (the contact id; columns found: 'email', ")
-    assert "pass id_column= to name it" in message
+    assert message.endswith("name it with --id-column")
     message = error(write("hs_object_id,email\n1,x\n"), b2b, "hubspot")
     assert message.startswith("crm.csv: no lifecycle date columns")
     message = error(write("Record ID,hs_lifecyclestage_lead_date\n1,\n"), b2b, "hubspot")
@@ -351,7 +351,7 @@ def test_salesforce_missing_column_and_empty_file(b2b):
                     "salesforce")
     assert message.startswith("crm.csv: missing column StageName or Stage or To Stage (the "
                               "stage name; columns found: 'OpportunityId', 'CreatedDate', "
-                              "'Amount'); pass stage_column= to name it")
+                              "'Amount'); name it with --stage-column")
     assert error(write(""), b2b, "salesforce").startswith("crm.csv: the file is empty")
     assert error(write(SF_HEADER + ",,,,\n"), b2b, "salesforce").startswith(
         "crm.csv: no data rows")
@@ -400,6 +400,12 @@ def test_opportunities_custom_columns_statuses_and_entry_stage(b2b):
     options = dict(id_column="Deal", created_column="Opened", closed_column="Closed",
                    status_column="Result", amount_column="Value", won_values=["booked"],
                    lost_values="dropped")
+    message = error(path, b2b, "opportunities", **options)  # 'pending': no status of b2b
+    assert message.startswith("crm.csv, row 4, column Result: 'pending' is not a won, lost or "
+                              "open status of model b2b (won: booked, closed won, customer, won;")
+    assert message.endswith("map it to a state in the model's [crm_stages], or name it with "
+                            "--won-values, --lost-values or --open-values")
+    options["open_values"] = ["Pending"]
     log = read_opportunities(path, b2b, entry_stage="SQL", **options)
     assert rows(log) == [("a", "sql", "2024-01-01", None, "organic"),
                          ("a", "won", "2024-02-01", 100.0, "organic"),
@@ -409,14 +415,36 @@ def test_opportunities_custom_columns_statuses_and_entry_stage(b2b):
     # The model's entry stage by default; an open deal's expected close date is no event.
     log = read_opportunities(path, b2b, as_of=dt.date(2024, 2, 1), **options)
     assert log.frame["stage"].tolist()[::2] == ["lead", "lead", "lead"]
-    message = error(path, b2b, "opportunities", open_values=["open"], **options)
-    assert message.startswith("crm.csv, row 4, column Result: 'pending' is not a won, lost or "
-                              "open status")
     message = error(path, b2b, "opportunities", entry_stage="won", **options)
     assert message.startswith("crm.csv: entry_stage 'won' is not an active stage of model b2b")
-    options["lost_values"] = ["booked"]
-    assert "is in two of won_values, lost_values and open_values" in error(
-        path, b2b, "opportunities", **options)
+    # A status with two meanings: given twice, or given against the model's [crm_stages].
+    assert error(path, b2b, "opportunities", **{**options, "lost_values": ["booked"]}) \
+        == "crm.csv: status 'booked' is in two of the won, lost and open values; give each " \
+           "status one meaning"
+    assert error(path, b2b, "opportunities", **{**options, "won_values": ["Disqualified"]}) \
+        == "crm.csv: status 'disqualified' is given as won, but the model b2b reads it as " \
+           "lost; give each status one meaning"
+
+
+def test_opportunities_statuses_come_from_the_model(deals, tmp_path):
+    """Statuses are read through the model's [crm_stages]; a status it does not know is an
+    error, never an open deal (a typo must not reopen a won deal)."""
+    booked = DEALS.replace(",Won,", ",Booked,")
+    text = Path(deals.path).read_text().replace('"Won" = "won"', '"Won" = "won"\n"Booked" = "won"')
+    path = tmp_path / "booked.toml"
+    path.write_text(text)
+    log = read_history(write(booked), load_model(path), format="opportunities",
+                       segment_column="product")
+    assert rows(log)[1] == ("D1", "won", "2017-03-01", 4514.0, "GTX Pro")
+    message = error(write(booked), deals, "opportunities", segment_column="product")
+    assert message.startswith("crm.csv, row 2, column deal_stage: 'Booked' is not a won, lost "
+                              "or open status of model opportunities")
+    typo = DEALS.replace(",Won,", ",Wonn,")
+    assert error(write(typo), deals, "opportunities").startswith(
+        "crm.csv, row 2, column deal_stage: 'Wonn' is not a won, lost or open status")
+    # Values given add to the model's, and an empty one is nothing.
+    log = read_history(write(booked), deals, format="opportunities", won_values=["booked", ""])
+    assert [r[1] for r in rows(log)][:2] == ["opportunity", "won"]
 
 
 OPP_HEADER = "opportunity_id,product,deal_stage,engage_date,close_date,close_value\n"
