@@ -133,9 +133,26 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
         fail(f"{', '.join('--' + k.replace('_', '-') for k in unknown)}: not an option of "
              f"{flag} {history_format}")
     try:
-        return reader(path, model, as_of=as_of, **options)
+        log = reader(path, model, as_of=as_of, **options)
     except InputError as exc:
         fail(str(exc))
+    warn_stale(log, as_of)
+    return log
+
+
+def warn_stale(log, as_of: dt.date | None) -> None:
+    """Warn on stderr (even with --quiet) when ``as_of`` is well after the history's last event:
+    the leads open then are taken as still open, and nothing since is known (a stale export)."""
+    from forecast.eventlog import STALE_DAYS, latest_date
+
+    if as_of is None or log.frame.empty:
+        return
+    last = latest_date(log)
+    if (as_of - last).days > STALE_DAYS:
+        click.echo(f"forecast: warning: {Path(log.path).name} ends on {last}, "
+                   f"{(as_of - last).days:,} days before the as-of date {as_of}: the leads open "
+                   f"then are taken as still open and nothing since is known; is the export "
+                   f"stale?", err=True)
 
 
 def check_png(path: Path) -> None:
@@ -940,10 +957,12 @@ def simulate_history_cmd(model_name, start_text, days, seed, out_path):
         model = load_model(model_name)
     except ModelError as exc:
         fail(str(exc))
-    log = simulate_history(model, default_parameters(model), start, days, seed)
     suffix = "".join(out_path.suffixes[-2:])
     if suffix not in (".csv", ".csv.gz", ".parquet"):
         fail(f"{out_path}: --out must end in .csv, .csv.gz or .parquet")
+    if not out_path.resolve().parent.is_dir():
+        fail(f"{out_path}: directory {out_path.parent} does not exist")
+    log = simulate_history(model, default_parameters(model), start, days, seed)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
         if suffix == ".parquet":

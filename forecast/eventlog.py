@@ -135,6 +135,11 @@ def read_event_log(path: str | Path, model: FunnelModel, *,
                     sha256=hashlib.sha256(data).hexdigest())
 
 
+#: Days between a history's last event and the as-of date before the history is called stale
+#: (a week: no event over a weekend or a holiday is normal; a week without any is not).
+STALE_DAYS = 7
+
+
 def latest_date(log: EventLog) -> dt.date:
     """The latest ``entered_at`` in the log (the default as-of date)."""
     latest = log.frame["entered_at"].max()

@@ -202,6 +202,12 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
         raise LedgerError(f"{path}: no ledger there (record a run with `forecast run --ledger`)")
     if not read_only and not path.parent.is_dir():
         raise LedgerError(f"{path}: directory {path.parent} does not exist")
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+        if head[8:12] != b"DUCK":  # DuckDB's magic bytes, after an 8-byte checksum
+            raise LedgerError(f"{path}: not a ledger (a ledger is a DuckDB database file, "
+                              "made by `forecast run --ledger`)")
     deadline = time.monotonic() + timeout
     delay = 0.05
     jitter = random.Random()

@@ -88,6 +88,8 @@ def _options(func):
                      help="Fit on the last DAYS days only."),
         click.option("--draws", type=click.IntRange(10, 100_000), default=1000,
                      show_default=True, help="Posterior draws per chain when refitting."),
+        click.option("--tune", type=click.IntRange(10, 100_000), default=None,
+                     help="Tuning steps per chain when refitting. Default: --draws."),
         click.option("--ledger-timeout", type=click.FloatRange(0, 86400), default=300.0,
                      show_default=True, metavar="SECONDS",
                      help="How long to wait for another process holding the ledger."),
@@ -105,7 +107,7 @@ def _fail(message: str) -> None:
 
 @_options
 def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of_text, horizon,
-            paths, seed, window, draws, ledger_timeout, history_format, **kwargs):
+            paths, seed, window, draws, tune, ledger_timeout, history_format, **kwargs):
     """Cron's command: refit when due, forecast as of today, record it in the ledger.
 
     HISTORY is an event log or a CRM export (--format). Prints a short summary; on any
@@ -149,7 +151,7 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
             _fail(str(exc))
         if stats.events.sum() == 0:
             _fail(f"{history}: no moves between stages on or before {as_of}; nothing to fit")
-        result = fit_mod.fit(stats, model, draws=draws, tune=draws, chains=2, seed=seed,
+        result = fit_mod.fit(stats, model, draws=draws, tune=tune or draws, chains=2, seed=seed,
                              progress=False, history_path=str(history),
                              history_sha256=log.sha256)
         try:

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecast.eventlog import EventLog, InputError
+from forecast.eventlog import STALE_DAYS, EventLog, InputError, latest_date
 from forecast.model import EXPIRY, LOST, NURTURE, WON, FunnelModel
 
 INTERVAL = 0.90
@@ -880,6 +880,7 @@ class Report:
     history_sha256: str
     as_of: dt.date
     first_day: dt.date
+    last_day: dt.date  # of the history's last event (the as-of date can be later)
     n_leads: int
     mql: str
     flow: pd.DataFrame
@@ -936,12 +937,18 @@ def build(log: EventLog, model: FunnelModel, as_of: dt.date | None = None, *,
     days = days_in_stage(s, model)
     report = Report(
         model=model, history=str(log.path), history_sha256=log.sha256, as_of=s.as_of,
-        first_day=s.start.min().astype(dt.date), n_leads=int(s.lead.max() + 1), mql=mql,
+        first_day=s.start.min().astype(dt.date), last_day=latest_date(log),
+        n_leads=int(s.lead.max() + 1), mql=mql,
         flow=flow, growth=velocity(flow, f"entered_{mql}"), conversion=conv, days=days,
         shelf=shelf_life_days(s, model), cohorts=cohorts(s, model),
         sticky=sticky_points(s, model, days.set_index("stage")["median_days"]),
         mature_days=mature_days, parameters=parameters, spend_path=spend_path,
         forecast=forecast, described=described, notes=list(log.notes))
+    gap = (report.as_of - report.last_day).days
+    if gap > STALE_DAYS:
+        report.notes.append(f"The history ends on {report.last_day}, {gap:,} days before the "
+                            f"as-of date: the months after it show no activity, and the leads "
+                            f"open then are taken as still open. Is the export stale?")
     if spend is not None:
         report.costs = costs(s, model, spend, flow, ltv_multiple)
     return report
@@ -1061,7 +1068,7 @@ def render_html(report: Report, chart_png: dict[str, bytes] | None = None) -> st
     header = (
         f"<header><h1>Funnel report: model {_e(m.name)}</h1>"
         f"<p>History {_e(r.history)} (SHA-256 {_e(r.history_sha256[:12])}&hellip;): "
-        f"{r.n_leads:,} leads, {r.first_day} to {r.as_of}</p>"
+        f"{r.n_leads:,} leads, {r.first_day} to {r.last_day}</p>"
         f"<p>As of {r.as_of} &middot; model file {_e(m.path)} &middot; rates: "
         f"{_e(r.parameters)} &middot; forecast {_e(__version__)}</p></header>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -46,3 +46,34 @@ def test_a_bad_export_row_is_reported_by_file_row_and_column(tmp_path):
         "opportunities", "--segment-column", "product", "--paths", "5"])
     assert out.exit_code == 1
     assert "deals.csv" in out.output and "row 2" in out.output and "close_date" in out.output
+
+
+def test_an_as_of_well_after_the_history_warns_that_it_may_be_stale(tmp_path):
+    """Leads open at the history's end are taken as still open at a later as-of date, and
+    nothing since is known: a week past the last event, every command that reads a history
+    says so on stderr (even with --quiet); a few days (a weekend) is normal."""
+    path = tmp_path / "deals.csv"
+    path.write_text(DEALS)  # last event 2016-11-03
+    args = ["run", "--model", "opportunities", "--history", str(path), "--history-format",
+            "opportunities", "--segment-column", "product", "--paths", "5", "--horizon", "10",
+            "--quiet", "--as-of"]
+    late = CliRunner().invoke(main, [*args, "2016-12-03"])
+    assert late.exit_code == 0, late.output
+    assert ("forecast: warning: deals.csv ends on 2016-11-03, 30 days before the as-of date "
+            "2016-12-03") in late.stderr
+    soon = CliRunner().invoke(main, [*args, "2016-11-10"])
+    assert soon.exit_code == 0 and "warning" not in soon.stderr
+
+
+def test_the_report_header_gives_the_history_last_date_not_the_as_of(tmp_path):
+    path = tmp_path / "deals.csv"
+    path.write_text(DEALS)
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(main, [
+        "report", "--model", "opportunities", "--history", str(path), "--history-format",
+        "opportunities", "--segment-column", "product", "--no-forecast", "--as-of",
+        "2017-01-31", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    assert "2016-10-20 to 2016-11-03</p>" in page
+    assert "The history ends on 2016-11-03, 89 days before the as-of date" in page

@@ -158,6 +158,15 @@ def test_newer_schema_and_foreign_database_are_refused(tmp_path, result, stored)
     con.close()
     with pytest.raises(ledger.LedgerError, match="not a forecast ledger"):
         ledger.record(other, run_record(result), stored)
+    # A file that is no database at all (a CSV given by mistake), read or written: said so.
+    text = tmp_path / "runs.csv"
+    text.write_text("run_id,as_of\n1,2026-09-30\n")
+    for attempt in (lambda: ledger.open_for_reading(text),
+                    lambda: ledger.record(text, run_record(result), stored)):
+        with pytest.raises(ledger.LedgerError, match=r"runs\.csv: not a ledger \(a ledger is a "
+                                                     r"DuckDB database file"):
+            attempt()
+    assert text.read_text() == "run_id,as_of\n1,2026-09-30\n"
 
 
 def test_ledger_path_precedence(tmp_path, monkeypatch):

@@ -21,3 +21,12 @@ def test_sample_regenerates_bit_for_bit(tmp_path, name):
     assert res.exit_code == 0, res.output
     bundled = sample_history_path(load_model(name))
     assert gzip.decompress(out.read_bytes()) == gzip.decompress(bundled.read_bytes())
+
+
+def test_simulate_history_into_a_missing_directory_is_a_one_line_error(tmp_path):
+    out = tmp_path / "nodir" / "x.csv"
+    res = CliRunner().invoke(main, ["simulate-history", "--start", "2026-01-01", "--days", "10",
+                                    "--out", str(out)])
+    assert res.exit_code == 1
+    assert res.output == f"forecast: error: {out}: directory {out.parent} does not exist\n"
+    assert not out.parent.exists()
