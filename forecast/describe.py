@@ -16,8 +16,12 @@ A lead is taken to enter each stage fresh (age 0) and unrecycled, in each segmen
   of the hazards of closing moves (won and lost, each its own; in the stage column) and of
   arrivals by weekday, month of the quarter and month end.
 
-Rows with segment ``all`` mix the segments by their arrival rates in each set (exact for the
-entry stage; a fair summary for later stages, whose segment mix drifts with conversion).
+Rows with segment ``all`` mix the segments as the leads they describe mix, in each set: a
+stage's rows by the segments' shares of the leads entering it (arrivals times the probability
+that a fresh lead of the segment ever reaches the stage), the recapture by those entering
+nurture, the mean deal by won deals (arrivals times the probability of winning). So the mean
+deal of ``all`` is the mean won deal, and a stage's conversion that of its entrants: the
+segments convert at different rates, so later stages' mix is not the arrivals' mix.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from forecast.calendar import CLOSES
-from forecast.hazards import absorption, median_days_in_stage, shelf_life, stage_exit
-from forecast.model import NURTURE, FunnelModel
+from forecast.hazards import _chain, absorption, median_days_in_stage, shelf_life, stage_exit
+from forecast.model import NURTURE, WON, FunnelModel
 from forecast.parameters import Parameters
 
 INTERVAL = (0.05, 0.95)
@@ -75,9 +79,9 @@ def _per_set(model: FunnelModel, params: Parameters) -> dict[tuple[str, str, str
     def add(key, value):
         out.setdefault(key, []).append(float(value))
 
+    mix = _mixes(model, params)
     for k in range(params.n_sets):
         h = params.hazards[k]
-        weight = params.arrivals_mean[k] / params.arrivals_mean[k].sum()
         win = absorption(model, h).win[:, :, 0]  # [g, state]
         days = median_days_in_stage(model, h)[:, :, 0]  # [state, g]
         exit_prob = stage_exit(h, model.age_bands).prob  # [state, g, r, dest]
@@ -92,9 +96,9 @@ def _per_set(model: FunnelModel, params: Parameters) -> dict[tuple[str, str, str
                 add(("median_days_in_stage", stage, seg), days[i, j])
                 if expiry[i].any():
                     add(("expiry_share", stage, seg), exp_share[i, j])
-            add(("conversion_to_won", stage, "all"), weight @ win[:, i])
+            add(("conversion_to_won", stage, "all"), mix[stage][k] @ win[:, i])
             if expiry[i].any():
-                add(("expiry_share", stage, "all"), weight @ exp_share[i])
+                add(("expiry_share", stage, "all"), mix[stage][k] @ exp_share[i])
         for j, seg in enumerate(segs):
             if has_nurture:
                 add(("median_days_in_stage", NURTURE, seg), days[nurture, j])
@@ -105,9 +109,9 @@ def _per_set(model: FunnelModel, params: Parameters) -> dict[tuple[str, str, str
             add(("arrivals_per_day", model.entry, seg), params.arrivals_mean[k, j])
             add(("mean_deal", "won", seg), deal[j])
         if has_recapture:
-            add(("recapture", NURTURE, "all"), weight @ recap)
+            add(("recapture", NURTURE, "all"), mix[NURTURE][k] @ recap)
         add(("arrivals_per_day", model.entry, "all"), params.arrivals_mean[k].sum())
-        add(("mean_deal", "won", "all"), weight @ deal)
+        add(("mean_deal", "won", "all"), mix[WON][k] @ deal)
         if params.has_calendar or model.calendar.declared:
             for close, values in zip(CLOSES, params.close_calendar[k], strict=True):
                 for label, value in zip(_CLOSE_CAL, values, strict=True):
@@ -115,6 +119,39 @@ def _per_set(model: FunnelModel, params: Parameters) -> dict[tuple[str, str, str
             for label, value in zip(_ARR_CAL, params.arrivals_calendar[k], strict=True):
                 add(("arrivals_calendar", model.entry, label), value)
     return out
+
+
+def _mixes(model: FunnelModel, params: Parameters) -> dict[str, np.ndarray]:
+    """``[set, g]`` per active stage, nurture and won: the segments' shares of the fresh
+    leads that ever reach it (arrivals times the reach probability from the entry stage at
+    recycle level 0), every set at once."""
+    arrivals = params.arrivals_mean  # [set, g]
+    h = params.hazards
+    P = _chain(model, h)[0]  # [set, g, x, y], x = state * R + r
+    n_r = h.shape[-2]
+    x0 = model.state_index(model.entry) * n_r
+    out = {}
+    for target in (*model.stages, NURTURE):
+        t = model.state_index(target)
+        if target == model.entry:
+            reach = np.ones(arrivals.shape)
+        else:  # first passage into (t, any level) from x0, as in hazards.reach_probability
+            hit = np.zeros(P.shape[-1], dtype=bool)
+            hit[t * n_r:(t + 1) * n_r] = True
+            rest = P[..., ~hit, :]
+            q, b = rest[..., ~hit], rest[..., hit].sum(-1)
+            got = np.linalg.solve(np.eye(q.shape[-1]) - q, b[..., None])[..., 0]
+            reach = got[..., int(np.flatnonzero(~hit).searchsorted(x0))]
+        out[target] = _shares(arrivals * reach)
+    win = absorption(model, h).win[..., model.state_index(model.entry), 0]  # [set, g]
+    out[WON] = _shares(arrivals * win)
+    return out
+
+
+def _shares(w: np.ndarray) -> np.ndarray:
+    total = w.sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / w.shape[-1])
 
 
 _CLOSE_CAL = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "quarter month 1",

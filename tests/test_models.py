@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,46 @@ def test_default_parameters_apply_multipliers():
     assert h[lead, 0, g_org, 1, mql] == pytest.approx(base * 0.6)
     # lost and expiry hazards carry no multipliers
     assert h[lead, 0, g_events, 2, lost] == pytest.approx(m.hazards["lead"]["lost"][0])
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_describe_all_rows_are_the_documented_facts(name):
+    """`describe`'s segment "all" mixes the segments as the leads described mix: the SQLs'
+    conversion is that of the leads entering SQL, the mean deal that of won deals; so it
+    prints the model file's documented facts (it once mixed by arrivals: $77k for b2b's
+    documented $100k mean won deal)."""
+    from forecast.describe import describe
+
+    model = load_model(name)
+    facts = documented_facts(model)
+    table = describe(model, default_parameters(model)).set_index(["quantity", "stage",
+                                                                  "segment"])["median"]
+    assert table[("conversion_to_won", model.entry, "all")] == pytest.approx(
+        facts["lead_to_won"], rel=1e-9)
+    assert table[("conversion_to_won", model.qualified_stage, "all")] == pytest.approx(
+        facts["sql_to_won"], rel=1e-9)
+    assert table[("mean_deal", "won", "all")] == pytest.approx(facts["average_deal"], rel=1e-9)
+
+
+def test_describe_mixes_every_parameter_set_by_its_own_reach():
+    """Several sets at once (a posterior): each set's mix is its own arrivals times its own
+    reach probabilities, as `hazards.reach_probability` gives them set by set."""
+    from forecast.describe import _mixes
+
+    model = load_model("b2b")
+    base = default_parameters(model)
+    rng = np.random.default_rng(2)
+    sets = base.take(np.zeros(3, dtype=np.int64))
+    sets = replace(sets, hazards=sets.hazards * rng.lognormal(0, 0.3, sets.hazards.shape),
+                   arrivals_mean=sets.arrivals_mean
+                   * rng.lognormal(0, 0.5, sets.arrivals_mean.shape))
+    mix = _mixes(model, sets)
+    entry = model.state_index(model.entry)
+    for k in range(3):
+        for stage in ("sql", "opportunity", "nurture"):
+            reach = hz.reach_probability(model, sets.hazards[k], stage)[:, entry, 0]
+            want = sets.arrivals_mean[k] * reach
+            np.testing.assert_allclose(mix[stage][k], want / want.sum(), rtol=1e-10)
+        win = hz.absorption(model, sets.hazards[k]).win[:, entry, 0] * sets.arrivals_mean[k]
+        np.testing.assert_allclose(mix["won"][k], win / win.sum(), rtol=1e-10)
+    assert np.ptp(mix["sql"][:, 0]) > 0.01  # the sets differ
