@@ -42,24 +42,62 @@ def expired_label(stage: str) -> str:
     return f"expired {stage.upper()}s" if len(stage) <= 3 else f"expired from {stage}"
 
 
+def quantile_columns(bands: pd.DataFrame) -> list[str]:
+    """The quantile columns of a bands frame ("p10", "p2.5", ...), lowest level first."""
+    qcols = [c for c in bands.columns if c.startswith("p") and c[1:2].isdigit()]
+    return sorted(qcols, key=lambda c: float(c[1:]))
+
+
+def _won_centre_band(qcols: list[str]) -> tuple[str | None, tuple[str, str] | None]:
+    """The won-deals column's centre and band among the quantile columns (sorted): the centre
+    is the median (P50) when it was asked for, or the one quantile when only one was, else
+    none (the top or bottom quantile is no centre); the band runs from the lowest quantile to
+    the highest (none with a single quantile)."""
+    band = (qcols[0], qcols[-1]) if len(qcols) >= 2 else None
+    if "p50" in qcols:
+        return "p50", band
+    return (qcols[0] if len(qcols) == 1 else None), band
+
+
+def won_deals_label(qcols: list[str]) -> str:
+    """The won-deals column's header: "won deals P50 [P10-P90]", "won deals P10-P90" (no
+    median asked for), "won deals P90" (one quantile), "won deals mean" (none)."""
+    mid, band = _won_centre_band(qcols)
+    if mid is None and band is None:
+        return "won deals mean"
+    text = "won deals"
+    if mid is not None:
+        text += f" {mid.upper()}"
+    if band is not None:
+        lo, hi = band[0].upper(), band[1].upper()
+        text += f" [{lo}-{hi}]" if mid is not None else f" {lo}-{hi}"
+    return text
+
+
+def won_deals_text(row: pd.Series, qcols: list[str]) -> str:
+    """One period's won-deals cell, in the shape of :func:`won_deals_label`."""
+    mid, band = _won_centre_band(qcols)
+    if mid is None and band is None:
+        return f"{row['mean']:.1f}"
+    parts = [] if mid is None else [f"{row[mid]:.0f}"]
+    if band is not None:
+        inner = f"{row[band[0]]:.0f}-{row[band[1]]:.0f}"
+        parts.append(f"[{inner}]" if mid is not None else inner)
+    return " ".join(parts)
+
+
 def render_table(bands: pd.DataFrame, header: list[str], currency: str,
                  qualified_stage: str) -> str:
     """The human table: bookings bands per period, then won deals, expired SQLs, lost value."""
-    qcols = [c for c in bands.columns if c.startswith("p") and c[1:2].isdigit()]
+    qcols = quantile_columns(bands)
     by = {m: g.set_index("period") for m, g in bands.groupby("metric", sort=False)}
     periods = list(by["bookings"].index)
-    mid = next((c for c in qcols if c == "p50"), qcols[len(qcols) // 2] if qcols else None)
-    lo, hi = (qcols[0], qcols[-1]) if len(qcols) >= 2 else (None, None)
     cols = ["period", "days", "bookings mean", *(f"{c.upper()}" for c in qcols),
-            "won deals" + (f" {mid.upper()} [{lo.upper()}-{hi.upper()}]" if lo else ""),
-            expired_label(qualified_stage), "lost to expiry"]
+            won_deals_label(qcols), expired_label(qualified_stage), "lost to expiry"]
     rows = []
     for p in periods:
         b = by["bookings"].loc[p]
-        w = by["won_deals"].loc[p]
-        won_txt = f"{w[mid]:.0f}" if mid else f"{w['mean']:.1f}"
-        if lo:
-            won_txt += f" [{w[lo]:.0f}-{w[hi]:.0f}]"
+        won_txt = won_deals_text(by["won_deals"].loc[p], qcols)
         exp = by[f"expired_{qualified_stage}"].loc[p]["mean"]
         lost = by["lost_to_expiry"].loc[p]["mean"]
         rows.append([p, str(int(b["days"])), money(b["mean"], currency),
@@ -142,12 +180,14 @@ def fan_chart(path: Path, dates: pd.DatetimeIndex, cumulative: np.ndarray,
                      & (period_bands["period"] != "total")]
     x = np.arange(len(b))
     lo_c, hi_c = quantile_label(qs[0]), quantile_label(qs[-1])
-    mid = b[quantile_label(0.5)] if quantile_label(0.5) in b else b["mean"]
+    has_median = quantile_label(0.5) in b
+    mid = b[quantile_label(0.5)] if has_median else b["mean"]
     lo = b[lo_c] if lo_c in b else mid
     hi = b[hi_c] if hi_c in b else mid
     ax2.bar(x, b["mean"], color="tab:blue", alpha=0.35, label="mean")
     ax2.errorbar(x, mid, yerr=[mid - lo, hi - mid], fmt="o", color="tab:blue",
-                 capsize=4, label=f"P50 with {lo_c.upper()}-{hi_c.upper()}")
+                 capsize=4, label=f"{'P50' if has_median else 'mean'} with "
+                                  f"{lo_c.upper()}-{hi_c.upper()}")
     ax2.set_xticks(x, [f"{p}\n({d} d)" for p, d in zip(b["period"], b["days"], strict=True)])
     ax2.set_ylabel(f"bookings per period ({currency})")
     ax2.yaxis.set_major_formatter(fmt)

@@ -236,21 +236,29 @@ def levers(model: FunnelModel) -> list[Lever]:
 def sensitivity(setting: Setting, change: float, w: Window, target: float | None,
                 spend: dict[str, float] | None = None, ltv_multiple: float = 1.0,
                 progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Each lever moved by ``+change`` and ``-change``: P50 bookings in the window and the
-    probability of reaching ``target``, against the baseline; ranked by the size of the
-    effect. With ``spend`` (per segment, in currency per day of the window), the cost of
-    acquiring a customer (CAC: spend / won deals) and LTV:CAC (LTV = mean won deal times
-    ``ltv_multiple``) under each lever; spend on a segment scales with its arrivals."""
+    """Each lever moved by the relative step ``change`` the helpful way and the harmful way:
+    P50 bookings in the window and the probability of reaching ``target``, against the
+    baseline; ranked by the size of the effect. With ``spend`` (per segment, in currency per
+    day of the window), the cost of acquiring a customer (CAC: spend / won deals) and LTV:CAC
+    (LTV = mean won deal times ``ltv_multiple``) under each lever; spend on a segment scales
+    with its arrivals.
+
+    Columns are named by direction, not by the sign of the lever's move: ``*_helpful`` is the
+    lever moved the way that helps bookings (probabilities, recapture, arrivals and deal size
+    up; days in stage and going cold down), ``*_harmful`` the other way. ``helpful_factor`` and
+    ``harmful_factor`` are the multipliers applied to the lever (``days in sql`` helpful: 0.9,
+    10% fewer days)."""
     all_levers = levers(setting.model)
-    scenarios, skipped = [], []
+    scenarios, skipped, factors = [], [], {}
     for lv in all_levers:
         try:
-            pair = [lv.make(change), lv.make(-change)]
+            helpful, harmful = lv.make(change), lv.make(-change)
         except ScenarioError as exc:
             skipped.append(f"{lv.name}: {exc}")
             continue
-        scenarios += [Scenario(name=f"{lv.name} +", description="", changes=(pair[0],)),
-                      Scenario(name=f"{lv.name} -", description="", changes=(pair[1],))]
+        factors[lv.name] = (helpful.value, harmful.value)
+        scenarios += [Scenario(name=f"{lv.name} helpful", description="", changes=(helpful,)),
+                      Scenario(name=f"{lv.name} harmful", description="", changes=(harmful,))]
     results = run_scenarios(setting, scenarios, progress)
     base = results[0]
 
@@ -274,24 +282,27 @@ def sensitivity(setting: Setting, change: float, w: Window, target: float | None
     rows = []
     named = {sc.name: res for sc, res in zip(scenarios, results[1:], strict=True)}
     for lv in all_levers:
-        if f"{lv.name} +" not in named:
+        if lv.name not in factors:
             continue
-        up, down = stats(named[f"{lv.name} +"], lv, 1.0), stats(named[f"{lv.name} -"], lv, -1.0)
-        row = {"lever": lv.name, "p50_base": b["p50"], "p50_down": down["p50"],
-               "p50_up": up["p50"], "delta_p50_up": up["p50"] - b["p50"],
-               "delta_p50_down": down["p50"] - b["p50"],
-               "delta_mean_up": up["mean"] - b["mean"]}
+        good = stats(named[f"{lv.name} helpful"], lv, 1.0)
+        bad = stats(named[f"{lv.name} harmful"], lv, -1.0)
+        row = {"lever": lv.name, "helpful_factor": factors[lv.name][0],
+               "harmful_factor": factors[lv.name][1], "p50_base": b["p50"],
+               "p50_harmful": bad["p50"], "p50_helpful": good["p50"],
+               "delta_p50_harmful": bad["p50"] - b["p50"],
+               "delta_p50_helpful": good["p50"] - b["p50"],
+               "delta_mean_helpful": good["mean"] - b["mean"]}
         if target is not None:
-            row.update(p_target_base=b["p_target"], p_target_down=down["p_target"],
-                       p_target_up=up["p_target"],
-                       delta_p_target_up=up["p_target"] - b["p_target"])
+            row.update(p_target_base=b["p_target"], p_target_harmful=bad["p_target"],
+                       p_target_helpful=good["p_target"],
+                       delta_p_target_helpful=good["p_target"] - b["p_target"])
         if spend is not None:
-            row.update(cac_base=b["cac"], cac_up=up["cac"], ltv_cac_base=b["ltv_cac"],
-                       ltv_cac_up=up["ltv_cac"])
+            row.update(cac_base=b["cac"], cac_helpful=good["cac"], ltv_cac_base=b["ltv_cac"],
+                       ltv_cac_helpful=good["ltv_cac"])
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame):
-        size = np.maximum(frame["delta_p50_up"].abs(), frame["delta_p50_down"].abs())
+        size = np.maximum(frame["delta_p50_helpful"].abs(), frame["delta_p50_harmful"].abs())
         frame = frame.iloc[np.argsort(-size.to_numpy(), kind="stable")].reset_index(drop=True)
     frame.attrs["skipped"] = skipped
     return frame

@@ -131,7 +131,7 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
     from forecast import ledger as ledger_mod
     from forecast import outputs, summarize
     from forecast.planning import compare, run_scenarios
-    from forecast.scenario import ScenarioError, load_scenario
+    from forecast.scenario import ScenarioError, load_scenario, scenario_notes
 
     try:
         qs = summarize.parse_quantiles(quantiles)
@@ -144,6 +144,9 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
         scenarios = [load_scenario(f, inp.model) for f in files]
     except ScenarioError as exc:
         fail(str(exc))
+    for sc in scenarios:  # what reads as more than it does in this run (even with --quiet)
+        for text in scenario_notes(inp.model, sc, inp.pipeline, inp.as_of, horizon):
+            click.echo(f"forecast: warning: {text}", err=True)
     if no_arrivals:
         inp = replace(inp, params=inp.params.with_arrivals_scaled(0.0),
                       parameters_text=inp.parameters_text + ", no new leads")
@@ -400,19 +403,23 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
         note(f"skipped {text}")
     cur = inp.model.currency
     pct = f"{change:.0%}"
-    head = ["lever", f"P50 -{pct}", f"P50 +{pct}", "change of P50 (+)", "change of P50 (-)"]
+    # Columns by direction (helpful / harmful for bookings), as in the CSV and JSON: a lever
+    # whose helpful way is down (days in stage, going cold) says so in "helpful way".
+    head = ["lever", "helpful way", "P50 harmful", "P50 helpful", "change of P50 harmful",
+            "change of P50 helpful"]
     if target is not None:
-        head += ["P(target) +", "change"]
+        head += ["P(target) helpful", "change of P(target)"]
     if spend is not None:
-        head += ["CAC +", "LTV:CAC +"]
+        head += ["CAC helpful", "LTV:CAC helpful"]
     rows = []
     for _, r in frame.iterrows():
-        row = [r["lever"], money(r["p50_down"], cur), money(r["p50_up"], cur),
-               money(r["delta_p50_up"], cur), money(r["delta_p50_down"], cur)]
+        row = [r["lever"], ("+" if r["helpful_factor"] > 1 else "-") + pct,
+               money(r["p50_harmful"], cur), money(r["p50_helpful"], cur),
+               money(r["delta_p50_harmful"], cur), money(r["delta_p50_helpful"], cur)]
         if target is not None:
-            row += [f"{r['p_target_up']:.0%}", f"{r['delta_p_target_up']:+.1%}"]
+            row += [f"{r['p_target_helpful']:.0%}", f"{r['delta_p_target_helpful']:+.1%}"]
         if spend is not None:
-            row += [money(r["cac_up"], cur), f"{r['ltv_cac_up']:.2f}"]
+            row += [money(r["cac_helpful"], cur), f"{r['ltv_cac_helpful']:.2f}"]
         rows.append(row)
     lines = _header(inp, f"Sensitivity of bookings in {w.label}, each lever moved {pct}",
                     horizon, paths, seed)
@@ -424,8 +431,10 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
                      + (f"; CAC {money(base['cac_base'], cur)}, LTV:CAC "
                         f"{base['ltv_cac_base']:.2f}" if spend is not None else ""))
     lines += ["", _render(rows, head), "",
-              "+ moves each lever the helpful way: probabilities, recapture, arrivals and deal "
-              "size up; days in stage and going cold down. Ranked by the larger change."]
+              f"helpful: each lever moved {pct} the way that raises bookings (probabilities, "
+              "recapture, arrivals and deal size up; days in stage and going cold down: the "
+              f"\"helpful way\" column); harmful: {pct} the other way. Ranked by the larger "
+              "change."]
     if chart_path is not None:
         _tornado(chart_path, frame, pct, w.label, cur)
         note(f"wrote {chart_path}")
@@ -442,9 +451,10 @@ def _tornado(path, frame, pct, period, currency) -> None:
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.38 * max(n, 1)), constrained_layout=True)
     y = np.arange(n)[::-1]
     base = frame["p50_base"].iloc[0] if n else 0.0
-    ax.barh(y, frame["delta_p50_up"], left=base, color="tab:green", label=f"+{pct}")
-    ax.barh(y, frame["delta_p50_down"], left=base, color="tab:red", alpha=0.7,
-            label=f"-{pct}")
+    ax.barh(y, frame["delta_p50_helpful"], left=base, color="tab:green",
+            label=f"{pct} the helpful way")
+    ax.barh(y, frame["delta_p50_harmful"], left=base, color="tab:red", alpha=0.7,
+            label=f"{pct} the harmful way")
     ax.axvline(base, color="black", lw=1)
     ax.set_yticks(y, frame["lever"])
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: money(v, currency)))

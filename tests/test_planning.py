@@ -202,16 +202,91 @@ def test_sensitivity_command_with_spend(tmp_path):
     rows = pd.DataFrame(json.loads(res.output)["rows"])
     assert {"win rate", "deal size", "arrivals partner", "days in sql", "recapture"} <= set(
         rows["lever"])
-    size = np.maximum(rows["delta_p50_up"].abs(), rows["delta_p50_down"].abs())
+    size = np.maximum(rows["delta_p50_helpful"].abs(), rows["delta_p50_harmful"].abs())
     assert size.is_monotonic_decreasing
     # Deal size +10% books 10% more on every path (same deals, larger amounts) and changes
     # nothing about how many deals close, so CAC is unchanged.
     # (known amounts of open deals stay as they are, so a little under 10%).
     deal = rows[rows["lever"] == "deal size"].iloc[0]
-    assert deal["p50_base"] < deal["p50_up"] <= 1.1 * deal["p50_base"]
-    assert deal["cac_up"] == deal["cac_base"]
-    assert deal["ltv_cac_base"] < deal["ltv_cac_up"] <= 1.1 * deal["ltv_cac_base"]
+    assert (deal["helpful_factor"], deal["harmful_factor"]) == pytest.approx((1.1, 0.9))
+    assert deal["p50_base"] < deal["p50_helpful"] <= 1.1 * deal["p50_base"]
+    assert deal["cac_helpful"] == deal["cac_base"]
+    assert deal["ltv_cac_base"] < deal["ltv_cac_helpful"] <= 1.1 * deal["ltv_cac_base"]
     assert chart.read_bytes()[:4] == b"\x89PNG"
+
+
+def _table_rows(output: str, first_column: str) -> dict[str, dict[str, str]]:
+    """A `_render` table in ``output`` (columns separated by 2+ spaces): {first cell: {header:
+    cell}}."""
+    import re
+
+    lines = output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(first_column + " "))
+    head = re.split(r"\s{2,}", lines[at].strip())
+    rows = {}
+    for line in lines[at + 2:]:
+        if not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[0]] = dict(zip(head, cells, strict=True))
+    return rows
+
+
+_SMALL_SENSITIVITY = ["--period", "2026-10", "--paths", 100, "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def small_sensitivity():
+    """`forecast sensitivity` over October 2026, 100 paths: {format: stdout}."""
+    out = {}
+    for fmt in ("table", "csv", "json"):
+        res = invoke("sensitivity", *_SMALL_SENSITIVITY, "--format", fmt)
+        assert res.exit_code == 0, res.output
+        out[fmt] = res.output
+    return out
+
+
+@pytest.mark.parametrize(("lever", "stage", "name"), [
+    ("velocity", "opportunity", "days in opportunity"),
+    ("expiry", "lead", "going cold from lead"),
+])
+def test_sensitivity_columns_mean_what_they_say_for_a_lever_helpful_down(
+        small_sensitivity, lever, stage, name):
+    """Days in stage and going cold help bookings when they go down: the value under each
+    header (table, CSV and JSON) is what `sweep` gives for that move of the lever. (The
+    columns were headed "P50 -10%" / "P50 +10%" but held harmful / helpful, swapped for these
+    levers.)"""
+    from forecast.outputs import money
+
+    res = invoke("sweep", "--lever", lever, "--stage", stage, "--from", 0.9, "--to", 1.1,
+                 "--steps", 3, *_SMALL_SENSITIVITY, "--format", "json")
+    assert res.exit_code == 0, res.output
+    sweep = {round(r["value"], 6): r["bookings_p50"] for r in json.loads(res.output)["rows"]}
+    fewer, same, more = sweep[0.9], sweep[1.0], sweep[1.1]
+    assert fewer != more  # the lever moves P50 at all, so a swap would show
+
+    row = next(r for r in json.loads(small_sensitivity["json"])["rows"] if r["lever"] == name)
+    assert row["helpful_factor"] == pytest.approx(0.9)  # helpful: 10% fewer days / less cold
+    assert row["harmful_factor"] == pytest.approx(1.1)
+    assert row["p50_base"] == pytest.approx(same, rel=1e-12)
+    assert row["p50_helpful"] == pytest.approx(fewer, rel=1e-12)
+    assert row["p50_harmful"] == pytest.approx(more, rel=1e-12)
+    assert row["delta_p50_helpful"] == pytest.approx(fewer - same, rel=1e-9, abs=1e-6)
+    assert row["delta_p50_harmful"] == pytest.approx(more - same, rel=1e-9, abs=1e-6)
+
+    csv = pd.read_csv(pd.io.common.StringIO(small_sensitivity["csv"])).set_index("lever")
+    csv = csv.loc[name]
+    assert csv["p50_helpful"] == pytest.approx(fewer, rel=1e-12)
+    assert csv["p50_harmful"] == pytest.approx(more, rel=1e-12)
+
+    table = _table_rows(small_sensitivity["table"], "lever")
+    cells = table[name]
+    assert cells["helpful way"] == "-10%"
+    assert cells["P50 helpful"] == money(fewer)
+    assert cells["P50 harmful"] == money(more)
+    assert cells["change of P50 helpful"] == money(fewer - same)
+    assert cells["change of P50 harmful"] == money(more - same)
+    assert table["win rate"]["helpful way"] == "+10%"
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -1,0 +1,104 @@
+"""What `forecast run` prints and writes says what it holds: the won-deals column's centre and
+band for any quantile list, and byte-identical machine-readable outputs for the same seed (no
+wall-clock timings in them)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from forecast import outputs
+from forecast.cli import main
+
+FAST = ["--paths", "120", "--quiet"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+# ---- the won-deals column -------------------------------------------------------------------
+
+def _won_column(table: str) -> tuple[str, dict[str, str]]:
+    """The won-deals header of a `run` table and its cell per period."""
+    lines = table.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("period "))
+    head = re.split(r"\s{2,}", lines[at].strip())
+    col = next(i for i, h in enumerate(head) if h.startswith("won deals"))
+    cells = {}
+    for line in lines[at + 2:]:
+        if not line.strip():
+            break
+        if set(line.replace(" ", "")) == {"-"}:  # the rule above the total
+            continue
+        row = re.split(r"\s{2,}", line.strip())
+        cells[row[0]] = row[col]
+    return head[col], cells
+
+
+@pytest.mark.parametrize(("quantiles", "label", "shape"), [
+    ("0.9,0.1", "won deals P10-P90", "{p10}-{p90}"),  # no median asked for: no centre
+    ("0.025,0.975", "won deals P2.5-P97.5", "{p2.5}-{p97.5}"),
+    ("0.9,0.5,0.1", "won deals P50 [P10-P90]", "{p50} [{p10}-{p90}]"),
+    ("0.75,0.25,0.5,0.05", "won deals P50 [P5-P75]", "{p50} [{p5}-{p75}]"),
+    ("0.9", "won deals P90", "{p90}"),  # one quantile: shown as what it is
+])
+def test_won_deals_column_centre_is_the_median_and_band_reads_low_high(quantiles, label,
+                                                                       shape):
+    table = invoke("run", *FAST, "--quantiles", quantiles)
+    assert table.exit_code == 0, table.output
+    csv = invoke("run", *FAST, "--quantiles", quantiles, "--format", "csv")
+    bands = pd.read_csv(io.StringIO(csv.stdout))
+    won = bands[bands["metric"] == "won_deals"].set_index("period")
+    head, cells = _won_column(table.stdout)
+    assert head == label
+    assert set(cells) == set(won.index)
+    for period, cell in cells.items():
+        values = {c: f"{won.at[period, c]:.0f}" for c in won.columns
+                  if re.fullmatch(r"p[\d.]+", c)}
+        assert cell == re.sub(r"\{(p[\d.]+)\}", lambda m, v=values: v[m[1]], shape), \
+            period
+
+
+def test_render_table_sorts_the_quantile_columns():
+    """Bands whose quantile columns come high first (not what `run` builds, but any caller):
+    the table still reads low to high and the won-deals band is [low-high]."""
+    rows = []
+    for metric, scale in (("bookings", 1e5), ("won_deals", 1.0), ("expired_sql", 1.0),
+                          ("lost_to_expiry", 1e4)):
+        for period in ("2026-10", "total"):
+            rows.append({"period": period, "start": "2026-10-01", "end": "2026-10-31",
+                         "days": 31, "metric": metric, "mean": 10 * scale, "sd": scale,
+                         "p90": 15 * scale, "p50": 10 * scale, "p10": 7 * scale})
+    table = outputs.render_table(pd.DataFrame(rows), ["header"], "USD", "sql")
+    head = next(line for line in table.splitlines() if line.startswith("period "))
+    assert re.search(r"P10\s+P50\s+P90\s+won deals P50 \[P10-P90\]", head)
+    assert _won_column(table)[1] == {"2026-10": "10 [7-15]", "total": "10 [7-15]"}
+
+
+# ---- same seed, same bytes ------------------------------------------------------------------
+
+def test_run_json_on_stdout_is_byte_identical_for_the_same_seed():
+    first = invoke("run", *FAST, "--seed", 7, "--format", "json")
+    second = invoke("run", *FAST, "--seed", 7, "--format", "json")
+    assert first.exit_code == 0 and second.exit_code == 0, first.output
+    assert first.stdout_bytes == second.stdout_bytes
+    payload = json.loads(first.stdout)
+    assert payload["seed"] == 7 and payload["bands"]
+    assert not [k for k in payload if "second" in k or "elapsed" in k or "time" in k]
+
+
+def test_run_out_files_are_byte_identical_for_the_same_seed(tmp_path):
+    for name in ("a", "b"):
+        res = invoke("run", *FAST, "--seed", 7, "--out", tmp_path / name)
+        assert res.exit_code == 0, res.output
+    for name in ("summary.json", "bands.csv", "bands.parquet"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["seed"] == 7
+    assert not [k for k in summary if "second" in k or "elapsed" in k or "time" in k]
