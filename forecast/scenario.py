@@ -510,6 +510,26 @@ def neglect_pipeline(model: FunnelModel, pipeline: Pipeline, changes: Sequence[C
                     amount=pipeline.amount)
 
 
+def scenario_notes(model: FunnelModel, scenario: Scenario, pipeline: Pipeline,
+                   as_of: dt.date, horizon: int) -> list[str]:
+    """What in ``scenario`` has less effect in this run than it reads: a change dated after
+    the horizon (none), and a ``neglect`` count above the stage's open leads (only those)."""
+    last = as_of + dt.timedelta(days=horizon)
+    out = []
+    for c in scenario.changes:
+        if c.start is not None and c.start > last:
+            out.append(f"{c.where}: from {c.start}, after the horizon's last day {last}: it "
+                       "changes nothing in this run")
+        if c.lever == "neglect" and c.op == "count":
+            idx = np.flatnonzero(pipeline.state == model.state_index(c.stage))
+            n_open = int(_segments(model, c)[pipeline.segment[idx]].sum())
+            if c.value > n_open:
+                out.append(f"{c.where}: count {c.value:g}, but only {n_open:,} {c.stage} "
+                           f"lead{'s are' if n_open != 1 else ' is'} open at {as_of}: all of "
+                           "them are neglected")
+    return out
+
+
 # ---- a scenario as a simulator run -----------------------------------------------------------
 
 @dataclass(frozen=True)

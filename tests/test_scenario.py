@@ -372,3 +372,22 @@ def test_win_rate_set_to_the_ends(b2b, b2b_params):
     assert np.all(zero.hazards[:, s, ..., won] == 0)
     np.testing.assert_allclose(band_totals(zero, b2b, "opportunity"),
                                band_totals(b2b_params, b2b, "opportunity"), rtol=1e-12)
+
+
+def test_scenario_notes_say_what_has_less_effect_than_it_reads(b2b, b2b_pipeline):
+    from forecast.scenario import scenario_notes
+
+    n_sql = int((b2b_pipeline.state == b2b.state_index("sql")).sum())
+    sc = Scenario(name="t", description="", changes=(
+        change(b2b, lever="arrivals", multiply=2, **{"from": "2027-06-01"}),
+        change(b2b, lever="arrivals", multiply=2, **{"from": "2026-10-15"}),
+        change(b2b, lever="neglect", stage="sql", count=n_sql + 1),
+        change(b2b, lever="neglect", stage="sql", count=n_sql),
+    ))
+    notes = scenario_notes(b2b, sc, b2b_pipeline, AS_OF, 90)
+    assert notes == [
+        "test (arrivals): from 2027-06-01, after the horizon's last day 2026-12-29: it changes "
+        "nothing in this run",
+        f"test (neglect): count {n_sql + 1}, but only {n_sql:,} sql leads are open at "
+        "2026-09-30: all of them are neglected"]
+    assert scenario_notes(b2b, sc, b2b_pipeline, AS_OF, 365)[:1] == [notes[1]]
