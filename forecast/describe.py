@@ -276,7 +276,7 @@ def render_stale(table: pd.DataFrame, currency: str, horizon: int) -> str:
     head = ("stage", "stale after (days)", "stale / open", "oldest (days)",
             "CRM weighted value", f"expected bookings in {horizon} d", "expected deals")
     rows = [(r.stage, "never" if not np.isfinite(r.threshold_days) else f"{r.threshold_days:,.0f}",
-             f"{r.stale_open:,} / {r.open:,}", f"{r.oldest_days:,}",
+             f"{r.stale_open:,} / {r.open:,}", f"{r.oldest_days:,}" if r.stale_open else "-",
              money(r.crm_weighted, currency), money(r.expected_bookings, currency),
              f"{r.expected_won:,.1f}") for r in table.itertuples(index=False)]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]

@@ -59,3 +59,19 @@ def test_describe_with_history_prints_stale_deals():
                                     "forecast/samples/b2b_history.csv.gz", "--horizon", "30"])
     assert res.exit_code == 0, res.output
     assert "Stale open deals" in res.output and "CRM weighted value" in res.output
+
+
+def test_the_stale_table_shows_no_oldest_age_without_a_stale_deal():
+    import pandas as pd
+
+    from forecast.describe import render_stale
+
+    table = pd.DataFrame([
+        {"stage": "sql", "threshold_days": 90.0, "stale_open": 0, "open": 37,
+         "oldest_days": 0, "crm_weighted": 0.0, "expected_bookings": 0.0, "expected_won": 0.0},
+        {"stage": "opportunity", "threshold_days": 180.0, "stale_open": 3, "open": 20,
+         "oldest_days": 412, "crm_weighted": 1e5, "expected_bookings": 2e4,
+         "expected_won": 0.2}])
+    rows = render_stale(table, "USD", 90).splitlines()[2:]
+    assert rows[0].split()[:5] == ["sql", "90", "0", "/", "37"] and rows[0].split()[5] == "-"
+    assert rows[1].split()[5] == "412"
