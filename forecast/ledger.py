@@ -920,8 +920,8 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
     has_actual = ACTUAL_COLUMN in frame.columns
     if has_actual:
         cols.append("actual")
-    if target is not None:
-        cols.append(f"P(>= {fmt(target)})")
+    if target is not None:  # cumulative from the as-of date, whatever the bands are
+        cols.append(f"P(cum. >= {fmt(target)})")
     rows = []
     for d in frame.to_dict("records"):
         row = [d["period"], str(d["start"]), str(d["end"]), str(d["days"]), fmt(d["mean"]),
@@ -935,4 +935,7 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
     line = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
     out = [*header, "", line.format(*cols), "  ".join("-" * w for w in widths)]
     out += [line.format(*r) for r in rows]
+    if target is not None:
+        out += ["", f"P(cum. >= {fmt(target)}): the probability that the {metric} from the "
+                    f"as-of date to the period's end reach {fmt(target)}."]
     return "\n".join(out)

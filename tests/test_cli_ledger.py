@@ -71,7 +71,9 @@ def test_bands_table_latest_by_quarter_with_target(recorded):
     assert res.exit_code == 0, res.output
     out = res.stdout
     assert "run 2 of" in out and "seed 1" in out and "cumulative from 2026-09-30" in out
-    for text in ("P5", "P50", "P95", "P(>= $3M)", "2026Q4", "2027Q1", "$"):
+    for text in ("P5", "P50", "P95", "P(cum. >= $3M)", "2026Q4", "2027Q1", "$",
+                 "P(cum. >= $3M): the probability that the bookings from the as-of date to "
+                 "the period's end reach $3M."):
         assert text in out
     # the cumulative span starts on the horizon's first day and grows
     assert "2027Q1  2026-10-01  2027-01-08   100" in out
