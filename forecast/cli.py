@@ -352,7 +352,6 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
     occupancy_days = per.last_day if ledger_path is None else \
         ledger_mod.occupancy_days(as_of, horizon, also=per.last_day)
     progress = Progress("simulating", enabled=not quiet)
-    started = time.perf_counter()
     try:
         result = simulate_ahead(model, params, pipeline, as_of, horizon, paths, seed,
                                 occupancy_days=occupancy_days, progress=progress)
@@ -360,7 +359,6 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
         fail(str(exc))
     finally:
         progress.close()
-    elapsed = time.perf_counter() - started
     bands = summarize.bands(result, by=by, quantiles=qs)
     counts = np.bincount(pipeline.state, minlength=model.n_transient)
     open_text = ", ".join(f"{s} {counts[i]:,}" for i, s in enumerate((*model.stages, "nurture")))
@@ -379,7 +377,6 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
         "posterior": str(posterior_path) if posterior_path else None,
         "posterior_sha256": fitted["sha256"] if fitted else None,
     }  # no wall-clock time in it: the same inputs and seed give the same bytes
-    note(f"simulated {paths:,} paths in {elapsed:.1f} s")
     if out_dir is not None:
         _write_run_outputs(out_dir, result, bands, meta, qs, model)
         note(f"wrote {out_dir}/bands.csv, bands.parquet, summary.json, fan_chart.png")
