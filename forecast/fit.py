@@ -189,6 +189,11 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
     is not averaged away). With both, the walk
     steps once a quarter (anchored at 0 in the as-of quarter), so that it cannot take over the
     month-of-quarter effects (``_drift_walks``).
+
+    The segments' deal log-means (``deal_log_mu``, and ``deal_log_mu_pooled`` with several
+    segments) are deterministic functions of the data and of standard normals: the posterior
+    is right, but a prior predictive sample of this graph gives them given the data, not
+    from their prior.
     """
     pm = _import_pymc()
     import pytensor.tensor as pt

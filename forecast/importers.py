@@ -47,14 +47,14 @@ Decisions where the exports are ambiguous (each is tested in ``tests/test_import
   duplicates.
 - Plain deal tables: a row with a created date gives an entry event (``entry_stage``) and, if
   its status is won or lost, a close event at the closed date. Statuses are read through the
-  model's ``[crm_stages]`` (names of won, of lost, and of active stages: open) plus the values
-  given; any other status is an error, not an open deal. The amount goes on the won event
-  (and on the entry event of an open deal); lost deals carry no amount (exports record 0 for
-  them). Open rows without a created date (e.g. ``Prospecting``) are skipped and counted in
-  ``notes``: they have not entered the modelled funnel yet. A won or lost row without a created
-  or closed date, or closed before it was created, is an error; an open deal's closed date (an
-  expected close date) is checked as a date and otherwise ignored. A deal id on two rows is a
-  duplicate row.
+  model's ``[crm_stages]`` (names of won, of lost, and of any other state: open) plus the values
+  given (``""`` for a blank status); any other status is an error, not an open deal. The amount
+  goes on the won event (and on the entry event of an open deal); lost deals carry no amount
+  (exports record 0 for them). Open rows without a created date (e.g. ``Prospecting``) are
+  skipped and counted in ``notes``: they have not entered the modelled funnel yet. A won or lost
+  row without a created or closed date, or closed before it was created, is an error; an open
+  deal's closed date (an expected close date) is checked as a date and otherwise ignored. A deal
+  id on two rows is a duplicate row.
 """
 
 from __future__ import annotations
@@ -451,8 +451,8 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
         default segment.
     won_values, lost_values, open_values : iterable of str, optional
         Status values (any case) of won, lost and open deals, besides those the model knows:
-        the names its ``[crm_stages]`` maps to won, to lost and to an active stage, the state
-        names themselves, and ``Won`` / ``Closed Won``, ``Lost`` / ``Closed Lost`` and
+        the names its ``[crm_stages]`` maps to won, to lost and to any other state (open), the
+        state names themselves, and ``Won`` / ``Closed Won``, ``Lost`` / ``Closed Lost`` and
         ``Open``. A status in none of the three is an error (a typo must not turn a closed
         deal into an open one), as is a status in two.
     entry_stage : str, optional
@@ -476,10 +476,8 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
                          f"{model.name} (stages: {', '.join(model.stages)})")
     known = {WON: {"won", "closed won"}, LOST: {"lost", "closed lost"},
              "open": {"open", *(stage.casefold() for stage in model.stages)}}
-    for name, state in model._crm_lookup.items():  # (a name mapped to nurture: none)
-        meaning = state if state in (WON, LOST) else "open" if state in model.stages else None
-        if meaning:
-            known[meaning].add(name)
+    for name, state in model._crm_lookup.items():  # to nurture too: not closed, so open
+        known[state if state in (WON, LOST) else "open"].add(name)
     given = {WON: _values(won_values), LOST: _values(lost_values), "open": _values(open_values)}
     for kind_name, values in given.items():
         clash = sorted(values & set().union(*(v for k, v in known.items() if k != kind_name)))
@@ -682,7 +680,7 @@ def _values(values: Iterable[str] | None) -> set[str]:
         return set()
     if isinstance(values, str):
         values = (values,)
-    return {str(v).strip().casefold() for v in values} - {""}
+    return {str(v).strip().casefold() for v in values}  # "" names the blank status
 
 
 def _encode_text(values: pa.Array) -> tuple[np.ndarray, list[str]]:

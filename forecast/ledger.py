@@ -936,6 +936,7 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
     out = [*header, "", line.format(*cols), "  ".join("-" * w for w in widths)]
     out += [line.format(*r) for r in rows]
     if target is not None:
-        out += ["", f"P(cum. >= {fmt(target)}): the probability that the {metric} from the "
+        out += ["", f"P(cum. >= {fmt(target)}): the probability that the "
+                    f"{metric.replace('_', ' ')} from the "
                     f"as-of date to the period's end reach {fmt(target)}."]
     return "\n".join(out)

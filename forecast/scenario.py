@@ -382,7 +382,6 @@ def _tilt_share(model: FunnelModel, h: np.ndarray, s: int, dests: np.ndarray,
                             "so it cannot be scaled up")
     moved = np.moveaxis(hs[..., dests].sum(-1), 1, -1)  # [set, g, r, band]
     rest = np.moveaxis(hs[..., ~dests].sum(-1), 1, -1)
-    w = np.where(moved > 0, moved / np.where(moved > 0, moved + rest, 1.0), 0.0)
     ceiling = (ex.band * (moved > 0)).sum(-1)  # every exit where the move happens is the move
     floor = (ex.band * ((moved > 0) & (rest <= 0))).sum(-1)  # ... or where nothing else does
     tol = 1e-12
@@ -402,9 +401,12 @@ def _tilt_share(model: FunnelModel, h: np.ndarray, s: int, dests: np.ndarray,
         log_odds = np.log(rest) - np.log(moved)  # of the other moves: -inf / +inf at the ends
     live = (moved > 0) | (rest > 0)
 
-    def tilt(theta):  # [set, g, r] -> the new shares [set, g, r, band]
+    def tilt(theta, sign=1.0):  # [set, g, r] -> the new shares [set, g, r, band] of the
+        # moves (sign 1) or of the other moves (sign -1: each from its own exponential, not
+        # 1 - the other, which rounds to 0 where the other moves are 1e-16 of the band)
         with np.errstate(over="ignore"):
-            return np.where(live, 1.0 / (1.0 + np.exp(log_odds - theta[..., None])), 0.0)
+            return np.where(live, 1.0 / (1.0 + np.exp(sign * (log_odds - theta[..., None]))),
+                            0.0)
 
     # Bisection on θ, from a bracket wide enough for any share a float can hold.
     lo_t, hi_t = np.full(old.shape, -1500.0), np.full(old.shape, 1500.0)
@@ -412,14 +414,20 @@ def _tilt_share(model: FunnelModel, h: np.ndarray, s: int, dests: np.ndarray,
         mid = 0.5 * (lo_t + hi_t)
         up = (ex.band * tilt(mid)).sum(-1) < new
         lo_t, hi_t = np.where(up, mid, lo_t), np.where(up, hi_t, mid)
-    tilted = tilt(0.5 * (lo_t + hi_t))
-    tilted = np.where((new >= ceiling)[..., None], (moved > 0).astype(float), tilted)
-    tilted = np.where((new <= floor)[..., None], ((moved > 0) & (rest <= 0)).astype(float),
-                      tilted)
-    tilted = np.where((new == old)[..., None], w, tilted)
+    theta = 0.5 * (lo_t + hi_t)
+    total = moved + rest
+    new_moved, new_rest = total * tilt(theta), total * tilt(theta, -1.0)
+    at_top = (new >= ceiling)[..., None]  # every exit where the move happens is the move
+    new_moved = np.where(at_top, np.where(moved > 0, total, 0.0), new_moved)
+    new_rest = np.where(at_top, np.where(moved > 0, 0.0, rest), new_rest)
+    at_bottom = (new <= floor)[..., None]  # none is, where anything else can happen
+    new_moved = np.where(at_bottom, np.where(rest > 0, 0.0, moved), new_moved)
+    new_rest = np.where(at_bottom, np.where(rest > 0, total, 0.0), new_rest)
+    same = (new == old)[..., None]
+    new_moved, new_rest = np.where(same, moved, new_moved), np.where(same, rest, new_rest)
     with np.errstate(invalid="ignore", divide="ignore"):
-        f_moved = np.where(w > 0, tilted / w, 0.0)  # [set, g, r, band]
-        f_rest = np.where(w < 1, (1.0 - tilted) / (1.0 - w), 0.0)
+        f_moved = np.where(moved > 0, new_moved / moved, 0.0)  # [set, g, r, band]
+        f_rest = np.where(rest > 0, new_rest / rest, 0.0)
     f_moved, f_rest = np.moveaxis(f_moved, -1, 1), np.moveaxis(f_rest, -1, 1)
     out = np.where(dests, hs * f_moved[..., None], hs * f_rest[..., None])
     h[:, s][:, :, seg] = out

@@ -442,9 +442,18 @@ def test_opportunities_statuses_come_from_the_model(deals, tmp_path):
     typo = DEALS.replace(",Won,", ",Wonn,")
     assert error(write(typo), deals, "opportunities").startswith(
         "crm.csv, row 2, column deal_stage: 'Wonn' is not a won, lost or open status")
-    # Values given add to the model's, and an empty one is nothing.
-    log = read_history(write(booked), deals, format="opportunities", won_values=["booked", ""])
+    # Values given add to the model's; "" names a blank status (an error unless named).
+    log = read_history(write(booked), deals, format="opportunities", won_values=["booked"])
     assert [r[1] for r in rows(log)][:2] == ["opportunity", "won"]
+    blank = DEALS.replace(",Engaging,11/2/2016", ",,11/2/2016")
+    assert error(write(blank), deals, "opportunities").startswith(
+        "crm.csv, row 4, column deal_stage: '' is not a won, lost or open status")
+    log = read_history(write(blank), deals, format="opportunities", open_values=[""])
+    assert ("D3", "opportunity", "2016-11-02", None, "GTX Basic") in rows(log)
+    # A status the model maps to nurture is not closed: open (b2b maps "Recycled" there).
+    text = OPP_HEADER + "D1,organic,Recycled,10/20/2016,,\n"
+    assert rows(read_history(write(text), load_model("b2b"), format="opportunities",
+                             segment_column="product"))[0][1] == "lead"
 
 
 OPP_HEADER = "opportunity_id,product,deal_stage,engage_date,close_date,close_value\n"

@@ -360,6 +360,20 @@ def test_out_of_reach_values_are_errors(b2b, b2b_params):
         apply_changes(b2b, b2b_params, [change(b2b, lever="win_rate", add=0.9)])
 
 
+def test_band_totals_kept_when_the_other_moves_are_tiny(b2b, b2b_params):
+    """A band whose other moves are 1e-17 of its won hazard: lowering the win rate moves its
+    exits to them without losing the band's total (1 - share rounded to 0 there, and the band
+    lost its hazard: leads stayed in the stage for ever)."""
+    params = _with_opportunity(b2b_params, b2b, slice(-1, None), won=0.01, lost=1e-19,
+                               nurture=0.0)
+    for raw in ({"set": 0.0}, {"add": -0.05}):
+        new = apply_changes(b2b, params, [change(b2b, lever="win_rate", **raw)])
+        np.testing.assert_allclose(band_totals(new, b2b, "opportunity"),
+                                   band_totals(params, b2b, "opportunity"), rtol=1e-12)
+        assert np.all(stage_exit(new.hazards[:, b2b.state_index("opportunity")],
+                                 b2b.age_bands).stay < 1e-12)
+
+
 def test_win_rate_set_to_the_ends(b2b, b2b_params):
     """``set 1``: every exit of every band is won (the lead still leaves when it did);
     ``set 0``: none is, and lost and nurture keep their split."""
