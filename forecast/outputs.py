@@ -179,15 +179,15 @@ def fan_chart(path: Path, dates: pd.DatetimeIndex, cumulative: np.ndarray,
     b = period_bands[(period_bands["metric"] == "bookings")
                      & (period_bands["period"] != "total")]
     x = np.arange(len(b))
-    lo_c, hi_c = quantile_label(qs[0]), quantile_label(qs[-1])
-    has_median = quantile_label(0.5) in b
-    mid = b[quantile_label(0.5)] if has_median else b["mean"]
-    lo = b[lo_c] if lo_c in b else mid
-    hi = b[hi_c] if hi_c in b else mid
+    # The per-period band is what the bands hold (the quantiles asked for), not the fan's grid.
+    qcols = quantile_columns(b)
+    has_median = "p50" in qcols
     ax2.bar(x, b["mean"], color="tab:blue", alpha=0.35, label="mean")
-    ax2.errorbar(x, mid, yerr=[mid - lo, hi - mid], fmt="o", color="tab:blue",
-                 capsize=4, label=f"{'P50' if has_median else 'mean'} with "
-                                  f"{lo_c.upper()}-{hi_c.upper()}")
+    if len(qcols) >= 2:
+        ax2.vlines(x, b[qcols[0]], b[qcols[-1]], color="tab:blue",
+                   label=f"{qcols[0].upper()}-{qcols[-1].upper()}")
+    if has_median:  # (without one, the bar is the centre)
+        ax2.plot(x, b["p50"], "o", color="tab:blue", label="P50")
     ax2.set_xticks(x, [f"{p}\n({d} d)" for p, d in zip(b["period"], b["days"], strict=True)])
     ax2.set_ylabel(f"bookings per period ({currency})")
     ax2.yaxis.set_major_formatter(fmt)
