@@ -7,7 +7,8 @@ Every night revenue-ops runs::
 which reads the history, refits the posterior when it is missing, older than ``--refit-every``
 (by the time it was fitted) or fitted with another model file, forecasts as of today (or
 ``--as-of``) with the posterior, records the run and its bands in the ledger, and prints a short
-summary: the current and next quarter's bookings P10 / P50 / P90. Any failure is one line on
+summary: the bookings P10 / P50 / P90 of the current quarter and of each later quarter the
+horizon covers in full. Any failure is one line on
 stderr (``forecast nightly: error: ...``, fit for a log file) and exit code 1; nothing is
 recorded for a run that failed.
 """
@@ -80,7 +81,7 @@ def _options(func):
                      help="Forecast as of this day. Default: today."),
         click.option("--horizon", type=click.IntRange(1, 3660), default=370,
                      show_default=True, help="Days to simulate (the default covers the "
-                                             "current and next quarter)."),
+                                             "current quarter and the next three)."),
         click.option("--paths", type=click.IntRange(1, 10_000_000), default=4000,
                      show_default=True),
         click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
@@ -187,12 +188,18 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
         _fail(str(exc))
     quarters = summarize.bands(sim, by="quarter", quantiles=(0.1, 0.5, 0.9))
     rows = quarters[(quarters["metric"] == "bookings") & (quarters["period"] != "total")]
+    import pandas as pd
+
     from forecast.outputs import money
 
     lines = [f"forecast nightly: run {run_id} recorded in {ledger_path}: model {model.name}, "
              f"as of {as_of}, {len(pipeline):,} open leads, {paths:,} paths; {fit_text}; "
              f"{time.perf_counter() - started:.0f} s"]
-    for r in rows.head(3).itertuples(index=False):
+    for i, r in enumerate(rows.itertuples(index=False)):
+        quarter = pd.Period(r.period, freq="Q")
+        if i > 0 and r.days < (quarter.end_time - quarter.start_time).days + 1:
+            continue  # a later quarter the horizon covers only in part
+
         lines.append(f"  {r.period} bookings ({r.days} days): P10 {money(r.p10, model.currency)}"
                      f"  P50 {money(r.p50, model.currency)}  P90 {money(r.p90, model.currency)}")
     click.echo("\n".join(lines))

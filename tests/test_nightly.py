@@ -45,12 +45,15 @@ def test_nightly_refits_when_due_and_records_every_run(tmp_path, history, two_st
     assert "run 1 recorded" in first.stdout
     assert "refitted (no posterior at" in first.stdout
     assert "2024Q3 bookings" in first.stdout and "P50" in first.stdout
+    assert "2024Q4" not in first.stdout  # 120 days cover it in part only: not summarised
     posterior = tmp_path / "two_stage.posterior.nc"
     assert posterior.is_file()
 
-    second = invoke(*args)
+    second = invoke(*args, "--horizon", 200)  # to 2025-02-03: all of 2024Q4, part of 2025Q1
     assert second.exit_code == 0, second.output
     assert "run 2 recorded" in second.stdout and "posterior reused" in second.stdout
+    assert "2024Q3 bookings (74 days)" in second.stdout
+    assert "2024Q4 bookings (92 days)" in second.stdout and "2025Q1" not in second.stdout
 
     third = invoke(*args, "--refit-every", "0h")
     assert third.exit_code == 0, third.output
