@@ -30,7 +30,13 @@ import numpy as np
 import pandas as pd
 
 from forecast.calendar import CLOSES
-from forecast.hazards import _chain, absorption, median_days_in_stage, shelf_life, stage_exit
+from forecast.hazards import (
+    absorption,
+    median_days_in_stage,
+    reach_probability,
+    shelf_life,
+    stage_exit,
+)
 from forecast.model import NURTURE, WON, FunnelModel
 from forecast.parameters import Parameters
 
@@ -125,27 +131,10 @@ def _mixes(model: FunnelModel, params: Parameters) -> dict[str, np.ndarray]:
     """``[set, g]`` per active stage, nurture and won: the segments' shares of the fresh
     leads that ever reach it (arrivals times the reach probability from the entry stage at
     recycle level 0), every set at once."""
-    arrivals = params.arrivals_mean  # [set, g]
-    h = params.hazards
-    P = _chain(model, h)[0]  # [set, g, x, y], x = state * R + r
-    n_r = h.shape[-2]
-    x0 = model.state_index(model.entry) * n_r
-    out = {}
-    for target in (*model.stages, NURTURE):
-        t = model.state_index(target)
-        if target == model.entry:
-            reach = np.ones(arrivals.shape)
-        else:  # first passage into (t, any level) from x0, as in hazards.reach_probability
-            hit = np.zeros(P.shape[-1], dtype=bool)
-            hit[t * n_r:(t + 1) * n_r] = True
-            rest = P[..., ~hit, :]
-            q, b = rest[..., ~hit], rest[..., hit].sum(-1)
-            got = np.linalg.solve(np.eye(q.shape[-1]) - q, b[..., None])[..., 0]
-            reach = got[..., int(np.flatnonzero(~hit).searchsorted(x0))]
-        out[target] = _shares(arrivals * reach)
-    win = absorption(model, h).win[..., model.state_index(model.entry), 0]  # [set, g]
-    out[WON] = _shares(arrivals * win)
-    return out
+    entry = model.state_index(model.entry)
+    return {target: _shares(params.arrivals_mean
+                            * reach_probability(model, params.hazards, target)[..., entry, 0])
+            for target in (*model.stages, NURTURE, WON)}
 
 
 def _shares(w: np.ndarray) -> np.ndarray:

@@ -188,24 +188,25 @@ def absorption(model: FunnelModel, hazards: np.ndarray) -> Absorption:
 
 
 def reach_probability(model: FunnelModel, hazards: np.ndarray, target: str) -> np.ndarray:
-    """``[g, state, r]``: probability a lead entering ``state`` fresh ever enters ``target``.
+    """``[..., g, state, r]``: probability a lead entering ``state`` fresh ever enters
+    ``target`` (any recycle level there).
 
-    ``target`` counts as reached from itself (probability 1).
+    ``target`` counts as reached from itself (probability 1). ``hazards``: ``[..., state,
+    band, segment, recycle, dest]``; leading axes (a posterior's sets) are solved in one call.
     """
     if target in (WON, LOST):
         ab = absorption(model, hazards)
         return ab.win if target == WON else ab.lose
-    P, _, _, _ = _chain(model, hazards)
-    n_r = hazards.shape[3]
+    P, _, _, _ = _chain(model, hazards)  # [..., g, x, y]
+    n_r = hazards.shape[-2]
     t = model.state_index(target)
-    n_g, n_x = P.shape[:2]
-    hit = np.zeros(n_x, dtype=bool)
+    hit = np.zeros(P.shape[-1], dtype=bool)
     hit[t * n_r:(t + 1) * n_r] = True
-    Q = P[:, ~hit][:, :, ~hit]
-    b = P[:, ~hit][:, :, hit].sum(-1)
-    h = np.ones((n_g, n_x))
-    h[:, ~hit] = np.linalg.solve(np.eye(Q.shape[1]) - Q, b[..., None])[..., 0]
-    return h.reshape(n_g, model.n_transient, n_r)
+    rest = P[..., ~hit, :]
+    Q, b = rest[..., ~hit], rest[..., hit].sum(-1)
+    h = np.ones(P.shape[:-1])
+    h[..., ~hit] = np.linalg.solve(np.eye(Q.shape[-1]) - Q, b[..., None])[..., 0]
+    return h.reshape(*P.shape[:-2], model.n_transient, n_r)
 
 
 def survival_quantile(rates: np.ndarray, age_bands, q: float = 0.5) -> np.ndarray:
