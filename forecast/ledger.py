@@ -905,7 +905,7 @@ def select_bands(stored: pd.DataFrame, run: dict, metric: str, quantiles: Iterab
 def render_table(frame: pd.DataFrame, header: list[str], currency: str,
                  target: float | None = None) -> str:
     """The human table of :func:`select_bands`: money in compact currency, counts plain."""
-    from forecast.outputs import money
+    from forecast.outputs import money, quantile_columns
 
     metric = frame["metric"].iloc[0] if len(frame) else ""
     is_money = metric in MONEY_METRICS
@@ -915,7 +915,7 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
             return money(x, currency)
         return f"{x:,.0f}" if abs(x - round(x)) < 1e-9 else f"{x:,.1f}"
 
-    qcols = [c for c in frame.columns if c.startswith("p") and c[1:2].isdigit()]
+    qcols = quantile_columns(frame)
     cols = ["period", "start", "end", "days", "mean", "sd", *(c.upper() for c in qcols)]
     has_actual = ACTUAL_COLUMN in frame.columns
     if has_actual:
