@@ -382,16 +382,14 @@ def stage_rates(model: FunnelModel, params: Parameters) -> dict[str, float]:
     over parameter sets). ``"mean_deal"``: the mean deal weighted by expected wins."""
     entry = model.state_index(model.entry)
     path = [*model.stages, WON]
-    reach = {b: [] for b in path}
-    for k in range(params.n_sets):
-        for b in path:
-            r = reach_probability(model, params.hazards[k], b)[:, entry, 0]  # [g]
-            reach[b].append(r * params.arrivals_mean[k])  # expected leads a day reaching b
+    # [set, g]: expected new leads a day that ever reach b (every set in one solve)
+    reach = {b: reach_probability(model, params.hazards, b)[..., entry, 0] * params.arrivals_mean
+             for b in path}
     out = {}
     for a, b in itertools.pairwise(path):
         num, den = np.sum(reach[b]), np.sum(reach[a])
         out[f"{a}->{b}"] = float(num / den) if den > 0 else 0.0
-    wins = np.array(reach[WON])  # [set, g]
+    wins = reach[WON]  # [set, g]
     out["mean_deal"] = float((wins * params.deal_mean).sum() / wins.sum()) if wins.sum() > 0 \
         else float(params.deal_mean.mean())
     return out
