@@ -188,8 +188,21 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
         meta["run_ids"] = _record(ledger_mod, ledger_path, inp, scenarios, results, horizon,
                                   paths, seed, ledger_timeout)
         note(f"recorded runs {', '.join(map(str, meta['run_ids']))} in {ledger_path}")
-    lo, mid, hi = (summarize.quantile_label(q) for q in (qs[0], 0.5 if 0.5 in qs else qs[0],
-                                                          qs[-1]))
+    # the centre is the median when it was asked for, else the mean (never an edge quantile);
+    # the band runs from the lowest quantile to the highest, when there are two
+    lo, hi = summarize.quantile_label(qs[0]), summarize.quantile_label(qs[-1])
+    mid = summarize.quantile_label(0.5) if 0.5 in qs else "mean"
+    has_band = len(qs) > 1
+
+    def cell(r, n):
+        text = _show(r[f"{n}_{mid}"], metric, inp.model.currency)
+        if has_band:
+            text += (f" [{_show(r[f'{n}_{lo}'], metric, inp.model.currency)} to "
+                     f"{_show(r[f'{n}_{hi}'], metric, inp.model.currency)}]")
+        return text
+
+    first = f"baseline {mid.upper() if mid != 'mean' else 'mean'}" + (
+        f" [{lo.upper()} to {hi.upper()}]" if has_band else "")
     blocks = _header(inp, "Scenarios", horizon, paths, seed)
     for sc, f in zip(scenarios, frames, strict=True):
         blocks.append("")
@@ -197,15 +210,10 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
                       + ("; ".join(c.describe() for c in sc.changes) or "no change"))
         rows = []
         for _, r in f.iterrows():
-            rows.append([r["period"]] + [
-                f"{_show(r[f'{n}_{mid}'], metric, inp.model.currency)} "
-                f"[{_show(r[f'{n}_{lo}'], metric, inp.model.currency)} to "
-                f"{_show(r[f'{n}_{hi}'], metric, inp.model.currency)}]"
-                for n in ("baseline", "scenario", "delta")]
-                + [_show(r["delta_mean"], metric, inp.model.currency),
-                   f"{r['p_better']:.0%}"])
-        blocks.append(_render(rows, ["period", f"baseline {mid.upper()} [{lo.upper()} to "
-                                     f"{hi.upper()}]", "scenario", "difference",
+            rows.append([r["period"]] + [cell(r, n) for n in ("baseline", "scenario", "delta")]
+                        + [_show(r["delta_mean"], metric, inp.model.currency),
+                           f"{r['p_better']:.0%}"])
+        blocks.append(_render(rows, ["period", first, "scenario", "difference",
                                      "mean difference", "P(better)"]))
     blocks.append("")
     blocks.append(f"{metric} per period; difference = scenario - baseline on the same path "
@@ -282,20 +290,18 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
         fail(str(exc))
     cur = inp.model.currency
     what = f"{lever}" + (f" {stage}" if stage else "") + (f" [{segment}]" if segment else "")
-    lo, hi = summarize.quantile_label(qs[0]), summarize.quantile_label(qs[-1])
-    mid = summarize.quantile_label(0.5) if 0.5 in qs else lo
+    labels = [summarize.quantile_label(q) for q in qs]  # a column each, as asked
     rows = [[f"{op} {r['value']:+.4g}" if op == "add" else f"{op} {r['value']:.4g}",
-             money(r[f"bookings_{lo}"], cur), money(r[f"bookings_{mid}"], cur),
-             money(r[f"bookings_{hi}"], cur), money(r["bookings_mean"], cur),
+             *(money(r[f"bookings_{q}"], cur) for q in labels), money(r["bookings_mean"], cur),
              f"{r['won_deals_mean']:.1f}"] + ([f"{r['p_target']:.0%}"] if target else [])
             for _, r in frame.iterrows()]
     table = "\n".join([*_header(inp, f"Sweep of {what} over bookings in {w.label}", horizon,
                                 paths, seed), "",
-                       _render(rows, [what, lo.upper(), mid.upper(), hi.upper(), "mean",
+                       _render(rows, [what, *(q.upper() for q in labels), "mean",
                                       "won deals"] + ([f"P(>= {money(target, cur)})"]
                                                       if target else []))])
     if chart_path is not None:
-        _sweep_chart(chart_path, frame, what, op, lo, mid, hi, w.label, cur, target)
+        _sweep_chart(chart_path, frame, what, op, labels, w.label, cur, target)
         note(f"wrote {chart_path}")
     _emit_frame(frame, fmt, table, {"lever": lever, "op": op, "stage": stage,
                                     "segment": segment, "period": w.label,
@@ -322,15 +328,21 @@ def _save(fig, path: Path) -> None:
         fail(f"{path}: could not write ({exc})")
 
 
-def _sweep_chart(path, frame, what, op, lo, mid, hi, period, currency, target) -> None:
+def _sweep_chart(path, frame, what, op, labels, period, currency, target) -> None:
+    """The band from the lowest quantile to the highest (when there are two), and the median,
+    or the mean when the median was not asked for."""
     from matplotlib.ticker import FuncFormatter
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
     x = frame["value"]
-    ax.fill_between(x, frame[f"bookings_{lo}"], frame[f"bookings_{hi}"], color="tab:blue",
-                    alpha=0.25, lw=0, label=f"{lo.upper()}-{hi.upper()}")
-    ax.plot(x, frame[f"bookings_{mid}"], color="tab:blue", lw=2, marker="o", label=mid.upper())
+    lo, hi = labels[0], labels[-1]
+    if len(labels) > 1:
+        ax.fill_between(x, frame[f"bookings_{lo}"], frame[f"bookings_{hi}"], color="tab:blue",
+                        alpha=0.25, lw=0, label=f"{lo.upper()}-{hi.upper()}")
+    mid = "p50" if "p50" in labels else "mean"
+    ax.plot(x, frame[f"bookings_{mid}"], color="tab:blue", lw=2, marker="o",
+            label=mid.upper() if mid != "mean" else "mean")
     if target is not None:
         ax.axhline(target, color="tab:red", ls="--", lw=1, label="target")
     ax.set_xlabel(f"{what} ({op})")

@@ -1,6 +1,8 @@
 """What `forecast run` prints and writes says what it holds: the won-deals column's centre and
 band for any quantile list, and byte-identical machine-readable outputs for the same seed (no
-wall-clock timings in them)."""
+wall-clock timings in them). `sweep` and `scenario` tables likewise: a column per quantile
+asked for, and a centre that is the median or, without one, the mean (never an edge
+quantile)."""
 
 from __future__ import annotations
 
@@ -79,6 +81,66 @@ def test_render_table_sorts_the_quantile_columns():
     head = next(line for line in table.splitlines() if line.startswith("period "))
     assert re.search(r"P10\s+P50\s+P90\s+won deals P50 \[P10-P90\]", head)
     assert _won_column(table)[1] == {"2026-10": "10 [7-15]", "total": "10 [7-15]"}
+
+
+# ---- sweep and scenario tables ----------------------------------------------------------------
+
+def _table(text: str, first: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the table whose header starts with ``first``."""
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(first))
+    rows = []
+    for line in lines[at + 2:]:
+        if not line.strip():
+            break
+        rows.append(re.split(r"\s{2,}", line.strip()))
+    return re.split(r"\s{2,}", lines[at].strip()), rows
+
+
+SWEEP = ["sweep", "--lever", "win_rate", "--from", 0, "--to", 0.05, "--steps", 2, *FAST]
+
+
+@pytest.mark.parametrize(("quantiles", "columns"), [
+    ("0.9,0.1", ["P10", "P90"]),  # no median: no third column repeating P10
+    ("0.5", ["P50"]),
+    ("0.25,0.5,0.75,0.05", ["P5", "P25", "P50", "P75"]),
+])
+def test_sweep_table_has_a_column_per_quantile_asked_for(quantiles, columns):
+    from forecast.outputs import money
+
+    table = invoke(*SWEEP, "--quantiles", quantiles)
+    assert table.exit_code == 0, table.output
+    rows = json.loads(invoke(*SWEEP, "--quantiles", quantiles, "--format", "json").stdout)["rows"]
+    head, cells = _table(table.stdout, "win_rate ")
+    assert head == ["win_rate", *columns, "mean", "won deals"]
+    assert len(cells) == len(rows) == 2
+    for cell, row in zip(cells, rows, strict=True):
+        for text, col in zip(cell[1:-1], [*columns, "mean"], strict=True):
+            assert text == money(row[f"bookings_{col.lower()}"], "USD"), col
+
+
+@pytest.mark.parametrize(("quantiles", "first", "shape"), [
+    ("0.9,0.1", "baseline mean [P10 to P90]", "{mean} [{p10} to {p90}]"),
+    ("0.1,0.5,0.9", "baseline P50 [P10 to P90]", "{p50} [{p10} to {p90}]"),
+    ("0.5", "baseline P50", "{p50}"),
+    ("0.25", "baseline mean", "{mean}"),  # one quantile and no median: the mean, no band
+])
+def test_scenario_table_centre_is_the_median_or_else_the_mean(quantiles, first, shape):
+    from forecast.outputs import money
+
+    args = ["scenario", "scenarios/win_rate_plus_5_points.toml", "--by", "quarter", *FAST,
+            "--quantiles", quantiles]
+    table = invoke(*args)
+    assert table.exit_code == 0, table.output
+    rows = json.loads(invoke(*args, "--format", "json").stdout)["rows"]
+    head, cells = _table(table.stdout, "period ")
+    assert head[1] == first
+    assert [c[0] for c in cells] == [r["period"] for r in rows]
+    for cell, row in zip(cells, rows, strict=True):
+        for i, name in enumerate(("baseline", "scenario", "delta"), start=1):
+            want = re.sub(r"\{(\w+)\}", lambda m, r=row, n=name: money(r[f"{n}_{m[1]}"], "USD"),
+                          shape)
+            assert cell[i] == want, (name, row["period"])
 
 
 # ---- same seed, same bytes ------------------------------------------------------------------
