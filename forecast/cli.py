@@ -936,6 +936,44 @@ def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, hist
                    else table.to_json(orient="records", indent=2))
 
 
+def _planted(model, params, paths, start: dt.date, days: int):
+    """The model, parameters, set per epoch and epoch starts of a history with the changes
+    of the scenario files planted, each from its date (``forecast.scenario.scenario_run`` with
+    the history as the horizon)."""
+    from forecast.scenario import (
+        Scenario,
+        ScenarioError,
+        load_scenario,
+        needed_band_edges,
+        scenario_notes,
+        scenario_run,
+        split_bands,
+    )
+    from forecast.simulate import Pipeline
+
+    try:
+        scenarios = [load_scenario(p, model) for p in paths]
+    except ScenarioError as exc:
+        fail(str(exc))
+    changes = tuple(c for sc in scenarios for c in sc.changes)
+    for c in changes:
+        if c.lever == "neglect":
+            fail(f"{c.where}: neglect acts on open leads, and a simulated history starts "
+                 "with none; plant expiry or conversion changes instead")
+    planted = Scenario(name=", ".join(sc.name for sc in scenarios), description="",
+                       changes=changes)
+    as_of = start - dt.timedelta(days=1)  # day 0 of the "horizon" is the history's first day
+    for text in scenario_notes(model, planted, Pipeline.empty(), as_of, days):
+        click.echo(f"forecast: warning: {text}", err=True)
+    model, params = split_bands(model, params, needed_band_edges(model, changes))
+    try:
+        run = scenario_run(model, params, Pipeline.empty(), planted, as_of, days, 1, 0)
+    except ScenarioError as exc:
+        fail(str(exc))
+    return model, run.params, tuple(int(k) for k in run.set_index[0]), \
+        tuple(int(d) for d in run.switch_days)
+
+
 @main.command("simulate-history")
 @click.option("--model", "model_name", default=None, metavar="MODEL",
               help="Funnel model file or bundled name. Default: b2b.")
@@ -945,7 +983,12 @@ def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, hist
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Event log to write (.csv, .csv.gz or .parquet).")
-def simulate_history_cmd(model_name, start_text, days, seed, out_path):
+@click.option("--scenario", "scenario_paths", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.toml",
+              help="Plant a scenario's changes in the history, each from its date (`from`; "
+                   "undated: from the first day): a history whose rates change on known "
+                   "dates, e.g. to backtest drift. Repeatable.")
+def simulate_history_cmd(model_name, start_text, days, seed, out_path, scenario_paths):
     """Simulate an event log from a model's defaults (synthetic CRM history)."""
     from forecast.simulate import simulate_history
 
@@ -959,7 +1002,11 @@ def simulate_history_cmd(model_name, start_text, days, seed, out_path):
         fail(f"{out_path}: --out must end in .csv, .csv.gz or .parquet")
     if not out_path.resolve().parent.is_dir():
         fail(f"{out_path}: directory {out_path.parent} does not exist")
-    log = simulate_history(model, default_parameters(model), start, days, seed)
+    params, set_index, switch = default_parameters(model), 0, ()
+    if scenario_paths:
+        model, params, set_index, switch = _planted(model, params, scenario_paths, start, days)
+    log = simulate_history(model, params, start, days, seed, set_index=set_index,
+                           switch_days=switch)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
         if suffix == ".parquet":
