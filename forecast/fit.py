@@ -350,38 +350,54 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
             # pinned, the scale wide): with the means as parameters, centred or not, the
             # bundled b2b sample gave 1 to 5 divergences a fit non-centred, up to 73 centred.
             # The posterior is the same.
+            #
+            # The sums run over the segments with deals only (indexed, not masked by a
+            # constant 0/1 vector: with a mask that is all or partly zero, PyTensor's
+            # canonicalisation never reached its fixed point, and a fit of a history with
+            # few or no deals hung before sampling).
             sd_mu = pm.HalfNormal("deal_log_mu_sd", pri["deal_log_mu_sigma"])
-            seen = (n > 0).astype(float)
-            n1 = np.maximum(n, 1.0)
-            mean = np.bincount(stats.deal_segment, weights=logs, minlength=n_g) / n1
-            ss = np.bincount(stats.deal_segment, weights=(logs - mean[stats.deal_segment]) ** 2,
-                             minlength=n_g)
-            noise2 = deal_sigma**2 / n1  # the squared standard error of a segment's mean
+            seen = np.flatnonzero(n > 0)
+            n_s = n[seen]
+            mean_s = np.bincount(stats.deal_segment, weights=logs, minlength=n_g)[seen] / n_s
+            ss_s = np.bincount(stats.deal_segment,
+                               weights=(logs - mean_s[np.searchsorted(seen,
+                                                                      stats.deal_segment)])
+                               ** 2, minlength=n_g)[seen]
+            sigma_s = deal_sigma[seen]
+            noise2 = sigma_s**2 / n_s  # the squared standard error of a segment's mean
             v = sd_mu**2 + noise2  # the variance of a segment's mean around mu0
             # The segments' means: normal around mu0 (variances v), mu0 ~ Normal(a, b^2): a
             # joint normal with covariance diag(v) + b^2 11', in closed form (Sherman-Morrison).
-            r = mean - mu_a
-            precision = 1.0 / mu_b**2 + pt.sum(seen / v)  # of mu0 given the means
-            pm.Potential("deal_loglik", pt.sum(seen * (
-                -(n - 1.0) * pt.log(deal_sigma) - ss / (2.0 * deal_sigma**2)
-                - 0.5 * pt.log(v) - r**2 / (2.0 * v)))
-                - 0.5 * pt.log(mu_b**2 * precision)
-                + pt.sum(seen * r / v) ** 2 / (2.0 * precision))
+            r = mean_s - mu_a
             w = pm.Normal("deal_log_mu_pooled_z", 0.0, 1.0)
-            mu0 = pm.Deterministic(
-                "deal_log_mu_pooled",
-                (mu_a / mu_b**2 + pt.sum(seen * mean / v)) / precision + w / pt.sqrt(precision))
-            shrink = seen * sd_mu**2 / v  # 0 for a segment without deals: the prior
-            post_sd = pt.sqrt(pt.switch(seen > 0, shrink * noise2, sd_mu**2))
             z_mu = pm.Normal("deal_log_mu_z", 0.0, 1.0, dims="segment")
-            pm.Deterministic("deal_log_mu", mu0 + shrink * (mean - mu0) + post_sd * z_mu,
-                             dims="segment")
+            if len(seen):
+                precision = 1.0 / mu_b**2 + pt.sum(1.0 / v)  # of mu0 given the means
+                pm.Potential("deal_loglik", pt.sum(
+                    -(n_s - 1.0) * pt.log(sigma_s) - ss_s / (2.0 * sigma_s**2)
+                    - 0.5 * pt.log(v) - r**2 / (2.0 * v))
+                    - 0.5 * pt.log(mu_b**2 * precision)
+                    + pt.sum(r / v) ** 2 / (2.0 * precision))
+                mu0 = pm.Deterministic(
+                    "deal_log_mu_pooled",
+                    (mu_a / mu_b**2 + pt.sum(mean_s / v)) / precision + w / pt.sqrt(precision))
+            else:  # no deals: the prior
+                mu0 = pm.Deterministic("deal_log_mu_pooled", mu_a + mu_b * w)
+            # A segment without deals: its prior around mu0 (shrink 0, sd sd_mu).
+            shrink_s = sd_mu**2 / v
+            centre = pt.set_subtensor(pt.zeros(n_g)[seen],
+                                      shrink_s * (mean_s - mu0)) if len(seen) else 0.0
+            post_sd = pt.set_subtensor((sd_mu * pt.ones(n_g))[seen],
+                                       pt.sqrt(shrink_s * noise2)) if len(seen) \
+                else sd_mu * pt.ones(n_g)
+            pm.Deterministic("deal_log_mu", mu0 + centre + post_sd * z_mu, dims="segment")
         else:
             mu0 = pm.Normal("deal_log_mu_pooled", mu_a, mu_b)
             s1, s2 = logs.sum(), (logs**2).sum()
-            pm.Potential("deal_loglik", pt.sum(
-                -n * pt.log(deal_sigma) - (s2 - 2.0 * mu0 * s1 + n * mu0**2)
-                / (2.0 * deal_sigma**2)))
+            if n.sum() > 0:  # (no deals: nothing to add, and no constant-zero graph to fold)
+                pm.Potential("deal_loglik", pt.sum(
+                    -n * pt.log(deal_sigma) - (s2 - 2.0 * mu0 * s1 + n * mu0**2)
+                    / (2.0 * deal_sigma**2)))
     return pm_model
 
 

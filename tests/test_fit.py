@@ -391,3 +391,59 @@ def test_deal_means_are_drawn_from_their_exact_conditional(deal_block):
                           + [at(0.0, np.eye(5)[j]) - centre for j in range(5)])
     np.testing.assert_allclose(centre, want_mean, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(lin @ lin.T, want_cov, rtol=1e-9, atol=1e-10)
+
+
+def test_histories_with_few_or_no_deals_compile():
+    """A history with no deal amounts, or one deal in one of five segments, builds a sampler
+    (PyTensor's rewriting of the log-density used to spin for ever on the deal block's
+    constant 0/1 mask: `forecast fit` and so `nightly` hung on a new CRM's first days). In a
+    subprocess, so that a regression fails here instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    code = """
+import datetime as dt, io
+import pandas as pd
+from forecast.fit import build_model
+from forecast.model import load_model
+from forecast.eventlog import read_event_log
+from forecast.statistics import sufficient_statistics
+model = load_model("b2b")
+rows = "lead_id,stage,entered_at,amount,segment\\nA,lead,2026-01-01,,organic\\n" \\
+       "A,mql,2026-01-05,,organic\\nB,lead,2026-01-02,,organic\\n"
+deal = "C,opportunity,2026-01-01,5000,organic\\nC,won,2026-01-04,5000,organic\\n"
+import tempfile, pathlib
+for text in (rows, rows + deal):
+    path = pathlib.Path(tempfile.mkdtemp()) / "log.csv"
+    path.write_text(text)
+    stats = sufficient_statistics(read_event_log(path, model), model, dt.date(2026, 1, 5))
+    build_model(stats, model).logp_dlogp_function()
+print("compiled")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and "compiled" in res.stdout, res.stderr[-2000:]
+
+
+def test_without_deals_the_deal_means_are_their_prior():
+    """No deal amounts: mu0 = a + b w and each segment's mean mu0 + sd z (the prior)."""
+    from dataclasses import replace
+
+    from forecast.fit import build_model
+    from forecast.importers import read_history
+    from forecast.samples import sample_history_path
+
+    model = load_model("b2b")
+    stats = sufficient_statistics(read_history(sample_history_path(model), model), model,
+                                  dt.date(2026, 9, 30))
+    stats = replace(stats, deal_segment=np.zeros(0, dtype=np.int64), deal_amounts=np.zeros(0))
+    pm_model = build_model(stats, model)
+    assert "deal_loglik" not in [p.name for p in pm_model.potentials]
+    mu0, mu = pm_model.replace_rvs_by_values([pm_model["deal_log_mu_pooled"],
+                                              pm_model["deal_log_mu"]])
+    draws = pm_model.compile_fn([mu0, mu], inputs=pm_model.value_vars, on_unused_input="ignore")
+    z = np.array([0.3, -1.0, 2.0, 0.0, 0.5])
+    got0, got = draws(_deal_point(pm_model, 0.7, np.ones(5), w=1.5, z=z))
+    a = float(np.mean([s.deal_mu for s in model.segments]))
+    assert got0 == pytest.approx(a + 2.0 * 1.5)
+    np.testing.assert_allclose(got, a + 3.0 + 0.7 * z)
