@@ -13,10 +13,12 @@ segment    no        one of the model's segments; empty means the lead's segment
                      its other rows, else the model's default segment
 ========== ========= ===============================================================
 
-Column names are matched case-insensitively after stripping whitespace; other columns are
-ignored, as are rows empty in all five columns (blank lines). Cells are stripped of
-surrounding whitespace. Every problem raises :class:`InputError` naming the file, the row
-(spreadsheet numbering: the header is row 1) or the Parquet record (1-based), and the column.
+Column names are matched case-insensitively after stripping whitespace (a column named twice
+is an error); other columns are ignored, as are rows empty in all five columns and blank lines
+(empty or only whitespace). Cells are stripped of surrounding whitespace. Every problem raises
+:class:`InputError` naming the file, the row (spreadsheet numbering: the header is row 1 and
+each record one row, even when a quoted cell spans several lines; blank lines count) or the
+Parquet record (1-based), and the column.
 
 Validation is vectorised with pyarrow compute and numpy; string columns are dictionary-encoded
 so that per-value work (stage mapping, date and number parsing) runs once per distinct value.
@@ -25,12 +27,14 @@ Only the message for the first offending row is built in Python.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import gzip
 import hashlib
 import io
+import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +61,8 @@ _ISO = (r"^\d{4}-\d{2}-\d{2}"
 _DATE_HINT = "expected ISO 8601 like 2026-11-23"
 # Spellings of "unknown amount" besides an empty cell (case-insensitive).
 _UNKNOWN_AMOUNT = frozenset({"nan", "na", "n/a", "null", "none"})
+# The text of a CSV line that holds nothing but whitespace (or an empty quoted cell): a blank line.
+_BLANK_LINE = re.compile(r'\s*|"\s*"\s*')
 
 Locator = Callable[..., str]
 
@@ -122,12 +128,13 @@ def read_event_log(path: str | Path, model: FunnelModel, *,
     path = Path(path)
     kind = _kind(path, label)
     data = _read_bytes(path, label)
+    rows = None
     if kind == "parquet":
         columns, unit, at = _parse_parquet(data, label), "records", _locator(label, "record", 1)
     else:
-        columns, unit, at = _parse_csv(data, label, gz=kind == "csv.gz"), "rows", \
+        (columns, rows), unit, at = _parse_csv(data, label, gz=kind == "csv.gz"), "rows", \
             _locator(label, "row", 2)
-    columns, pos = _drop_blank(columns, label, unit)
+    columns, pos = _drop_blank(columns, label, unit, rows)
     if as_of is not None:
         as_of = _as_date(as_of)
     frame = validate_events(columns, pos, model, at, as_of=as_of)
@@ -188,8 +195,9 @@ def _match_columns(names: list[str], label: str) -> dict[str, int]:
         key = str(name).strip().casefold()
         if key in COLUMNS:
             if key in found:
-                raise InputError(f"{label}: columns {names[found[key]]!r} and {name!r} both "
-                                 f"name {key}; keep one of them")
+                raise InputError(f"{label}: columns {names[found[key]]!r} (column "
+                                 f"{found[key] + 1}) and {name!r} (column {i + 1}) both name "
+                                 f"{key}; keep one of them")
             found[key] = i
     for column in REQUIRED:
         if column not in found:
@@ -199,26 +207,58 @@ def _match_columns(names: list[str], label: str) -> dict[str, int]:
     return found
 
 
+def _csv_records(data: bytes) -> Iterator[tuple[list[str], str]]:
+    """Each CSV record of ``data`` (header first) as (its cells, its text without line ends).
+
+    Read with the csv module, which counts a quoted cell spanning lines as one record (as the
+    pyarrow reader does); an empty line is an empty record. Used for the header, and for row
+    numbers when pyarrow cannot give them (ragged and whitespace-only lines).
+    """
+    raw: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""):
+            raw.append(line)
+            yield line
+
+    for record in csv.reader(lines(), strict=False):
+        text = "".join(raw).rstrip("\r\n")
+        raw.clear()
+        yield record, text
+
+
+def _is_blank_line(record: list[str], width: int) -> bool:
+    """A record pyarrow reports as a one-field row but that is only whitespace: a blank line."""
+    return width != 1 and len(record) == 1 and not record[0].strip()
+
+
 def _csv_header(data: bytes, label: str) -> list[str]:
+    """The names in the first record, as written (duplicates and empty names kept)."""
     try:
-        return [str(c) for c in pd.read_csv(io.BytesIO(data), nrows=0, dtype=str,
-                                            encoding="utf-8-sig").columns]
-    except pd.errors.EmptyDataError as exc:
-        raise InputError(f"{label}: the file is empty (no header, no data rows); "
-                         "export the event log again") from exc
+        records = _csv_records(data)
+        first = next(records, None)
+        if first is None or not any(name.strip() for name in first[0]):
+            if first is None or not data.decode("utf-8-sig").strip():
+                raise InputError(f"{label}: the file is empty (no header, no data rows); "
+                                 "export the event log again")
+            raise InputError(f"{label}, row 1: the header row is blank; the column names must "
+                             "be on the first line")
+        return first[0]
     except UnicodeDecodeError as exc:
         raise InputError(f"{label}: not UTF-8 text; save it as 'CSV UTF-8'") from exc
-    except pd.errors.ParserError as exc:
+    except csv.Error as exc:
         raise InputError(f"{label}: cannot read the header row ({_one_line(exc)}); "
                          "check its quoting") from exc
 
 
 def _parse_csv(data: bytes, label: str, *, gz: bool,
                match: Callable[[list[str], str], dict[str, int]] = _match_columns,
-               ) -> dict[str, pa.Array]:
+               ) -> tuple[dict[str, pa.Array], np.ndarray | None]:
     """The columns ``match`` picks from the header (by default the contract's), as text.
 
-    One entry per data row (blank lines included); keys are those of ``match``'s answer.
+    Returns the columns, one entry per data row (empty lines included; lines of only
+    whitespace left out), keys those of ``match``'s answer; and, when lines were left out,
+    each entry's 0-based data row in the file (else None: entry i is data row i).
     """
     import pyarrow.csv as pcsv
 
@@ -232,8 +272,12 @@ def _parse_csv(data: bytes, label: str, *, gz: bool,
     found = match(header, label)
     names = [f"f{i}" for i in range(len(header))]
     bad_rows: list = []
+    skipped: list = []
 
     def invalid(row) -> str:
+        if row.actual_columns == 1 and _BLANK_LINE.fullmatch(row.text or ""):
+            skipped.append(row)  # a line of whitespace: blank, like an empty line
+            return "skip"
         bad_rows.append(row)
         return "error"
 
@@ -250,23 +294,55 @@ def _parse_csv(data: bytes, label: str, *, gz: bool,
         )
     except pa.ArrowInvalid as exc:
         if bad_rows:
-            raise _ragged_row(data, bad_rows[0], label) from exc
+            raise _ragged_row(data, bad_rows[0], len(header), label) from exc
         if "UTF8" in str(exc):
             raise InputError(f"{label}: not UTF-8 text; save it as 'CSV UTF-8'") from exc
         raise InputError(f"{label}: cannot be read as CSV ({_one_line(exc)}); "
                          "check the quoting") from exc
-    return {key: table.column(names[i]).combine_chunks() for key, i in found.items()}
+    columns = {key: table.column(names[i]).combine_chunks() for key, i in found.items()}
+    rows = _kept_rows(data, len(skipped), table.num_rows, len(header)) if skipped else None
+    return columns, rows
 
 
-def _ragged_row(data: bytes, row, label: str) -> InputError:
-    """The error for a CSV row with the wrong number of fields (located by its text)."""
-    text = row.text or ""
-    found = data.find(text.encode()) if text else -1
-    line = data.count(b"\n", 0, found) + 1
-    where = f", row {line}" if found >= 0 else ""
-    return InputError(f"{label}{where}: has {row.actual_columns} fields but the header has "
-                      f"{row.expected_columns} ({_show(text)}); check the commas and quoting "
-                      "on that row")
+def _kept_rows(data: bytes, n_skipped: int, n_kept: int, width: int) -> np.ndarray | None:
+    """The 0-based data rows pyarrow kept, given that it skipped ``n_skipped`` blank lines.
+
+    None if the csv module does not find them (the numbering is then that of the kept rows).
+    """
+    skipped: list[int] = []
+    try:
+        records = _csv_records(data)
+        next(records, None)  # the header
+        for i, (record, _) in enumerate(records):
+            if _is_blank_line(record, width):
+                skipped.append(i)
+                if len(skipped) == n_skipped:
+                    break
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    if len(skipped) != n_skipped or skipped[-1] >= n_kept + n_skipped:
+        return None
+    return np.delete(np.arange(n_kept + n_skipped), skipped)
+
+
+def _ragged_row(data: bytes, row, width: int, label: str) -> InputError:
+    """The error for the first CSV row with the wrong number of fields.
+
+    Its row number counts records, as every other message does (a quoted cell spanning lines
+    is one row); pyarrow does not give it, so the csv module finds the row.
+    """
+    fields, text, where = row.actual_columns, row.text or "", ""
+    try:
+        records = _csv_records(data)
+        next(records, None)  # the header
+        for i, (record, raw) in enumerate(records):
+            if record and len(record) != width and not _is_blank_line(record, width):
+                fields, text, where = len(record), raw, f", row {i + 2}"
+                break
+    except (csv.Error, UnicodeDecodeError):
+        pass
+    return InputError(f"{label}{where}: has {fields} fields but the header has {width} "
+                      f"({_show(text)}); check the commas and quoting on that row")
 
 
 def _parse_parquet(data: bytes, label: str,
@@ -286,9 +362,14 @@ def _parse_parquet(data: bytes, label: str,
     return {key: table.column(names[i]).combine_chunks() for key, i in found.items()}
 
 
-def _drop_blank(columns: dict[str, pa.Array], label: str,
-                unit: str) -> tuple[dict[str, pa.Array], np.ndarray]:
-    """Drop rows empty in every contract column; return the columns and 0-based positions."""
+def _drop_blank(columns: dict[str, pa.Array], label: str, unit: str,
+                file_rows: np.ndarray | None = None,
+                ) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """Drop rows empty in every contract column; return the columns and 0-based positions.
+
+    ``file_rows``: each entry's 0-based row in the file, when that is not simply its index
+    (see :func:`_parse_csv`).
+    """
     blank = _numpy_bool(_is_blank(columns["lead_id"]))
     if blank.any():  # only rows without a lead_id can be blank: look at those alone
         rows = np.flatnonzero(blank)
@@ -302,6 +383,8 @@ def _drop_blank(columns: dict[str, pa.Array], label: str,
     if blank.any():
         keep = pa.array(pos)
         columns = {key: values.take(keep) for key, values in columns.items()}
+    if file_rows is not None:
+        pos = file_rows[pos]
     return columns, pos
 
 

@@ -14,9 +14,10 @@
     A plain table with one row per deal: created and closed dates and a status
     (:func:`read_opportunities`).
 
-Every importer reads CSV, CSV.gz or Parquet (by extension), matches column names ignoring case,
-spaces, underscores and punctuation (``Opportunity ID`` = ``OpportunityId`` = ``opportunity_id``),
-maps CRM stage names through the model (``[crm_stages]``) and segment names through the model
+Every importer reads CSV, CSV.gz or Parquet (by extension), matches column names in any script
+ignoring case, spaces, underscores and punctuation (``Opportunity ID`` = ``OpportunityId`` =
+``opportunity_id``, ``Código`` = ``código``; two columns matching one name are an error), maps
+CRM stage names through the model (``[crm_stages]``) and segment names through the model
 (segment names and ``[segment_aliases]``), and returns a validated :class:`EventLog`. The
 checks are those of the event log (:func:`forecast.eventlog.validate_events`), run on the
 events built from the export, so an :class:`InputError` always names the export file, its row
@@ -61,7 +62,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -588,8 +589,15 @@ def _want(key: str, value: str | None, usual: tuple[str, ...], option: str,
 
 
 def _norm(name: object) -> str:
-    """A column or stage name for matching: lower case, letters and digits only."""
-    return re.sub(r"[^0-9a-z]", "", str(name).casefold())
+    """A column or stage name for matching: case-folded letters, digits and marks only.
+
+    Unicode-aware, so a name in any script matches itself (``製品``, ``Código``) and two
+    different names never fold together; NFKC first, so full-width letters and composed or
+    decomposed accents match their usual forms. Combining marks are kept (they tell Devanagari
+    or Thai names apart); spaces, underscores and punctuation are dropped, as before.
+    """
+    text = unicodedata.normalize("NFKC", str(name)).casefold()
+    return "".join(c for c in text if c.isalnum() or unicodedata.category(c).startswith("M"))
 
 
 @dataclass(frozen=True)
@@ -639,9 +647,9 @@ def _read_table(path: str | Path, wanted: list[_Wanted]) -> _Table:
             for name in want.names:
                 hits = [i for i, c in enumerate(normed) if c and c == _norm(name)]
                 if len(hits) > 1:
-                    raise InputError(f"{label}: columns {columns[hits[0]]!r} and "
-                                     f"{columns[hits[1]]!r} both name {want.what}; keep one "
-                                     "of them")
+                    raise InputError(f"{label}: columns {columns[hits[0]]!r} (column "
+                                     f"{hits[0] + 1}) and {columns[hits[1]]!r} (column "
+                                     f"{hits[1] + 1}) both name {want.what}; keep one of them")
                 if hits:
                     found[want.key] = hits[0]
                     break
@@ -661,12 +669,13 @@ def _read_table(path: str | Path, wanted: list[_Wanted]) -> _Table:
         names.update({key: str(columns[i]).strip() for key, i in found.items()})
         return dict(sorted(found.items(), key=lambda item: item[1]))
 
+    file_rows = None
     if kind == "parquet":
         columns, unit, first = _parse_parquet(data, label, match), "record", 1
     else:
-        columns, unit, first = _parse_csv(data, label, gz=kind == "csv.gz", match=match), \
-            "row", 2
-    columns, pos = _drop_blank(columns, label, unit + "s")
+        (columns, file_rows), unit, first = \
+            _parse_csv(data, label, gz=kind == "csv.gz", match=match), "row", 2
+    columns, pos = _drop_blank(columns, label, unit + "s", file_rows)
     return _Table(label=label, columns=columns, pos=pos, names=names, unit=unit, first=first,
                   header=tuple(header), sha256=hashlib.sha256(data).hexdigest())
 
