@@ -231,6 +231,15 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
             raise err(key, f"must be {'>' if strict else '>='} {low:g}, got {value!r}")
         return v
 
+    def optional_table(key: str) -> dict:
+        return table(key) if key in raw else {}
+
+    def known_keys(key: str, value: dict, known) -> None:
+        """A typo must not pass silently (a mistyped key would quietly take its default)."""
+        for k in value:
+            if k not in known:
+                raise err(f"{key}.{k}", f"unknown key (expected {', '.join(known)})")
+
     known_top = {"funnel", "crm_stages", "moves", "recycle", "segments", "segment_aliases",
                  "arrivals", "calendar", "priors", "documented"}
     for key in raw:
@@ -238,6 +247,8 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
             raise err(key, f"unknown table (expected one of {', '.join(sorted(known_top))})")
 
     funnel = table("funnel")
+    known_keys("funnel", funnel, ("name", "currency", "stages", "entry", "qualified_stage",
+                                  "amount_stage", "age_bands", "default_segment"))
     name = funnel.get("name", Path(path).stem)
     currency = str(funnel.get("currency", "USD"))
     stages = funnel.get("stages")
@@ -299,7 +310,8 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
             raise err(f"moves.{s}", "missing: every active stage needs its moves")
 
     # ---- recycle ----
-    recycle = raw.get("recycle", {})
+    recycle = optional_table("recycle")
+    known_keys("recycle", recycle, ("advance_multiplier",))
     mult = recycle.get("advance_multiplier", [1.0])
     if not isinstance(mult, list) or not mult:
         raise err("recycle.advance_multiplier", "must be a list, one multiplier per recycle level")
@@ -339,9 +351,7 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
                   f"{default_segment!r} is not a segment ({', '.join(seg_names)})")
 
     # Other spellings of segment names in the data (e.g. "GTXPro" for "GTX Pro").
-    aliases = raw.get("segment_aliases", {})
-    if not isinstance(aliases, dict):
-        raise err("segment_aliases", "must be a table of spelling = segment name")
+    aliases = optional_table("segment_aliases")
     folded = {n.casefold(): n for n in seg_names}
     for alias, target in aliases.items():
         key = f"segment_aliases.{alias}"
@@ -352,7 +362,8 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
             raise err(key, f"already means segment {other!r}; a spelling names one segment")
         folded[alias.strip().casefold()] = target
 
-    arrivals = raw.get("arrivals", {})
+    arrivals = optional_table("arrivals")
+    known_keys("arrivals", arrivals, ("day_of_week",))
     dow = arrivals.get("day_of_week", [1.0] * 7)
     if not isinstance(dow, list) or len(dow) != 7:
         raise err("arrivals.day_of_week", "needs 7 multipliers, Monday first")
@@ -365,7 +376,7 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
     if "calendar" in raw and not raw["calendar"]:
         calendar = Calendar(declared=True)  # an empty [calendar]: fit it, defaults of 1
 
-    crm = raw.get("crm_stages", {})
+    crm = optional_table("crm_stages")
     for crm_name, target in crm.items():
         if target not in states:
             raise err(f"crm_stages.{crm_name}",
@@ -376,11 +387,30 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
         qualified_stage=qualified, amount_stage=amount_stage, age_bands=tuple(bands),
         recycle_levels=len(mult), recycle_advance_multiplier=mult, segments=tuple(segments),
         default_segment=default_segment, day_of_week=dow, hazards=hazards, crm_stages=dict(crm),
-        priors=dict(raw.get("priors", {})), documented=dict(raw.get("documented", {})), sha256=sha,
+        priors=dict(optional_table("priors")), documented=_parse_documented(
+            optional_table("documented"), err, number), sha256=sha,
         segment_aliases=dict(aliases), calendar=calendar,
     )
     _check_reachability(model, err)
     return model
+
+
+def _parse_documented(raw: dict, err, number) -> dict:
+    """The optional ``[documented]`` table: facts with their tolerances, checked by the tests.
+
+    Fact names are open (a model documents what it can), so a typo shows as a fact without its
+    ``<fact>_tolerance`` or a tolerance without its fact. (``[priors]`` keys are checked by
+    ``forecast.fit.priors_of``, against the priors the fit knows.)
+    """
+    for key, value in raw.items():
+        number(f"documented.{key}", value, low=-math.inf)
+        fact = key.removesuffix("_tolerance")
+        if fact == key and f"{key}_tolerance" not in raw:
+            raise err(f"documented.{key}", f"has no {key}_tolerance")
+        if fact != key and fact not in raw:
+            raise err(f"documented.{key}", f"is the tolerance of an unknown fact {fact!r} "
+                      f"(facts: {', '.join(k for k in raw if not k.endswith('_tolerance'))})")
+    return dict(raw)
 
 
 def _parse_calendar(raw, err, number) -> Calendar:

@@ -26,6 +26,7 @@ from forecast.scenario import (
     Change,
     Scenario,
     ScenarioError,
+    apply_changes,
     closing_stages,
     needed_band_edges,
     parse_change,
@@ -102,13 +103,24 @@ def metric_values(result: SimulationResult, per: Periods, metric: str) -> np.nda
     return np.concatenate([x, total], axis=1)
 
 
+def lower_is_better(metric: str) -> bool:
+    """Which way of a :func:`metric_values` metric is better: lower for what is lost (money
+    lost to expiry, leads gone cold: ``lost_to_expiry``, ``expired_all``, ``expired_<stage>``;
+    leads in ``nurture`` or ``lost`` at a period's end), higher for the rest (bookings, won
+    deals, recaptured leads, new leads (``arrivals``), leads in the funnel's stages or won)."""
+    return metric in ("lost_to_expiry", "expired_all", "in_nurture", "in_lost") \
+        or metric.startswith("expired_")
+
+
 def compare(base: SimulationResult, other: SimulationResult, per: Periods, metric: str,
             quantiles: Sequence[float]) -> pd.DataFrame:
     """Per period (and ``total``): bands of the baseline, of the scenario and of their per-path
     difference, and the probability that the scenario does better (or worse) than the
-    baseline on the same path."""
+    baseline on the same path: strictly higher, or strictly lower for a metric where lower is
+    better (:func:`lower_is_better`; the ``better`` column says which)."""
     b, s = metric_values(base, per, metric), metric_values(other, per, metric)
     d = s - b
+    gain = -d if lower_is_better(metric) else d  # > 0: the scenario does better on the path
     rows = []
     for j, label in enumerate([*per.labels, "total"]):
         row = {"period": label, "metric": metric}
@@ -116,8 +128,9 @@ def compare(base: SimulationResult, other: SimulationResult, per: Periods, metri
             row[f"{name}_mean"] = x.mean()
             for q, v in zip(quantiles, np.quantile(x, quantiles), strict=True):
                 row[f"{name}_{quantile_label(q)}"] = v
-        row["p_better"] = float(np.mean(d[:, j] > 0))
-        row["p_worse"] = float(np.mean(d[:, j] < 0))
+        row["better"] = "lower" if lower_is_better(metric) else "higher"
+        row["p_better"] = float(np.mean(gain[:, j] > 0))
+        row["p_worse"] = float(np.mean(gain[:, j] < 0))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -162,14 +175,16 @@ DEFAULT_OPS = {"win_rate": "add", "conversion": "add", "velocity": "multiply",
 
 
 def lever_change(model: FunnelModel, lever: str, op: str, value: float,
-                 stage: str | None = None, segment: str | None = None) -> Change:
-    """A change built from the command line (validated like a scenario file's)."""
+                 stage: str | None = None, segment: str | None = None,
+                 where: str | None = None) -> Change:
+    """A change built from the command line (validated like a scenario file's); ``where``
+    names it in messages (default: the ``--lever`` option that made it)."""
     raw = {"lever": lever, op: value}
     if stage is not None:
         raw["stage"] = stage
     if segment is not None:
         raw["segment"] = segment
-    return parse_change(raw, model, f"--lever {lever} {op} {value:g}")
+    return parse_change(raw, model, where or f"--lever {lever} {op} {value:g}")
 
 
 def sweep(setting: Setting, changes: Sequence[Change], w: Window, quantiles: Sequence[float],
@@ -206,59 +221,78 @@ class Lever:
 def levers(model: FunnelModel) -> list[Lever]:
     """Every lever of the model, each moved by a relative amount ``x`` in its helpful
     direction: probabilities and volumes times ``1 + x``, days in stage and going cold times
-    ``1 - x`` (``x`` negative moves the other way)."""
+    ``1 - x`` (``x`` negative moves the other way). Messages name the lever (``win rate``)."""
     closing = set(closing_stages(model))
-    out = [Lever("win rate", lambda x: lever_change(model, "win_rate", "multiply", 1 + x))]
+
+    def change(name: str, lever: str, factor: float, **where) -> Change:
+        return lever_change(model, lever, "multiply", factor, where=name, **where)
+
+    out = [Lever("win rate", lambda x: change("win rate", "win_rate", 1 + x))]
     for s in model.stages:
         if s in closing:
             continue
         if any(model.move_kind(s, d) in ("advance", "skip") for d in model.hazards.get(s, {})):
-            out.append(Lever(f"conversion {s}", lambda x, s=s: lever_change(
-                model, "conversion", "multiply", 1 + x, stage=s)))
+            out.append(Lever(f"conversion {s}", lambda x, s=s: change(
+                f"conversion {s}", "conversion", 1 + x, stage=s)))
     for s in model.stages:
         if model.hazards.get(s):
-            out.append(Lever(f"days in {s}", lambda x, s=s: lever_change(
-                model, "velocity", "multiply", 1 - x, stage=s)))
+            out.append(Lever(f"days in {s}", lambda x, s=s: change(
+                f"days in {s}", "velocity", 1 - x, stage=s)))
     for s in model.stages:
         if any(model.move_kind(s, d) == "expiry" for d in model.hazards.get(s, {})):
-            out.append(Lever(f"going cold from {s}", lambda x, s=s: lever_change(
-                model, "expiry", "multiply", 1 - x, stage=s)))
+            out.append(Lever(f"going cold from {s}", lambda x, s=s: change(
+                f"going cold from {s}", "expiry", 1 - x, stage=s)))
     if any(model.move_kind("nurture", d) == "recapture" for d in model.hazards.get("nurture", {})):
-        out.append(Lever("recapture", lambda x: lever_change(
-            model, "recapture", "multiply", 1 + x)))
+        out.append(Lever("recapture", lambda x: change("recapture", "recapture", 1 + x)))
     for g in model.segment_names:
-        out.append(Lever(f"arrivals {g}", lambda x, g=g: lever_change(
-            model, "arrivals", "multiply", 1 + x, segment=g), segment=g))
-    out.append(Lever("deal size", lambda x: lever_change(model, "deal_size", "multiply", 1 + x)))
+        out.append(Lever(f"arrivals {g}", lambda x, g=g: change(
+            f"arrivals {g}", "arrivals", 1 + x, segment=g), segment=g))
+    out.append(Lever("deal size", lambda x: change("deal size", "deal_size", 1 + x)))
     return out
 
 
 def sensitivity(setting: Setting, change: float, w: Window, target: float | None,
                 spend: dict[str, float] | None = None, ltv_multiple: float = 1.0,
                 progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Each lever moved by the relative step ``change`` the helpful way and the harmful way:
-    P50 bookings in the window and the probability of reaching ``target``, against the
-    baseline; ranked by the size of the effect. With ``spend`` (per segment, in currency per
+    """Each lever moved by the relative step ``change`` both ways: mean and P50 bookings in
+    the window and the probability of reaching ``target``, against the baseline; ranked by
+    the change in mean bookings the helpful way. With ``spend`` (per segment, in currency per
     day of the window), the cost of acquiring a customer (CAC: spend / won deals) and LTV:CAC
     (LTV = mean won deal times ``ltv_multiple``) under each lever; spend on a segment scales
     with its arrivals.
 
+    The mean, not the P50, measures and orients the effect: on common random numbers the
+    mean of the per-path differences is sharp, while the P50 of bookings (lumpy sums of a few
+    large deals) jumps by a deal's size either way for a small change.
+
     Columns are named by direction, not by the sign of the lever's move: ``*_helpful`` is the
-    lever moved the way that helps bookings (probabilities, recapture, arrivals and deal size
-    up; days in stage and going cold down), ``*_harmful`` the other way. ``helpful_factor`` and
+    lever moved the way that raises mean bookings, ``*_harmful`` the other way. That is
+    probabilities, recapture, arrivals and deal size up and days in stage and going cold down,
+    unless the runs find the other way raises the mean more (a lever whose effect in the
+    window is within the Monte Carlo noise of the paired difference, as for days in a stage
+    far from closing). ``helpful_factor`` and
     ``harmful_factor`` are the multipliers applied to the lever (``days in sql`` helpful: 0.9,
-    10% fewer days)."""
+    10% fewer days). So ``delta_mean_helpful >= delta_mean_harmful`` on every row.
+
+    A lever that cannot be moved by ``change`` (a probability pushed past 1, or past what its
+    age bands can reach) is left out, both ways, and listed in ``frame.attrs["skipped"]`` with
+    the reason: the two directions of a row are compared to orient and rank it, and one
+    direction alone would be a half row the others cannot be ranked against."""
     all_levers = levers(setting.model)
     scenarios, skipped, factors = [], [], {}
     for lv in all_levers:
         try:
-            helpful, harmful = lv.make(change), lv.make(-change)
+            up, down = lv.make(change), lv.make(-change)
+            # A move the parameters cannot take fails here, before any simulation (as
+            # run_scenarios would apply it, on every parameter set).
+            for c in (up, down):
+                apply_changes(setting.model, setting.params, [c])
         except ScenarioError as exc:
-            skipped.append(f"{lv.name}: {exc}")
+            skipped.append(f"{exc}; left out at a change of {change:.0%}")
             continue
-        factors[lv.name] = (helpful.value, harmful.value)
-        scenarios += [Scenario(name=f"{lv.name} helpful", description="", changes=(helpful,)),
-                      Scenario(name=f"{lv.name} harmful", description="", changes=(harmful,))]
+        factors[lv.name] = (up.value, down.value)
+        scenarios += [Scenario(name=f"{lv.name} up", description="", changes=(up,)),
+                      Scenario(name=f"{lv.name} down", description="", changes=(down,))]
     results = run_scenarios(setting, scenarios, progress)
     base = results[0]
 
@@ -284,14 +318,19 @@ def sensitivity(setting: Setting, change: float, w: Window, target: float | None
     for lv in all_levers:
         if lv.name not in factors:
             continue
-        good = stats(named[f"{lv.name} helpful"], lv, 1.0)
-        bad = stats(named[f"{lv.name} harmful"], lv, -1.0)
-        row = {"lever": lv.name, "helpful_factor": factors[lv.name][0],
-               "harmful_factor": factors[lv.name][1], "p50_base": b["p50"],
-               "p50_harmful": bad["p50"], "p50_helpful": good["p50"],
+        good, bad = stats(named[f"{lv.name} up"], lv, 1.0), stats(named[f"{lv.name} down"],
+                                                                  lv, -1.0)
+        helpful, harmful = factors[lv.name]
+        if bad["mean"] > good["mean"]:  # the other way raises mean bookings here
+            good, bad, helpful, harmful = bad, good, harmful, helpful
+        row = {"lever": lv.name, "helpful_factor": helpful, "harmful_factor": harmful,
+               "mean_base": b["mean"], "mean_harmful": bad["mean"],
+               "mean_helpful": good["mean"],
+               "delta_mean_harmful": bad["mean"] - b["mean"],
+               "delta_mean_helpful": good["mean"] - b["mean"],
+               "p50_base": b["p50"], "p50_harmful": bad["p50"], "p50_helpful": good["p50"],
                "delta_p50_harmful": bad["p50"] - b["p50"],
-               "delta_p50_helpful": good["p50"] - b["p50"],
-               "delta_mean_helpful": good["mean"] - b["mean"]}
+               "delta_p50_helpful": good["p50"] - b["p50"]}
         if target is not None:
             row.update(p_target_base=b["p_target"], p_target_harmful=bad["p_target"],
                        p_target_helpful=good["p_target"],
@@ -302,8 +341,8 @@ def sensitivity(setting: Setting, change: float, w: Window, target: float | None
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame):
-        size = np.maximum(frame["delta_p50_helpful"].abs(), frame["delta_p50_harmful"].abs())
-        frame = frame.iloc[np.argsort(-size.to_numpy(), kind="stable")].reset_index(drop=True)
+        key = frame["delta_mean_helpful"].to_numpy()
+        frame = frame.iloc[np.argsort(-key, kind="stable")].reset_index(drop=True)
     frame.attrs["skipped"] = skipped
     return frame
 

@@ -145,7 +145,10 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
     except ScenarioError as exc:
         fail(str(exc))
     for sc in scenarios:  # what reads as more than it does in this run (even with --quiet)
-        for text in scenario_notes(inp.model, sc, inp.pipeline, inp.as_of, horizon):
+        texts = scenario_notes(inp.model, sc, inp.pipeline, inp.as_of, horizon)
+        if no_arrivals:
+            texts += _no_arrivals_notes(sc)
+        for text in texts:
             click.echo(f"forecast: warning: {text}", err=True)
     if no_arrivals:
         inp = replace(inp, params=inp.params.with_arrivals_scaled(0.0),
@@ -188,10 +191,16 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
         meta["run_ids"] = _record(ledger_mod, ledger_path, inp, scenarios, results, horizon,
                                   paths, seed, ledger_timeout)
         note(f"recorded runs {', '.join(map(str, meta['run_ids']))} in {ledger_path}")
-    # the centre is the median when it was asked for, else the mean (never an edge quantile);
-    # the band runs from the lowest quantile to the highest, when there are two
+    # the centre is the median when it was asked for; else, with one quantile, that one (it
+    # was asked for: it shows); else the mean (never an edge quantile), with the band from the
+    # lowest quantile to the highest
     lo, hi = summarize.quantile_label(qs[0]), summarize.quantile_label(qs[-1])
-    mid = summarize.quantile_label(0.5) if 0.5 in qs else "mean"
+    if 0.5 in qs:
+        mid = summarize.quantile_label(0.5)
+    elif len(qs) == 1:
+        mid = lo
+    else:
+        mid = "mean"
     has_band = len(qs) > 1
 
     def cell(r, n):
@@ -216,10 +225,31 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
         blocks.append(_render(rows, ["period", first, "scenario", "difference",
                                      "mean difference", "P(better)"]))
     blocks.append("")
+    better = frame["better"].iloc[0]
     blocks.append(f"{metric} per period; difference = scenario - baseline on the same path "
                   "(common random numbers); P(better) = share of paths where the scenario "
-                  "is strictly higher.")
+                  f"is strictly {better}: for {metric}, {better} is better.")
     _emit_frame(frame, fmt, "\n".join(blocks), meta)
+
+
+def _no_arrivals_notes(scenario) -> list[str]:
+    """With ``--no-arrivals``, what an ``arrivals`` change does: ``multiply`` scales no new
+    leads, so nothing (unless an earlier ``add`` or ``set`` gave some); ``add`` and ``set``
+    give the scenario new leads that the baseline does not have (``set`` spreads them evenly
+    over the segments, there being no mix to keep)."""
+    out, some = [], False
+    for c in scenario.changes:
+        if c.lever != "arrivals":
+            continue
+        if (not some and (c.op == "multiply" or c.value == 0)) \
+                or (c.op == "add" and c.value == 0):
+            out.append(f"{c.where}: {c.op} {c.value:g}, but --no-arrivals runs without new "
+                       "leads: it changes nothing in this run")
+        elif c.op != "multiply" and c.value > 0:
+            some = True
+            out.append(f"{c.where}: {c.op} {c.value:g} with --no-arrivals gives this scenario "
+                       "new leads and the baseline none: the difference is those leads")
+    return out
 
 
 def _record(ledger_mod, path, inp, scenarios, results, horizon, paths, seed, timeout):
@@ -293,13 +323,14 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
     labels = [summarize.quantile_label(q) for q in qs]  # a column each, as asked
     rows = [[f"{op} {r['value']:+.4g}" if op == "add" else f"{op} {r['value']:.4g}",
              *(money(r[f"bookings_{q}"], cur) for q in labels), money(r["bookings_mean"], cur),
-             f"{r['won_deals_mean']:.1f}"] + ([f"{r['p_target']:.0%}"] if target else [])
+             f"{r['won_deals_mean']:.1f}"]
+            + ([f"{r['p_target']:.0%}"] if target is not None else [])
             for _, r in frame.iterrows()]
     table = "\n".join([*_header(inp, f"Sweep of {what} over bookings in {w.label}", horizon,
                                 paths, seed), "",
                        _render(rows, [what, *(q.upper() for q in labels), "mean",
                                       "won deals"] + ([f"P(>= {money(target, cur)})"]
-                                                      if target else []))])
+                                                      if target is not None else []))])
     if chart_path is not None:
         _sweep_chart(chart_path, frame, what, op, labels, w.label, cur, target)
         note(f"wrote {chart_path}")
@@ -392,8 +423,9 @@ def spend_per_day(path: Path, model) -> dict[str, float]:
 def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, chart_path, fmt,
                     model_name, history, as_of_text, horizon, paths, seed, threads, quiet,
                     posterior_path, history_format, **kwargs):
-    """Every lever moved by the same relative amount: the change in P50 bookings (and in the
-    chance of reaching a target), ranked; a tornado chart."""
+    """Every lever moved by the same relative amount both ways: the change in mean bookings
+    (and P50, and the chance of reaching a target), ranked by the mean change; a tornado
+    chart."""
     from forecast import planning
     from forecast.scenario import ScenarioError
 
@@ -411,14 +443,18 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
         fail(str(exc))
     finally:
         progress.close()
-    for text in frame.attrs.get("skipped", []):
-        note(f"skipped {text}")
+    skipped = frame.attrs.get("skipped", [])
+    if fmt != "table":  # the table lists them under it
+        for text in skipped:
+            note(f"skipped {text}")
     cur = inp.model.currency
     pct = f"{change:.0%}"
-    # Columns by direction (helpful / harmful for bookings), as in the CSV and JSON: a lever
-    # whose helpful way is down (days in stage, going cold) says so in "helpful way".
-    head = ["lever", "helpful way", "P50 harmful", "P50 helpful", "change of P50 harmful",
-            "change of P50 helpful"]
+    # Columns by direction (helpful / harmful for bookings, by the mean), as in the CSV and
+    # JSON: a lever whose helpful way is down (days in stage, going cold) says so in
+    # "helpful way". The mean change is the sharp statistic on common random numbers; the
+    # P50s are shown for reference (a P50 of lumpy deal sums moves by a deal either way).
+    head = ["lever", "helpful way", "change of mean helpful", "change of mean harmful",
+            "P50 helpful", "P50 harmful"]
     if target is not None:
         head += ["P(target) helpful", "change of P(target)"]
     if spend is not None:
@@ -426,8 +462,8 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
     rows = []
     for _, r in frame.iterrows():
         row = [r["lever"], ("+" if r["helpful_factor"] > 1 else "-") + pct,
-               money(r["p50_harmful"], cur), money(r["p50_helpful"], cur),
-               money(r["delta_p50_harmful"], cur), money(r["delta_p50_helpful"], cur)]
+               money(r["delta_mean_helpful"], cur), money(r["delta_mean_harmful"], cur),
+               money(r["p50_helpful"], cur), money(r["p50_harmful"], cur)]
         if target is not None:
             row += [f"{r['p_target_helpful']:.0%}", f"{r['delta_p_target_helpful']:+.1%}"]
         if spend is not None:
@@ -437,22 +473,26 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
                     horizon, paths, seed)
     if len(frame):
         base = frame.iloc[0]
-        lines.append(f"Baseline P50 {money(base['p50_base'], cur)}"
+        lines.append(f"Baseline mean {money(base['mean_base'], cur)}, P50 "
+                     f"{money(base['p50_base'], cur)}"
                      + (f"; P(>= {money(target, cur)}) {base['p_target_base']:.0%}"
                         if target is not None else "")
                      + (f"; CAC {money(base['cac_base'], cur)}, LTV:CAC "
                         f"{base['ltv_cac_base']:.2f}" if spend is not None else ""))
-    lines += ["", _render(rows, head), "",
-              f"helpful: each lever moved {pct} the way that raises bookings (probabilities, "
-              "recapture, arrivals and deal size up; days in stage and going cold down: the "
-              f"\"helpful way\" column); harmful: {pct} the other way. Ranked by the larger "
-              "change."]
+    lines += ["", _render(rows, head) if rows else "(no lever can move this much)", "",
+              f"helpful: each lever moved {pct} the way that raises mean bookings "
+              "(probabilities, recapture, arrivals and deal size up; days in stage and going "
+              f"cold down: the \"helpful way\" column); harmful: {pct} the other way. Changes "
+              "against the baseline on the same paths (common random numbers); ranked by the "
+              "change of mean bookings the helpful way."]
+    lines += [f"skipped {text}" for text in skipped]
     if chart_path is not None:
         _tornado(chart_path, frame, pct, w.label, cur)
         note(f"wrote {chart_path}")
     _emit_frame(frame, fmt, "\n".join(lines), {"period": w.label, "change": change,
                                                "as_of": inp.as_of.isoformat(),
-                                               "paths": paths, "seed": seed})
+                                               "paths": paths, "seed": seed,
+                                               "skipped": skipped})
 
 
 def _tornado(path, frame, pct, period, currency) -> None:
@@ -462,15 +502,15 @@ def _tornado(path, frame, pct, period, currency) -> None:
     n = len(frame)
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.38 * max(n, 1)), constrained_layout=True)
     y = np.arange(n)[::-1]
-    base = frame["p50_base"].iloc[0] if n else 0.0
-    ax.barh(y, frame["delta_p50_helpful"], left=base, color="tab:green",
+    base = frame["mean_base"].iloc[0] if n else 0.0
+    ax.barh(y, frame["delta_mean_helpful"], left=base, color="tab:green",
             label=f"{pct} the helpful way")
-    ax.barh(y, frame["delta_p50_harmful"], left=base, color="tab:red", alpha=0.7,
+    ax.barh(y, frame["delta_mean_harmful"], left=base, color="tab:red", alpha=0.7,
             label=f"{pct} the harmful way")
     ax.axvline(base, color="black", lw=1)
     ax.set_yticks(y, frame["lever"])
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: money(v, currency)))
-    ax.set_xlabel(f"P50 bookings in {period} ({currency})")
+    ax.set_xlabel(f"mean bookings in {period} ({currency})")
     ax.set_title(f"What moves bookings in {period}: each lever {pct} either way", loc="left")
     ax.grid(alpha=0.3, axis="x")
     ax.legend(frameon=False, loc="lower right")

@@ -137,6 +137,14 @@ BAD = [
     ("hazard not a number", "[0.0200, 0.0300, 0.0250, 0.0120, 0.0060]",
      '[0.0200, "fast", 0.0250, 0.0120, 0.0060]', "moves.mql.nurture"),
     ("unknown table", "[recycle]", "[recycling]", "recycling"),
+    # typos in any table are errors, not defaults taken in silence
+    ("funnel key typo", 'default_segment = "organic"', 'defualt_segment = "organic"',
+     "funnel.defualt_segment"),
+    ("arrivals key typo", "day_of_week = [1.20", "day_of_weak = [1.20", "arrivals.day_of_weak"),
+    ("unknown recycle key", "advance_multiplier = [1.0, 0.6, 0.4]",
+     "advance_multiplier = [1.0, 0.6, 0.4]\nlevels = 3", "recycle.levels"),
+    ("documented fact without its tolerance", "sql_to_won_tolerance", "sql_to_won_tolerence",
+     "documented.sql_to_won"),
     ("reserved stage name", 'stages = ["lead", "mql", "sql", "opportunity"]',
      'stages = ["lead", "mql", "sql", "won"]', "funnel.stages"),
 ]
@@ -150,6 +158,12 @@ def test_bad_model_file_names_file_and_key(tmp_path, case, old, new, key):
     message = str(exc.value)
     assert str(path) in message
     assert f"[{key}]" in message, message
+
+
+def test_unknown_key_message_lists_the_known_keys(tmp_path):
+    path = write_variant(tmp_path, 'default_segment = "organic"', 'defualt_segment = "organic"')
+    with pytest.raises(ModelError, match=r"unknown key \(expected .*default_segment\)"):
+        load_model(path)
 
 
 def test_unreachable_stage(tmp_path):

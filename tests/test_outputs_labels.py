@@ -123,7 +123,8 @@ def test_sweep_table_has_a_column_per_quantile_asked_for(quantiles, columns):
     ("0.9,0.1", "baseline mean [P10 to P90]", "{mean} [{p10} to {p90}]"),
     ("0.1,0.5,0.9", "baseline P50 [P10 to P90]", "{p50} [{p10} to {p90}]"),
     ("0.5", "baseline P50", "{p50}"),
-    ("0.25", "baseline mean", "{mean}"),  # one quantile and no median: the mean, no band
+    ("0.25", "baseline P25", "{p25}"),  # one quantile, not the median: that one, no band
+    ("0.9", "baseline P90", "{p90}"),
 ])
 def test_scenario_table_centre_is_the_median_or_else_the_mean(quantiles, first, shape):
     from forecast.outputs import money

@@ -202,8 +202,10 @@ def test_sensitivity_command_with_spend(tmp_path):
     rows = pd.DataFrame(json.loads(res.output)["rows"])
     assert {"win rate", "deal size", "arrivals partner", "days in sql", "recapture"} <= set(
         rows["lever"])
-    size = np.maximum(rows["delta_p50_helpful"].abs(), rows["delta_p50_harmful"].abs())
-    assert size.is_monotonic_decreasing
+    # ranked by the change in mean bookings the helpful way, which is the way of the two
+    # that raises the mean more
+    assert rows["delta_mean_helpful"].is_monotonic_decreasing
+    assert (rows["delta_mean_helpful"] >= rows["delta_mean_harmful"]).all()
     # Deal size +10% books 10% more on every path (same deals, larger amounts) and changes
     # nothing about how many deals close, so CAC is unchanged.
     # (known amounts of open deals stay as they are, so a little under 10%).
@@ -261,9 +263,14 @@ def test_sensitivity_columns_mean_what_they_say_for_a_lever_helpful_down(
     res = invoke("sweep", "--lever", lever, "--stage", stage, "--from", 0.9, "--to", 1.1,
                  "--steps", 3, *_SMALL_SENSITIVITY, "--format", "json")
     assert res.exit_code == 0, res.output
-    sweep = {round(r["value"], 6): r["bookings_p50"] for r in json.loads(res.output)["rows"]}
+    rows = json.loads(res.output)["rows"]
+    sweep = {round(r["value"], 6): r["bookings_p50"] for r in rows}
     fewer, same, more = sweep[0.9], sweep[1.0], sweep[1.1]
     assert fewer != more  # the lever moves P50 at all, so a swap would show
+    mean = {round(r["value"], 6): r["bookings_mean"] for r in rows}
+    # down helps (in the mean: the helpful way is 0.9; going cold from lead barely reaches
+    # October's bookings, so this is the one comparison the lever's row rests on)
+    assert mean[0.9] > mean[1.1]
 
     row = next(r for r in json.loads(small_sensitivity["json"])["rows"] if r["lever"] == name)
     assert row["helpful_factor"] == pytest.approx(0.9)  # helpful: 10% fewer days / less cold
@@ -273,6 +280,8 @@ def test_sensitivity_columns_mean_what_they_say_for_a_lever_helpful_down(
     assert row["p50_harmful"] == pytest.approx(more, rel=1e-12)
     assert row["delta_p50_helpful"] == pytest.approx(fewer - same, rel=1e-9, abs=1e-6)
     assert row["delta_p50_harmful"] == pytest.approx(more - same, rel=1e-9, abs=1e-6)
+    assert row["delta_mean_helpful"] == pytest.approx(mean[0.9] - mean[1.0], rel=1e-9)
+    assert row["delta_mean_harmful"] == pytest.approx(mean[1.1] - mean[1.0], rel=1e-9)
 
     csv = pd.read_csv(pd.io.common.StringIO(small_sensitivity["csv"])).set_index("lever")
     csv = csv.loc[name]
@@ -284,8 +293,8 @@ def test_sensitivity_columns_mean_what_they_say_for_a_lever_helpful_down(
     assert cells["helpful way"] == "-10%"
     assert cells["P50 helpful"] == money(fewer)
     assert cells["P50 harmful"] == money(more)
-    assert cells["change of P50 helpful"] == money(fewer - same)
-    assert cells["change of P50 harmful"] == money(more - same)
+    assert cells["change of mean helpful"] == money(mean[0.9] - mean[1.0])
+    assert cells["change of mean harmful"] == money(mean[1.1] - mean[1.0])
     assert table["win rate"]["helpful way"] == "+10%"
 
 
@@ -316,3 +325,113 @@ def test_plan_command():
     assert res.exit_code == 1 and "even 1024 times" in res.output
     res = invoke("plan", "--target", 1e6, "--period", "2026-09", "--quiet")
     assert res.exit_code == 1 and "ended on or before the as-of date" in res.output
+
+
+@pytest.mark.slow
+def test_sensitivity_ranks_by_the_mean_change_on_the_bundled_default():
+    """Ranked and oriented by the change in mean bookings (sharp on common random numbers),
+    not the P50 (a lumpy sum of deals: `days in sql` once showed P50 down both ways with the
+    mean up $9.7k the helpful way). On the bundled default every lever moved the helpful way
+    raises mean bookings."""
+    res = invoke("sensitivity", "--period", "2027Q1", "--paths", 500, "--format", "json",
+                 "--quiet")
+    assert res.exit_code == 0, res.output
+    rows = pd.DataFrame(json.loads(res.output)["rows"])
+    assert len(rows) == 19 and not json.loads(res.output)["skipped"]
+    assert rows["delta_mean_helpful"].is_monotonic_decreasing  # the ranking key
+    assert (rows["delta_mean_helpful"] >= 0).all(), rows[["lever", "delta_mean_helpful"]]
+    assert (rows["delta_mean_helpful"] >= rows["delta_mean_harmful"]).all()
+    np.testing.assert_allclose(rows["delta_mean_helpful"], rows["mean_helpful"]
+                               - rows["mean_base"], rtol=1e-9)
+
+
+def test_sensitivity_skips_a_lever_it_cannot_move():
+    """A 55% step takes b2b's win rate (0.195 to 0.656 by segment and recycle level) past 1:
+    the lever is left out, with the reason, and the rest are computed (it used to abort,
+    naming a `--lever` option that sensitivity does not have)."""
+    args = ["sensitivity", "--change", 0.55, "--horizon", 30, "--paths", 50, "--quiet"]
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    assert "--lever" not in res.output
+    skipped = [line for line in res.stdout.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 1
+    assert skipped[0].startswith("skipped win rate") and "out of [0, 1]" in skipped[0]
+    assert "(it is 0.195 to 0.656 now)" in skipped[0]
+    out = json.loads(invoke(*args, "--format", "json").stdout)
+    assert [s.split(" (")[0] for s in out["skipped"]] == ["win rate"]
+    # left out both ways (x0.45 alone could be made), the rest computed
+    levers = [r["lever"] for r in out["rows"]]
+    assert "win rate" not in levers and {"deal size", "conversion sql"} <= set(levers)
+
+
+def test_sensitivity_library_lists_skipped_levers(small):
+    w = planning.window("2024-05", dt.date(2024, 5, 1), dt.date(2024, 5, 31), AS_OF)
+    from dataclasses import replace
+
+    frame = planning.sensitivity(replace(small, paths=20), 0.9, w, None)
+    assert any(s.startswith("win rate") for s in frame.attrs["skipped"])
+    assert "win rate" not in set(frame["lever"]) and len(frame) > 0
+
+
+@pytest.mark.parametrize(("metric", "better"), [
+    ("bookings", "higher"), ("won_deals", "higher"), ("recaptured", "higher"),
+    ("arrivals", "higher"), ("lost_to_expiry", "lower"), ("expired_all", "lower"),
+    ("expired_sql", "lower"), ("in_nurture", "lower"), ("in_opportunity", "higher"),
+])
+def test_better_is_the_right_way_for_each_metric(metric, better):
+    assert planning.lower_is_better(metric) is (better == "lower")
+
+
+def test_scenario_p_better_is_lower_for_money_lost_to_expiry(small, b2b):
+    """SQLs worked within 2 days lose far less to expiry: that is better (P(better) was the
+    share of paths where the loss went *up*, 0%)."""
+    from forecast.summarize import periods
+
+    c = parse_change({"lever": "expiry", "stage": "sql", "within_days": 2}, b2b, "t")
+    base, sla = planning.run_scenarios(small, [Scenario("sla", "", (c,))])
+    per = periods(AS_OF, small.horizon, "month")
+    frame = planning.compare(base, sla, per, "lost_to_expiry", (0.1, 0.5, 0.9))
+    total = frame[frame["period"] == "total"].iloc[0]
+    diff = sla.lost_to_expiry.sum(1) - base.lost_to_expiry.sum(1)
+    assert total["better"] == "lower"
+    assert total["p_better"] == pytest.approx(np.mean(diff < 0))
+    assert total["p_worse"] == pytest.approx(np.mean(diff > 0))
+    assert total["delta_mean"] < 0 and total["p_better"] > 0.9
+
+    res = invoke("scenario", "scenarios/sql_worked_within_48_hours.toml", "--metric",
+                 "lost_to_expiry", "--by", "quarter", "--paths", 200, "--horizon", 60,
+                 "--quiet")
+    assert res.exit_code == 0, res.output
+    row = _table_rows(res.stdout, "period")["total"]
+    assert row["mean difference"].startswith("-$") and row["P(better)"] == "100%"
+    assert "strictly lower: for lost_to_expiry, lower is better" in res.stdout
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml", "--paths", 100,
+                 "--horizon", 30, "--quiet")
+    assert "strictly higher: for bookings, higher is better" in res.stdout
+
+
+def test_sweep_target_zero_keeps_its_column():
+    res = invoke("sweep", "--lever", "win_rate", "--from", 0, "--to", 0.05, "--steps", 2,
+                 "--horizon", 30, "--paths", 50, "--target", 0, "--quiet")
+    assert res.exit_code == 0, res.output
+    rows = _table_rows(res.stdout, "win_rate")
+    assert [r["P(>= $0)"] for r in rows.values()] == ["100%", "100%"]
+
+
+def test_scenario_no_arrivals_warns_about_arrivals_changes(tmp_path):
+    """--no-arrivals runs without new leads: a change of arrivals by a factor changes
+    nothing, and one that adds leads gives them to the scenario only; both say so."""
+    more = tmp_path / "more.toml"
+    more.write_text('name = "More"\n[[change]]\nlever = "arrivals"\nmultiply = 2\n')
+    add = tmp_path / "add.toml"
+    add.write_text('name = "Add"\n[[change]]\nlever = "arrivals"\nadd = 5\n')
+    args = ["scenario", more, add, "--horizon", 30, "--paths", 50, "--quiet"]
+    res = invoke(*args, "--no-arrivals")
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 2
+    assert f"{more}" in warnings[0] and "changes nothing in this run" in warnings[0]
+    assert f"{add}" in warnings[1] and "gives this scenario new leads" in warnings[1]
+    assert "--no-arrivals" in warnings[0] and "--no-arrivals" in warnings[1]
+    res = invoke(*args)  # with new leads: nothing to warn about
+    assert res.exit_code == 0 and "warning" not in res.stderr
