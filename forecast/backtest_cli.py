@@ -29,7 +29,7 @@ from forecast.model import FunnelModel
 
 
 def _options(func):
-    from forecast.cli import history_options
+    from forecast.cli import history_options, undeclared_option
 
     decorators = [
         click.command("backtest"),
@@ -58,6 +58,7 @@ def _options(func):
                      help="Fit with drift (as `fit --drift`): a random walk on conversion "
                           "and arrivals, by month (by quarter with a [calendar] table), "
                           "continued over the horizon."),
+        undeclared_option,
         click.option("--no-fit", "no_fit", is_flag=True,
                      help="Forecast with the model file's default parameters instead of a fit "
                           "at each cutoff (beware: defaults set from the whole history know "
@@ -95,7 +96,8 @@ def fit_key(model: FunnelModel, history_sha256: str, cutoff: dt.date, since: dt.
 
 def make_fitter(model: FunnelModel, history: Path, history_sha256: str, *, draws: int,
                 tune: int, chains: int, seed: int, window: int | None, cache: Path | None,
-                note, sampler: str = "pymc", drift: bool = False):
+                note, sampler: str = "pymc", drift: bool = False,
+                undeclared: str = "raise"):
     """``fitter(known log, cutoff)`` -> parameter sets: a PyMC fit on the history known at the
     cutoff, read from / written to ``cache`` (``fit-<cutoff>-<key>.nc``) when given."""
     from forecast import fit as fit_mod
@@ -105,6 +107,8 @@ def make_fitter(model: FunnelModel, history: Path, history_sha256: str, *, draws
                 "sampler": sampler}
     if drift:  # only then in the key, so fits cached before --drift existed stay valid
         settings["drift"] = True
+    if undeclared != "raise":  # likewise
+        settings["undeclared"] = undeclared
 
     def fitter(known, cutoff: dt.date):
         since = cutoff - dt.timedelta(days=window) if window else None
@@ -116,7 +120,8 @@ def make_fitter(model: FunnelModel, history: Path, history_sha256: str, *, draws
                 note(f"cutoff {cutoff}: reusing the fit in {path}")
                 return fit_mod.posterior_parameters(fit_mod.load_posterior(path), model,
                                                     str(path))
-        stats = sufficient_statistics(known, model, cutoff, since=since)
+        stats = sufficient_statistics(known, model, cutoff, since=since,
+                                      on_undeclared=undeclared)
         if stats.events.sum() == 0:
             raise fit_mod.PosteriorError(f"{history}: no moves between stages on or before the "
                                          f"cutoff {cutoff}; nothing to fit (pick a later cutoff)")
@@ -137,8 +142,8 @@ def make_fitter(model: FunnelModel, history: Path, history_sha256: str, *, draws
 
 @_options
 def backtest(history, model_name, cutoffs_text, horizon, paths, seed, draws, tune, chains,
-             sampler, window, drift, no_fit, trailing, out_dir, fmt, quiet, history_format,
-             **kwargs):
+             sampler, window, drift, undeclared, no_fit, trailing, out_dir, fmt, quiet,
+             history_format, **kwargs):
     """Backtest: fit at each cutoff, forecast the horizon, score against what happened.
 
     HISTORY is an event log or a CRM export (--history-format). The engine is scored against
@@ -172,7 +177,8 @@ def backtest(history, model_name, cutoffs_text, horizon, paths, seed, draws, tun
     else:
         fitter = make_fitter(model, history, log.sha256, draws=draws, tune=tune, chains=chains,
                              seed=seed, window=window, sampler=sampler, drift=drift,
-                             cache=None if out_dir is None else out_dir / "fits", note=note)
+                             undeclared=undeclared, note=note,
+                             cache=None if out_dir is None else out_dir / "fits")
         fit_text = (f"fitted at each cutoff ({sampler}, {chains} chains x {draws} draws, "
                     f"{tune} tune"
                     + (f", window {window} days" if window else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import os
 import sys
@@ -117,8 +118,10 @@ def import_options(kwargs: dict) -> dict:
 
 def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
                          options: dict, as_of: dt.date | None,
-                         flag: str = "--history-format"):
-    """Read a history in the given layout; any problem is a one-line error and exit code 1."""
+                         flag: str = "--history-format", *, stale: bool = True):
+    """Read a history in the given layout; any problem is a one-line error and exit code 1.
+    A row after ``as_of`` is such a problem; with ``stale``, a history that ends well before
+    ``as_of`` is warned about (:func:`warn_stale`)."""
     import inspect
 
     from forecast import importers
@@ -136,7 +139,8 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
         log = reader(path, model, as_of=as_of, **options)
     except InputError as exc:
         fail(str(exc))
-    warn_stale(log, as_of)
+    if stale:
+        warn_stale(log, as_of)
     return log
 
 
@@ -171,12 +175,24 @@ def writable_ledger_or_fail(ledger_file) -> Path:
     path = ledger_mod.ledger_path(ledger_file)
     if not path.parent.is_dir():
         fail(f"{path}: --ledger directory {path.parent} does not exist")
+    try:  # before any work: a file that is no ledger fails now, not after a fit
+        ledger_mod.check_file(path)
+    except ledger_mod.LedgerError as exc:
+        fail(str(exc))
     return path
 
 
 def ledger_or_fail(ledger_file) -> Path:
     """The writable ledger of a ``--ledger [PATH]`` option (bare: the default ledger)."""
     return writable_ledger_or_fail(None if ledger_file == _LEDGER_DEFAULT else ledger_file)
+
+
+def undeclared_option(func):
+    """``--undeclared raise|censor`` of the commands that fit (fit, nightly, backtest)."""
+    return click.option(
+        "--undeclared", type=click.Choice(["raise", "censor"]), default="raise",
+        show_default=True,
+        help="A move the model does not declare: an error, or end that stay there.")(func)
 
 
 def ledger_option(func):
@@ -377,10 +393,18 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
         "posterior": str(posterior_path) if posterior_path else None,
         "posterior_sha256": fitted["sha256"] if fitted else None,
     }  # no wall-clock time in it: the same inputs and seed give the same bytes
-    if out_dir is not None:
+    if ledger_path is None and out_dir is not None:
         _write_run_outputs(out_dir, result, bands, meta, qs, model)
         note(f"wrote {out_dir}/bands.csv, bands.parquet, summary.json, fan_chart.png")
     if ledger_path is not None:
+        # The outputs are written inside the ledger's transaction, with the run id in
+        # summary.json: a ledger that is locked or fails leaves --out untouched, and outputs
+        # that cannot be written leave the ledger without the run.
+        def with_outputs(run_id: int) -> None:
+            meta["ledger"], meta["run_id"] = str(ledger_path), run_id
+            if out_dir is not None:
+                _write_run_outputs(out_dir, result, bands, meta, qs, model)
+
         record = ledger_mod.RunRecord(
             as_of=as_of, model_name=model.name, model_path=str(model.path),
             model_sha256=model.sha256, history_path=str(history_path),
@@ -390,10 +414,11 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
             posterior_sha256=fitted["sha256"] if fitted else None)
         try:
             run_id = ledger_mod.record(ledger_path, record, ledger_mod.ledger_bands(result),
-                                       timeout=ledger_timeout)
+                                       timeout=ledger_timeout, before_commit=with_outputs)
         except ledger_mod.LedgerError as exc:
-            fail(str(exc))
-        meta["ledger"], meta["run_id"] = str(ledger_path), run_id
+            fail(str(exc) + (f"; nothing was written to {out_dir}" if out_dir else ""))
+        if out_dir is not None:
+            note(f"wrote {out_dir}/bands.csv, bands.parquet, summary.json, fan_chart.png")
         note(f"recorded run {run_id} in {ledger_path}")
     if fmt == "table":
         click.echo(outputs.render_table(bands, header, model.currency, model.qualified_stage))
@@ -491,6 +516,9 @@ def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulativ
             f"model {run['model_name']} ({run['model_path']}), as of {run['as_of']}, "
             f"{run['horizon_days']} days, {run['paths']:,} paths, seed {run['seed']}",
         ]
+        if run.get("scenario"):  # a what-if run of `forecast scenario`, not the forecast
+            header.append(f"what-if run: scenario {run['scenario']!r} (recorded by "
+                          "`forecast scenario`), not the forecast")
         text = ledger_mod.render_table(frame, header, run["currency"], target) + "\n"
     elif fmt == "csv":
         text = frame.to_csv(index=False)
@@ -536,11 +564,14 @@ def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulativ
               default=None, metavar="PATH",
               help="The ledger to record in. Default: $FORECAST_LEDGER, else "
                    "./forecasts.duckdb.")
+@click.option("--as-of", "as_of_text", default=None, metavar="DATE",
+              help="The export's date: a row dated after it is an error (a mistyped year "
+                   "would record future periods as closed with nothing). Default: today.")
 @click.option("--quiet", is_flag=True, help="No notes on stderr.")
 @_ledger_timeout_option
 @lambda f: history_options(f, flags=("--format", "--history-format"))
-def actuals_cmd(history, model_name, ledger_file, quiet, ledger_timeout, history_format,
-                **kwargs):
+def actuals_cmd(history, model_name, ledger_file, as_of_text, quiet, ledger_timeout,
+                history_format, **kwargs):
     """Record what actually closed in HISTORY: bookings and won deals per period.
 
     HISTORY is an event log (CSV / Parquet) or a CRM export read with --format. A won deal is
@@ -564,7 +595,10 @@ def actuals_cmd(history, model_name, ledger_file, quiet, ledger_timeout, history
         model: FunnelModel = load_model(model_name)
     except ModelError as exc:
         fail(str(exc))
-    log = read_history_or_fail(history, model, history_format, options, None, flag="--format")
+    as_of = parse_date(as_of_text, "--as-of") or dt.date.today()
+    # (an old export is fine here: it records what closed, and says up to when)
+    log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format",
+                               stale=False)
     for line in log.notes:
         note(f"note: {line}")
     try:
@@ -766,9 +800,7 @@ def _fit_history_options(func):
                    "when the model has a [calendar] table). Forecasts start from the last "
                    "period's rates, not the history's average, and the walk goes on over "
                    "their horizon.")
-@click.option("--undeclared", type=click.Choice(["raise", "censor"]), default="raise",
-              show_default=True,
-              help="A move the model does not declare: an error, or end that stay there.")
+@undeclared_option
 @click.option("--draws", type=click.IntRange(10, 100_000), default=1000, show_default=True,
               help="Posterior draws per chain.")
 @click.option("--tune", type=click.IntRange(10, 100_000), default=1000, show_default=True,
@@ -997,8 +1029,9 @@ def simulate_history_cmd(model_name, start_text, days, seed, out_path, scenario_
         model = load_model(model_name)
     except ModelError as exc:
         fail(str(exc))
-    suffix = "".join(out_path.suffixes[-2:])
-    if suffix not in (".csv", ".csv.gz", ".parquet"):
+    lower = out_path.name.lower()
+    suffix = next((x for x in (".csv.gz", ".csv", ".parquet") if lower.endswith(x)), None)
+    if suffix is None:
         fail(f"{out_path}: --out must end in .csv, .csv.gz or .parquet")
     if not out_path.resolve().parent.is_dir():
         fail(f"{out_path}: directory {out_path.parent} does not exist")
@@ -1011,10 +1044,11 @@ def simulate_history_cmd(model_name, start_text, days, seed, out_path, scenario_
     try:
         if suffix == ".parquet":
             log.to_parquet(tmp, index=False)
+        elif suffix == ".csv.gz":  # no name and no time in the gzip header: the same bytes
+            tmp.write_bytes(gzip.compress(log.to_csv(index=False, float_format="%.2f")
+                                          .encode(), mtime=0))
         else:
-            log.to_csv(tmp, index=False, float_format="%.2f",
-                       compression={"method": "gzip", "mtime": 0} if suffix == ".csv.gz"
-                       else None)
+            log.to_csv(tmp, index=False, float_format="%.2f")
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -202,12 +202,7 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
         raise LedgerError(f"{path}: no ledger there (record a run with `forecast run --ledger`)")
     if not read_only and not path.parent.is_dir():
         raise LedgerError(f"{path}: directory {path.parent} does not exist")
-    if path.is_file() and path.stat().st_size > 0:
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-        if head[8:12] != b"DUCK":  # DuckDB's magic bytes, after an 8-byte checksum
-            raise LedgerError(f"{path}: not a ledger (a ledger is a DuckDB database file, "
-                              "made by `forecast run --ledger`)")
+    check_file(path)
     deadline = time.monotonic() + timeout
     delay = 0.05
     jitter = random.Random()
@@ -226,6 +221,24 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
             delay = min(delay * 2, 1.0)
         except duckdb.Error as exc:
             raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
+
+
+def check_file(path: str | os.PathLike) -> None:
+    """Raise :class:`LedgerError` unless ``path`` is absent, empty or a DuckDB file (by its
+    magic bytes; no lock taken): what a command checks before its work, so that a ``--ledger``
+    that names some other file fails at once, not after a fit and a simulation."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise LedgerError(f"{path}: not a ledger (it is a directory)")
+    if path.is_file() and path.stat().st_size > 0:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(12)
+        except OSError as exc:
+            raise LedgerError(f"{path}: cannot read the ledger ({exc.strerror})") from None
+        if head[8:12] != b"DUCK":  # DuckDB's magic bytes, after an 8-byte checksum
+            raise LedgerError(f"{path}: not a ledger (a ledger is a DuckDB database file, "
+                              "made by `forecast run --ledger`)")
 
 
 def schema_version(con) -> int:
@@ -376,10 +389,14 @@ def ledger_bands(result, grid: tuple[float, ...] = GRID) -> pd.DataFrame:
 
 
 def record(path: str | os.PathLike, run: RunRecord, bands: pd.DataFrame, *,
-           timeout: float = DEFAULT_TIMEOUT, grid: tuple[float, ...] = GRID) -> int:
+           timeout: float = DEFAULT_TIMEOUT, grid: tuple[float, ...] = GRID,
+           before_commit: Callable[[int], None] | None = None) -> int:
     """Record a run and its bands in one transaction; return its ``run_id``.
 
     Creates and migrates the ledger as needed. Nothing is recorded if any part fails.
+    ``before_commit(run_id)``, if given, runs inside the transaction after the inserts (the
+    run's other outputs, written all or nothing): if it raises, nothing is recorded and its
+    exception propagates as it is.
 
     Parameters
     ----------
@@ -407,10 +424,22 @@ def record(path: str | os.PathLike, run: RunRecord, bands: pd.DataFrame, *,
         try:
             run_id = _insert_run(con, run, grid)
             _insert_bands(con, run_id, bands, len(grid))
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        if before_commit is not None:
+            try:
+                before_commit(run_id)
+            except BaseException as exc:
+                con.execute("ROLLBACK")
+                raise _Passed(exc) from exc
+        try:
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+    except _Passed as wrapped:
+        raise wrapped.__cause__ from None
     except LedgerError:
         raise
     except Exception as exc:
@@ -419,6 +448,10 @@ def record(path: str | os.PathLike, run: RunRecord, bands: pd.DataFrame, *,
     finally:
         con.close()
     return run_id
+
+
+class _Passed(Exception):
+    """Carries ``before_commit``'s own exception through :func:`record`'s handlers."""
 
 
 def _insert_run(con, run: RunRecord, grid: tuple[float, ...]) -> int:

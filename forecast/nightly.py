@@ -61,7 +61,7 @@ def refit_reason(posterior: Path, model: FunnelModel, max_age: dt.timedelta,
 
 
 def _options(func):
-    from forecast.cli import _fit_history_options
+    from forecast.cli import _fit_history_options, undeclared_option
 
     decorators = [
         click.command("nightly"),
@@ -87,6 +87,7 @@ def _options(func):
         click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
         click.option("--window", type=click.IntRange(1, 36600), default=None, metavar="DAYS",
                      help="Fit on the last DAYS days only."),
+        undeclared_option,
         click.option("--draws", type=click.IntRange(10, 100_000), default=1000,
                      show_default=True, help="Posterior draws per chain when refitting."),
         click.option("--tune", type=click.IntRange(10, 100_000), default=None,
@@ -108,7 +109,8 @@ def _fail(message: str) -> None:
 
 @_options
 def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of_text, horizon,
-            paths, seed, window, draws, tune, ledger_timeout, history_format, **kwargs):
+            paths, seed, window, undeclared, draws, tune, ledger_timeout, history_format,
+            **kwargs):
     """Cron's command: refit when due, forecast as of today, record it in the ledger.
 
     HISTORY is an event log or a CRM export (--format). Prints a short summary; on any
@@ -147,7 +149,8 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
     if reason is not None:
         since = as_of - dt.timedelta(days=window) if window else None
         try:
-            stats = sufficient_statistics(log, model, as_of, since=since)
+            stats = sufficient_statistics(log, model, as_of, since=since,
+                                          on_undeclared=undeclared)
         except (InputError, ValueError) as exc:
             _fail(str(exc))
         if stats.events.sum() == 0:

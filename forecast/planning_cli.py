@@ -174,6 +174,11 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
             "parameters": inp.parameters_text,
             "scenarios": [{"name": s.name, "file": s.path, "sha256": s.sha256,
                            "changes": [c.describe() for c in s.changes]} for s in scenarios]}
+    if ledger_path is not None:  # first: a locked ledger leaves --out untouched (the runs
+        # are recorded one by one, so a failure writing --out after them leaves them recorded)
+        meta["run_ids"] = _record(ledger_mod, ledger_path, inp, scenarios, results, horizon,
+                                  paths, seed, ledger_timeout)
+        note(f"recorded runs {', '.join(map(str, meta['run_ids']))} in {ledger_path}")
     if out_dir is not None:
         def csv(path):
             frame.to_csv(path, index=False)
@@ -185,12 +190,10 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
         try:
             outputs.write_outputs(out_dir, {"scenarios.csv": csv, "summary.json": summary})
         except OSError as exc:
-            fail(f"{out_dir}: could not write outputs ({exc}); nothing was changed there")
+            fail(f"{out_dir}: could not write outputs ({exc}); nothing was changed there"
+                 + (f" (runs {', '.join(map(str, meta['run_ids']))} are in {ledger_path})"
+                    if ledger_path is not None else ""))
         note(f"wrote {out_dir}/scenarios.csv, summary.json")
-    if ledger_path is not None:
-        meta["run_ids"] = _record(ledger_mod, ledger_path, inp, scenarios, results, horizon,
-                                  paths, seed, ledger_timeout)
-        note(f"recorded runs {', '.join(map(str, meta['run_ids']))} in {ledger_path}")
     # the centre is the median when it was asked for; else, with one quantile, that one (it
     # was asked for: it shows); else the mean (never an edge quantile), with the band from the
     # lowest quantile to the highest

@@ -406,3 +406,101 @@ def test_lock_held_too_long_is_a_clear_error(tmp_path, result, stored):
         holder.kill()
         holder.wait(timeout=30)
     assert count(path, "runs") == 0
+
+
+# ---- a run's --out and its ledger record: both or neither ------------------------------------
+
+def test_before_commit_failing_records_nothing_and_its_error_passes(tmp_path, result, stored):
+    path = tmp_path / "l.duckdb"
+    seen = []
+
+    def explode(run_id):
+        seen.append(run_id)
+        raise OSError("no space left")
+
+    with pytest.raises(OSError, match="no space left"):
+        ledger.record(path, run_record(result), stored, before_commit=explode)
+    assert seen == [1] and count(path, "runs") == 0 and count(path, "bands") == 0
+    run_id = ledger.record(path, run_record(result), stored, before_commit=seen.append)
+    assert seen == [1, run_id] and count(path, "runs") == 1  # (ids need not be dense)
+
+
+def _run(*args):
+    from click.testing import CliRunner
+
+    from forecast.cli import main
+
+    return CliRunner().invoke(main, ["run", "--paths", "30", "--horizon", "20", "--quiet",
+                                     *map(str, args)], catch_exceptions=False)
+
+
+def test_run_out_and_ledger_are_written_together(tmp_path, monkeypatch):
+    """A --ledger that is no ledger, or locked, leaves --out untouched (checked before the
+    simulation, or rolled back); --out that cannot be written leaves the ledger without the
+    run; when both succeed, summary.json carries the run id."""
+    bad = tmp_path / "bad.duckdb"
+    bad.write_text("not a database\n")
+    res = _run("--ledger", bad, "--out", tmp_path / "out1")
+    assert res.exit_code == 1 and "not a ledger" in res.stderr
+    assert not (tmp_path / "out1").exists()
+
+    path = tmp_path / "l.duckdb"
+    from forecast import outputs
+
+    def full_disk(out_dir, writers):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs, "write_outputs", full_disk)
+    res = _run("--ledger", path, "--out", tmp_path / "out0")
+    monkeypatch.undo()
+    assert res.exit_code == 1 and "could not write outputs" in res.stderr
+    assert count(path, "runs") == 0
+
+    res = _run("--ledger", path, "--out", tmp_path / "out2")
+    assert res.exit_code == 0, res.output
+    import json
+    summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
+    assert summary["ledger"] == str(path)
+    with duckdb.connect(str(path), read_only=True) as con:
+        ids = [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()]
+    assert ids == [summary["run_id"]]
+
+    holder = spawn(HOLDER, path, 30)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        res = _run("--ledger", path, "--ledger-timeout", "0.3", "--out", tmp_path / "out3")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert res.exit_code == 1 and "locked" in res.stderr
+    assert not (tmp_path / "out3").exists()
+    assert count(path, "runs") == 1
+
+
+def test_readme_sql_reads_the_forecast_not_a_what_if_run(tmp_path):
+    """The README's SQL for the latest bands skips scenario runs recorded after the forecast
+    (as `forecast bands` does)."""
+    import re
+
+    from click.testing import CliRunner
+
+    from forecast.cli import main
+
+    path = tmp_path / "l.duckdb"
+    common = ["--paths", "40", "--horizon", "100", "--quiet", "--ledger", str(path)]
+    assert CliRunner().invoke(main, ["run", *common]).exit_code == 0
+    res = CliRunner().invoke(main, ["scenario", str(REPO / "scenarios" /
+                                                   "win_rate_plus_5_points.toml"), *common])
+    assert res.exit_code == 0, res.output
+    sql = re.findall(r"```sql\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert len(sql) >= 2
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
+        want = con.execute("SELECT period, quantiles[50] FROM bands WHERE run_id = 1 AND "
+                           "grain = 'quarter' AND NOT cumulative AND metric = 'bookings' "
+                           "ORDER BY period_start").fetchall()
+        for query in sql[:2]:
+            assert [(p, m) for p, _, m, _ in con.execute(query).fetchall()] == want
+    what_if = CliRunner().invoke(main, ["bands", "--ledger", str(path), "--run", "3"])
+    assert "what-if run: scenario 'Win rate +5 points'" in what_if.stdout
+    assert "what-if" not in CliRunner().invoke(main, ["bands", "--ledger", str(path)]).stdout

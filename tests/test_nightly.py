@@ -94,3 +94,28 @@ def test_nightly_failures_are_one_line_and_record_nothing(tmp_path, history, two
         assert message in out.stderr, (extra, out.stderr)
         assert out.stderr.count("\n") == 1, out.stderr
     assert not ledger.exists()
+
+
+def test_nightly_checks_the_ledger_before_fitting(tmp_path, history, two_stage):
+    """A --ledger that is no ledger fails at once: no fit, no posterior written."""
+    bad = tmp_path / "bad.duckdb"
+    bad.write_text("not a database\n")
+    out = invoke("nightly", history, "--model", two_stage.path, "--ledger", bad, "--as-of",
+                 "2024-07-18", "--paths", 20, "--draws", 20)
+    assert out.exit_code == 1
+    assert "not a ledger" in out.stderr and out.stderr.count("\n") == 1
+    assert not (tmp_path / "two_stage.posterior.nc").exists()
+    assert bad.read_text() == "not a database\n"
+
+
+def test_nightly_censors_undeclared_moves_when_asked(tmp_path, history, two_stage):
+    """The undeclared-move error tells the user to pass --undeclared censor: nightly takes it."""
+    odd = tmp_path / "odd.csv"
+    odd.write_text(history.read_text() + "ZZZ,a,2024-07-01,,x\nZZZ,won,2024-07-10,5,x\n")
+    args = ["nightly", odd, "--model", two_stage.path, "--ledger", tmp_path / "l.duckdb",
+            "--as-of", "2024-07-18", "--paths", 20, "--draws", 20, "--horizon", 30]
+    out = invoke(*args)
+    assert out.exit_code == 1 and "--undeclared censor" in out.stderr
+    out = invoke(*args, "--undeclared", "censor")
+    assert out.exit_code == 0, out.output
+    assert "run 1 recorded" in out.stdout

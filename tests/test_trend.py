@@ -299,3 +299,22 @@ def test_fan_chart_failed_write_keeps_the_old_chart(recorded, tmp_path, monkeypa
     assert res.exit_code == 1 and "could not write (disk full)" in res.stderr
     assert chart.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["fan.png"]
+
+
+def test_actuals_refuse_rows_after_the_export_date(tiny, tmp_path):
+    """A mistyped year (2099) would record every month up to it as complete with nothing
+    closed; a row after --as-of (default today) is an error naming the row and the column,
+    and nothing is recorded."""
+    path = tmp_path / "l.duckdb"
+    future = tmp_path / "future.csv"
+    future.write_text(TINY + "Z,lead,2099-01-01,,\n")
+    res = invoke("actuals", future, "--ledger", path)
+    assert res.exit_code == 1
+    assert "future.csv, row 11, column entered_at" in res.stderr
+    assert "2099-01-01 is after --as-of" in res.stderr
+    assert not path.exists() or actuals_rows(path).empty
+    res = invoke("actuals", future, "--ledger", path, "--as-of", "2026-03-31")
+    assert res.exit_code == 1 and "after --as-of 2026-03-31" in res.stderr
+    res = invoke("actuals", future, "--ledger", path, "--as-of", "2099-12-31")
+    assert res.exit_code == 0, res.output
+    assert "warning" not in res.stderr  # an old export is no stale forecast
