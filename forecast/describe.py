@@ -277,17 +277,25 @@ def render_stale(table: pd.DataFrame, currency: str, horizon: int) -> str:
 # ---- drift -----------------------------------------------------------------------------------
 
 def drift_table(posterior, as_of) -> pd.DataFrame | None:
-    """How conversion (moves towards won) and arrivals moved month by month, relative to the
-    as-of month, from a posterior fitted with ``--drift``: one row per month with the median
-    multiplier and its 90% interval. None when the posterior has no drift."""
+    """How conversion (moves towards won, by the stage they leave) and arrivals moved month by
+    month, relative to the as-of month, from a posterior fitted with ``--drift``: one row per
+    quantity and month with the median multiplier and its 90% interval. None when the
+    posterior has no drift."""
     if "drift_by_month" not in posterior:
         return None
     rows = []
     n = posterior["drift_by_month"].shape[-1]
-    for name, var in (("conversion", "drift_by_month"), ("arrivals", "arrivals_drift_by_month")):
-        if var not in posterior:
-            continue
-        values = np.exp(posterior[var].values.reshape(-1, n))  # [draw, months back]
+    series = []
+    conv = posterior["drift_by_month"]
+    if "drift_stage" in conv.dims:  # a walk per stage: "conversion lead", ... (the stage left)
+        for stage in conv["drift_stage"].values:
+            series.append((f"conversion {stage}", conv.sel(drift_stage=stage).values))
+    else:  # a posterior fitted with one walk for every stage
+        series.append(("conversion", conv.values))
+    if "arrivals_drift_by_month" in posterior:
+        series.append(("arrivals", posterior["arrivals_drift_by_month"].values))
+    for name, values in series:
+        values = np.exp(values.reshape(-1, n))  # [draw, months back]
         q = np.quantile(values, [0.5, *INTERVAL], axis=0)
         for j in range(n):
             month = (pd.Period(as_of, "M") - (j + 1)).strftime("%Y-%m")

@@ -248,6 +248,12 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
             else np.arange(n_m, dtype=np.int64)
         if calendar and drift:
             coords["quarters_back"] = [str(q) for q in range(1, int(walk_quarter.max()) + 1)]
+        # A walk per stage the moves towards won leave (each its own path, one step size):
+        # the move of each move's walk, -1 for the moves no walk scales.
+        walk_sources = np.unique(moves.source[moves.towards_won])
+        walk_of_move = np.where(moves.towards_won,
+                                np.searchsorted(walk_sources, moves.source), -1)
+        coords["drift_stage"] = [model.states[x] for x in walk_sources]
 
     with pm.Model(coords=coords) as pm_model:
         # -- hazards
@@ -300,9 +306,11 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
                             + c_me[:, None] * me_k)[:, group_kind]  # [close, group]
                 extra = extra + (close_of >= 0)[:, None] * log_mult[np.maximum(close_of, 0)]
             if drift:
-                walk, arr_walk = _drift_walks(pm, pt, pri, walk_quarter, quarterly=calendar)
-                extra = extra + moves.towards_won.astype(float)[:, None] \
-                    * walk[group_month][None, :]
+                walk, arr_walk = _drift_walks(pm, pt, pri, walk_quarter, quarterly=calendar,
+                                              n_walks=len(walk_sources))
+                scaled = np.flatnonzero(walk_of_move >= 0)
+                extra = pt.inc_subtensor(extra[scaled],
+                                         walk[walk_of_move[scaled]][:, group_month])
             log_lam = log_lam[..., None] + extra[:, None, None, None, :]
         lam = pt.exp(log_lam)
         lam_total = pt.stack([lam[moves.source == s].sum(0) for s in sources])
@@ -522,9 +530,15 @@ def quarters_back(as_of: dt.date, n_months: int) -> np.ndarray:
     return (as_of.year * 12 + as_of.month - 1) // 3 - month // 3
 
 
-def _drift_walks(pm, pt, pri, step: np.ndarray, *, quarterly: bool = False):
+def _drift_walks(pm, pt, pri, step: np.ndarray, *, quarterly: bool = False,
+                 n_walks: int = 1):
     """Random walks (log scale) for conversion and arrivals, 0 in the as-of month: ``walk[j]``
-    is the log-multiplier ``j`` months before it (non-centred steps).
+    is the log-multiplier ``j`` months before it (non-centred steps). Conversion has
+    ``n_walks`` walks, ``[walk, month]``, one per stage that moves towards won leave (dims
+    ``drift_stage``): a change in one stage's conversion (a new lead source converting
+    better) is not a change in all of them, and a shared walk, pulled by the stage with the
+    most events, carried one stage's doubling into every stage's forecast (docs/backtest.md).
+    They share one step size.
 
     ``step[j]`` is the step of the walk month ``j`` is on: ``j`` itself for a monthly walk, its
     quarter (:func:`quarters_back`) for a quarterly one (``quarterly``), whose step prior is
@@ -540,18 +554,26 @@ def _drift_walks(pm, pt, pri, step: np.ndarray, *, quarterly: bool = False):
     n_steps = int(step.max(initial=0))
     out = []
     for name in ("drift", "arrivals_drift"):
+        stages = name == "drift"
         if n_steps < 1:
-            out.append(pt.zeros(len(step)))
+            out.append(pt.zeros((n_walks, len(step)) if stages else len(step)))
             continue
         scale = pri["drift_step_sigma"] * (np.sqrt(3.0) if quarterly else 1.0)
         step_sd = pm.HalfNormal(f"{name}_step_sd", scale)
         dims = "quarters_back" if quarterly else "months_back"
+        dims = ("drift_stage", dims) if stages else dims
         if np.isinf(pri["drift_step_nu"]):
             z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=dims)
         else:
             z = pm.StudentT(f"{name}_z", nu=pri["drift_step_nu"], mu=0.0, sigma=1.0, dims=dims)
-        walk = pt.concatenate([pt.zeros(1), pt.cumsum(step_sd * z)])[step]
-        pm.Deterministic(f"{name}_by_month", walk[1:], dims="months_back")
+        if stages:
+            walk = pt.concatenate([pt.zeros((n_walks, 1)), pt.cumsum(step_sd * z, axis=1)],
+                                  axis=1)[:, step]
+            pm.Deterministic(f"{name}_by_month", walk[:, 1:], dims=("drift_stage",
+                                                                    "months_back"))
+        else:
+            walk = pt.concatenate([pt.zeros(1), pt.cumsum(step_sd * z)])[step]
+            pm.Deterministic(f"{name}_by_month", walk[1:], dims="months_back")
         out.append(walk)
     return out
 

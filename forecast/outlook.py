@@ -1,8 +1,9 @@
 """The drift fit's random walk, continued over the forecast horizon.
 
-``forecast fit --drift`` learns a random walk on the log-hazards of the moves towards ``won``
-(advances, skips, recaptures) and on log arrivals, anchored at 0 in the as-of period: the
-posterior's base rates are the as-of period's. The walk does not stop at the as-of date. Each
+``forecast fit --drift`` learns random walks on the log-hazards of the moves towards ``won``
+(advances, skips, recaptures; a walk per stage they leave, one step size) and on log
+arrivals, anchored at 0 in the as-of period: the posterior's base rates are the as-of
+period's. The walk does not stop at the as-of date. Each
 path continues it with its own steps, drawn at its posterior draw's fitted step size, one step
 per period (month, or quarter for a quarterly walk) after the as-of period, Student-t steps
 like the fit's (``drift_step_nu``; normal for a posterior fitted before them). The bands then
@@ -41,7 +42,8 @@ class Outlook:
     params: Parameters
     set_index: np.ndarray  # int64 [n_paths, n_epochs]
     switch_days: np.ndarray  # int64 [n_epochs - 1]: the first day of each later period
-    conversion: np.ndarray  # float [n_paths, n_epochs]: the walk's multiplier of conversion
+    conversion: np.ndarray  # float [n_paths, n_walks, n_epochs]: the walks' multipliers of
+    # conversion, one walk per stage that moves towards won leave (in state order)
     arrivals: np.ndarray  # float [n_paths, n_epochs]: and of arrivals
 
 
@@ -61,7 +63,8 @@ def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np
                   set_index: np.ndarray | None = None) -> Outlook:
     """Continue the walk of each path's draw over the horizon.
 
-    ``towards_won`` is a bool ``[n_transient, n_states]`` mask of the moves the walk scales;
+    ``towards_won`` is a bool ``[n_transient, n_states]`` mask of the moves the walks scale,
+    each stage's (row's) by a walk of its own, as in the fit (``fit._drift_walks``);
     ``conversion_sd`` and ``arrivals_sd`` are each set's step sizes (log scale, per period),
     ``nu`` its steps' degrees of freedom (Student-t; inf: normal). Path ``p`` uses set
     ``set_index[p]`` (default ``p % n_sets``) and the ``p``-th row of steps drawn from
@@ -93,8 +96,13 @@ def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np
             f"more than {MAX_SETS:,}; use --paths {MAX_SETS // n_epochs:,} or fewer, or a "
             f"shorter --horizon")
     n_steps = int(epoch_ahead[-1])
+    mask = np.asarray(towards_won, dtype=bool)
+    walk_rows = np.flatnonzero(mask.any(axis=1))  # the stages with a walk, in state order
+    n_walks = max(len(walk_rows), 1)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STEP_KEY,)))
-    shape = (n_paths, 2, max(n_steps, 1))
+    # rows: the first stage's walk, arrivals, the other stages' walks (with one stage, the
+    # layout of the single shared walk before: the same draws)
+    shape = (n_paths, 1 + n_walks, max(n_steps, 1))
     z = rng.standard_normal(shape)
     nu_p = nu[set_index]
     if np.isfinite(nu_p).any():  # Student-t: Z / sqrt(V / nu), V chi-square with nu d.o.f.
@@ -105,15 +113,20 @@ def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np
         v = 2.0 * chi.standard_gamma(np.broadcast_to(df / 2.0, shape))
         z = np.where(finite[:, None, None], z * np.sqrt(df / v), z)
     z = z[:, :, :n_steps]
-    walk = np.concatenate([np.zeros((n_paths, 2, 1)), np.cumsum(z, axis=2)], axis=2)
-    sd = np.stack([conversion_sd[set_index], arrivals_sd[set_index]], axis=1)  # [path, 2]
-    log_mult = walk[:, :, epoch_ahead] * sd[:, :, None]  # [path, 2, epoch]
-    conv, arr = np.exp(log_mult[:, 0]), np.exp(log_mult[:, 1])
+    walk = np.concatenate([np.zeros((n_paths, 1 + n_walks, 1)), np.cumsum(z, axis=2)], axis=2)
+    walk = walk[:, [0, *range(2, 1 + n_walks), 1]]  # stages' walks in order, then arrivals
+    sd = np.concatenate([np.repeat(conversion_sd[set_index][:, None], n_walks, axis=1),
+                         arrivals_sd[set_index][:, None]], axis=1)  # [path, walks + 1]
+    log_mult = walk[:, :, epoch_ahead] * sd[:, :, None]  # [path, walks + 1, epoch]
+    conv, arr = np.exp(log_mult[:, :n_walks]), np.exp(log_mult[:, n_walks])
 
     base = params.take(np.repeat(set_index, n_epochs))  # set p * n_epochs + e
-    mask = np.asarray(towards_won, dtype=bool)
+    # each stage's multiplier, [set, stage] (1 for the stages without a walk)
+    per_stage = np.ones((n_paths * n_epochs, mask.shape[0]))
+    per_stage[:, walk_rows] = conv.transpose(0, 2, 1).reshape(n_paths * n_epochs, -1)[
+        :, :len(walk_rows)]
     factor = np.where(mask[None, :, None, None, None, :],
-                      conv.reshape(-1)[:, None, None, None, None, None], 1.0)
+                      per_stage[:, :, None, None, None, None], 1.0)
     out = replace(base, hazards=base.hazards * factor,
                   arrivals_mean=base.arrivals_mean * arr.reshape(-1)[:, None],
                   walk_sd=np.zeros_like(base.walk_sd))  # walked: not to be walked again

@@ -71,7 +71,10 @@ def test_drift_fit_recovers_the_new_rates_and_the_plain_fit_does_not(two_stage, 
     # What `describe` shows: months before the change ran at about half the as-of month's
     # conversion, months after it at about the same.
     table = drift_table(result.idata.posterior, stats.as_of)
-    conv = table[table["quantity"] == "conversion"].set_index("month")
+    # a walk per stage that moves towards won leave: a (-> b), b (-> won), nurture (-> a, b)
+    assert list(dict.fromkeys(table["quantity"])) == ["conversion a", "conversion b",
+                                                      "conversion nurture", "arrivals"]
+    conv = table[table["quantity"] == "conversion a"].set_index("month")
     assert conv.loc["2023-07", "hi"] < 0.8 and conv.loc["2023-07", "lo"] < 0.5 < \
         conv.loc["2023-07", "hi"] + 0.1
     assert conv.loc["2024-05", "lo"] < 1.0 < conv.loc["2024-05", "hi"]
@@ -101,3 +104,33 @@ def test_the_steps_law_follows_the_priors(two_stage, regime, tmp_path):
     path = tmp_path / "normal.toml"
     path.write_text(TWO_STAGE_TOML + "\n[priors]\ndrift_step_nu = inf\n")
     assert "Normal" in law(load_model(path))
+
+
+def test_a_change_in_one_stage_stays_in_that_stage(two_stage, two_stage_params):
+    """Only a -> b doubles (a better lead source, say): each stage has its own walk, so the
+    drift fit recovers the new a -> b and leaves b -> won where it was. (With one walk shared
+    by every move towards won, b -> won came out raised too, and the forecast compounded it:
+    docs/backtest.md, "On histories made by a funnel".)"""
+    a, b, won = (two_stage.state_index(x) for x in ("a", "b", "won"))
+    h = two_stage_params.hazards.copy()
+    new = h.copy()
+    new[:, a, ..., b] *= 2.0
+    base = two_stage_params.with_arrivals_scaled(5.0)
+    both = Parameters.concat([base, replace(base, hazards=new)])
+    frame = simulate_history(two_stage, both, START, DAYS, seed=4, set_index=(0, 1),
+                             switch_days=(SWITCH,))
+    frame["entered_at"] = frame["entered_at"].astype("datetime64[ns]")
+    log = EventLog(frame=frame, path="simulated", as_of=None, sha256="sim")
+    stats = sufficient_statistics(log, two_stage, START + dt.timedelta(days=DAYS - 1))
+    result = fit(stats, two_stage, draws=200, tune=300, chains=2, seed=6, progress=False,
+                 drift=True)
+    params = posterior_parameters(result.idata, two_stage)
+    # b -> won over its first two bands (where its events are), segment x, fresh leads
+    for (s, d, truth) in ((a, b, 2.0), (b, won, 1.0)):
+        got = params.hazards[:, s, :2, 0, 0, d] / h[0, s, :2, 0, 0, d]
+        lo, hi = np.quantile(got.mean(axis=1), [0.025, 0.975])
+        assert lo <= truth <= hi, ((s, d), lo, hi, truth)
+    table = drift_table(result.idata.posterior, stats.as_of).set_index(["quantity", "month"])
+    assert table.loc[("conversion a", "2023-07"), "hi"] < 0.8  # half the as-of month's
+    assert table.loc[("conversion b", "2023-07"), "lo"] < 1.0 < \
+        table.loc[("conversion b", "2023-07"), "hi"]  # unchanged

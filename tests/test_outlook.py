@@ -36,17 +36,23 @@ def test_walk_has_the_law_of_a_random_walk(b2b):
     n = 8000  # 24,000 sets: under outlook.MAX_SETS
     out = continue_walk(params, towards_won(b2b), 0.1, 0.2, dt.date(2026, 9, 30), 92, n,
                         seed=3)
-    assert out.conversion.shape == (n, 3)  # October, November, December
+    # a walk per stage that moves towards won leave: lead, mql, sql, opportunity, nurture;
+    # October, November, December
+    assert out.conversion.shape == (n, 5, 3)
     np.testing.assert_array_equal(out.switch_days, [31, 61])
     for j in range(3):
-        for series, sd in ((out.conversion, 0.1), (out.arrivals, 0.2)):
+        for series, sd in ((out.conversion[:, 0], 0.1), (out.conversion[:, 4], 0.1),
+                           (out.arrivals, 0.2)):
             logs = np.log(series[:, j])
             assert abs(logs.mean()) < 4 * sd * np.sqrt(j + 1) / np.sqrt(n)
             assert abs(logs.std() / (sd * np.sqrt(j + 1)) - 1) < 0.03
-    steps = np.diff(np.log(out.conversion), axis=1)
+    steps = np.diff(np.log(out.conversion[:, 0]), axis=1)
     assert abs(np.corrcoef(steps[:, 0], steps[:, 1])[0, 1]) < 0.045  # independent steps (4 SE)
-    assert abs(np.corrcoef(np.log(out.conversion[:, 0]), np.log(out.arrivals[:, 0]))[0, 1]) \
+    assert abs(np.corrcoef(np.log(out.conversion[:, 0, 0]), np.log(out.arrivals[:, 0]))[0, 1]) \
         < 0.045
+    for a, b in ((0, 1), (1, 2), (0, 4)):  # the stages' walks are independent of each other
+        assert abs(np.corrcoef(np.log(out.conversion[:, a, 2]),
+                               np.log(out.conversion[:, b, 2]))[0, 1]) < 0.045
 
 
 def test_student_t_steps_have_the_law_of_t(b2b):
@@ -59,7 +65,8 @@ def test_student_t_steps_have_the_law_of_t(b2b):
     n = 8000
     out = continue_walk(params, towards_won(b2b), 0.1, 0.2, dt.date(2026, 9, 30), 92, n,
                         seed=3, nu=3.0)
-    for series, sd in ((out.conversion, 0.1), (out.arrivals, 0.2)):
+    for series, sd in ((out.conversion[:, 0], 0.1), (out.conversion[:, 3], 0.1),
+                       (out.arrivals, 0.2)):
         first = np.log(series[:, 0]) / sd
         second = np.diff(np.log(series[:, :2]), axis=1)[:, 0] / sd
         for steps in (first, second):
@@ -71,7 +78,8 @@ def test_student_t_steps_have_the_law_of_t(b2b):
     mixed = continue_walk(Parameters.concat([params, params]), towards_won(b2b), 0.1, 0.2,
                           dt.date(2026, 9, 30), 92, n, seed=3, nu=np.array([3.0, np.inf]))
     np.testing.assert_array_equal(mixed.conversion[1::2], normal.conversion[1::2])
-    assert stats.kstest(np.log(mixed.conversion[0::2, 0]) / 0.1, stats.t(3).cdf).pvalue > 0.001
+    assert stats.kstest(np.log(mixed.conversion[0::2, 0, 0]) / 0.1,
+                        stats.t(3).cdf).pvalue > 0.001
     with pytest.raises(ValueError, match="degrees of freedom"):
         continue_walk(params, towards_won(b2b), 0.1, 0.2, dt.date(2026, 9, 30), 92, 4, seed=3,
                       nu=0.0)
@@ -90,7 +98,9 @@ def test_sets_scale_conversion_and_arrivals_only(b2b):
             for s in range(mask.shape[0]):
                 for d in range(mask.shape[1]):
                     if params.hazards[0][s, ..., d].any():
-                        want = out.conversion[p, e] if mask[s, d] else 1.0
+                        walk = np.flatnonzero(mask.any(axis=1)).tolist().index(s) \
+                            if mask[s, d] else None
+                        want = out.conversion[p, walk, e] if mask[s, d] else 1.0
                         np.testing.assert_allclose(ratio[s, ..., d], want, rtol=1e-12)
             np.testing.assert_allclose(out.params.arrivals_mean[k],
                                        params.arrivals_mean[0] * out.arrivals[p, e], rtol=1e-12)
