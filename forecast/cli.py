@@ -159,6 +159,20 @@ def warn_stale(log, as_of: dt.date | None) -> None:
                    f"stale?", err=True)
 
 
+def last_date_as_of(log) -> dt.date:
+    """The default as-of date: the history's last date; warned about on stderr (even with
+    --quiet) when it is after today: a mistyped year (2099) would otherwise quietly move the
+    forecast to start then."""
+    from forecast.eventlog import latest_date
+
+    last = latest_date(log)
+    if last > dt.date.today():
+        click.echo(f"forecast: warning: the last date in {Path(log.path).name} is {last}, after "
+                   f"today ({dt.date.today()}); the forecast starts from it (a mistyped date? "
+                   "pass --as-of to choose)", err=True)
+    return last
+
+
 def check_png(path: Path) -> None:
     """A --chart path must end in .png and sit in an existing directory."""
     if path.suffix.lower() != ".png":
@@ -301,7 +315,7 @@ def model_and_history_or_fail(model_name, history, history_format: str
 def forecast_inputs(model_name, history, history_format, options: dict, as_of_text,
                     posterior_path, paths: int, threads, note) -> ForecastInputs:
     """Load the model, the parameters (defaults or posterior) and the open pipeline."""
-    from forecast.eventlog import latest_date, open_pipeline
+    from forecast.eventlog import open_pipeline
 
     as_of = parse_date(as_of_text, "--as-of")
     model, history_path = model_and_history_or_fail(model_name, history, history_format)
@@ -318,7 +332,7 @@ def forecast_inputs(model_name, history, history_format, options: dict, as_of_te
                                 f"{conv:.0%} conversion, {arr:.0%} arrivals)")
     log = read_history_or_fail(history_path, model, history_format, options, as_of)
     if as_of is None:
-        as_of = latest_date(log)
+        as_of = last_date_as_of(log)
         note(f"as of {as_of} (the last date in {history_path.name})")
     if fitted is not None and fitted["history_sha256"] != log.sha256:
         note(f"note: the posterior was fitted on {fitted['history_path']}, not on this history")
@@ -822,7 +836,7 @@ def fit(history, model_name, out_path, as_of_text, window_text, drift, undeclare
     """
     from forecast import describe as describe_mod
     from forecast import fit as fit_mod
-    from forecast.eventlog import InputError, latest_date
+    from forecast.eventlog import InputError
     from forecast.statistics import sufficient_statistics
 
     note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
@@ -837,7 +851,7 @@ def fit(history, model_name, out_path, as_of_text, window_text, drift, undeclare
     t0 = time.perf_counter()
     log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format")
     if as_of is None:
-        as_of = latest_date(log)
+        as_of = last_date_as_of(log)
         note(f"as of {as_of} (the last date in {history.name})")
     since = as_of - dt.timedelta(days=window) if window else None
     try:
@@ -914,6 +928,9 @@ def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, hist
     from forecast import describe as describe_mod
     from forecast.fit import PosteriorError, load_posterior, provenance
 
+    if as_of_text is not None and history is None:
+        fail("--as-of dates the open deals of --history (the stale-deal table); give --history "
+             "too, or leave --as-of out")
     if posterior_path is not None and model_name is None:
         try:
             model_name = provenance(load_posterior(posterior_path))["model_path"]
@@ -932,12 +949,12 @@ def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, hist
     table = describe_mod.describe(model, params)
     stale = None
     if history is not None:
-        from forecast.eventlog import latest_date, open_pipeline
+        from forecast.eventlog import open_pipeline
 
         as_of = parse_date(as_of_text, "--as-of")
         log = read_history_or_fail(history, model, history_format, import_options(kwargs),
                                    as_of)
-        as_of = as_of or latest_date(log)
+        as_of = as_of or last_date_as_of(log)
         stale = describe_mod.stale_deals(model, params, open_pipeline(log, model, as_of), as_of,
                                          horizon=horizon)
     if fmt == "table":

@@ -953,8 +953,10 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
     has_actual = ACTUAL_COLUMN in frame.columns
     if has_actual:
         cols.append("actual")
+    level = metric.startswith("in_")  # occupancy: a level at the period's end, not a sum
+    target_col = "" if target is None else f"P({'end' if level else 'cum.'} >= {fmt(target)})"
     if target is not None:  # cumulative from the as-of date, whatever the bands are
-        cols.append(f"P(cum. >= {fmt(target)})")
+        cols.append(target_col)
     rows = []
     for d in frame.to_dict("records"):
         row = [d["period"], str(d["start"]), str(d["end"]), str(d["days"]), fmt(d["mean"]),
@@ -968,8 +970,11 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
     line = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
     out = [*header, "", line.format(*cols), "  ".join("-" * w for w in widths)]
     out += [line.format(*r) for r in rows]
-    if target is not None:
-        out += ["", f"P(cum. >= {fmt(target)}): the probability that the "
+    if target is not None and level:
+        out += ["", f"{target_col}: the probability that the leads in {metric[3:]} at the "
+                    f"period's end number {fmt(target)} or more."]
+    elif target is not None:
+        out += ["", f"{target_col}: the probability that the "
                     f"{metric.replace('_', ' ')} from the "
                     f"as-of date to the period's end reach {fmt(target)}."]
     return "\n".join(out)

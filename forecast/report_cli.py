@@ -75,12 +75,13 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
     from forecast.cli import (
         fail,
         import_options,
+        last_date_as_of,
         model_and_history_or_fail,
         parse_date,
         posterior_or_fail,
         read_history_or_fail,
     )
-    from forecast.eventlog import InputError, latest_date
+    from forecast.eventlog import InputError
     from forecast.parameters import default_parameters
 
     if out_path.suffix.lower() not in (".html", ".htm"):
@@ -107,7 +108,7 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
                       f"{info['as_of']})")
     log = read_history_or_fail(history_path, model, history_format, options, as_of)
     if as_of is None:
-        as_of = latest_date(log)
+        as_of = last_date_as_of(log)
     forecast = None
     if ledger_file is not None:
         from forecast.ledger import LedgerError

@@ -504,3 +504,23 @@ def test_readme_sql_reads_the_forecast_not_a_what_if_run(tmp_path):
     what_if = CliRunner().invoke(main, ["bands", "--ledger", str(path), "--run", "3"])
     assert "what-if run: scenario 'Win rate +5 points'" in what_if.stdout
     assert "what-if" not in CliRunner().invoke(main, ["bands", "--ledger", str(path)]).stdout
+
+
+def test_bands_target_on_a_level_reads_at_the_period_end(tmp_path):
+    """Occupancy (`in_<state>`) is a level at the period's end, not a running total: its
+    target column and footnote say so; flows keep `P(cum. >= X)`."""
+    from click.testing import CliRunner
+
+    from forecast.cli import main
+
+    path = tmp_path / "l.duckdb"
+    run = CliRunner().invoke(main, ["run", "--paths", "40", "--horizon", "100", "--quiet",
+                                    "--ledger", str(path)])
+    assert run.exit_code == 0, run.output
+    level = CliRunner().invoke(main, ["bands", "--ledger", str(path), "--metric", "in_sql",
+                                      "--by", "quarter", "--target", "40"]).stdout
+    assert "P(end >= 40)" in level and "cum." not in level
+    assert "the leads in sql at the period's end number 40 or more" in level
+    flow = CliRunner().invoke(main, ["bands", "--ledger", str(path), "--by", "quarter",
+                                     "--target", "1000000"]).stdout
+    assert "P(cum. >= $1M)" in flow

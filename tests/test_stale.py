@@ -75,3 +75,31 @@ def test_the_stale_table_shows_no_oldest_age_without_a_stale_deal():
     rows = render_stale(table, "USD", 90).splitlines()[2:]
     assert rows[0].split()[:5] == ["sql", "90", "0", "/", "37"] and rows[0].split()[5] == "-"
     assert rows[1].split()[5] == "412"
+
+
+def test_a_history_dated_after_today_warns_when_it_sets_the_as_of_date(tmp_path):
+    """No --as-of: the as-of date is the history's last date; a mistyped 2099 there moves the
+    forecast to start in 2099, so it is warned about (even with --quiet)."""
+    from click.testing import CliRunner
+
+    from forecast.cli import main
+
+    log = tmp_path / "future.csv"
+    log.write_text("lead_id,stage,entered_at,amount,segment\nA,lead,2026-01-05,,organic\n"
+                   "B,lead,2099-01-01,,organic\n")
+    for args in (["run", "--paths", "10", "--horizon", "5", "--quiet"], ["describe"]):
+        res = CliRunner().invoke(main, [*args, "--history", str(log)])
+        assert res.exit_code == 0, res.output
+        assert "warning: the last date in future.csv is 2099-01-01, after today" in res.stderr
+    res = CliRunner().invoke(main, ["run", "--paths", "10", "--horizon", "5", "--quiet",
+                                    "--history", str(log), "--as-of", "2099-01-01"])
+    assert "after today" not in res.stderr  # chosen: no warning
+
+
+def test_describe_as_of_without_history_is_an_error():
+    from click.testing import CliRunner
+
+    from forecast.cli import main
+
+    res = CliRunner().invoke(main, ["describe", "--as-of", "2026-01-01"])
+    assert res.exit_code == 1 and "--as-of dates the open deals of --history" in res.stderr
