@@ -780,6 +780,11 @@ def trend(con, period: str, metric: str = "bookings", *, quantiles=(0.1, 0.5, 0.
         if partial:
             raise LedgerError(f"no recorded run{which} covers all of {period} ({start} to "
                               f"{end}); {partial} cover only part of it")
+        known = [r[0] for r in con.execute(
+            "SELECT DISTINCT metric FROM bands WHERE NOT cumulative ORDER BY metric").fetchall()]
+        if known and metric not in known:
+            raise LedgerError(f"no metric {metric!r} in the ledger (metrics: "
+                              f"{', '.join(known)})")
         raise LedgerError(f"no recorded run{which} covers {period} ({start} to {end}) for "
                           f"metric {metric!r}")
     models = sorted(frame["model_name"].unique())

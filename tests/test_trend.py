@@ -217,6 +217,8 @@ def test_trend_rows_and_chart(recorded, tmp_path):
     (["--period", "2026"], "no recorded run covers all of 2026"),
     (["--period", "2026Q3", "--model", "consumer"], "no recorded run of model consumer"),
     (["--period", "2026Q3", "--chart", "x.svg"], "--chart must end in .png"),
+    (["--period", "2026Q3", "--metric", "foo"], "no metric 'foo' in the ledger (metrics: "
+                                                "arrivals, bookings,"),
 ])
 def test_trend_errors_are_one_line(recorded, args, message):
     res = invoke("trend", "--ledger", recorded, *args)
