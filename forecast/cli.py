@@ -594,7 +594,8 @@ def actuals_cmd(history, model_name, ledger_file, as_of_text, quiet, ledger_time
     month, quarter and year the history touches is recorded, months, quarters and years with
     a complete flag (the history covers the whole period). Recording again replaces the
     earlier actuals of the periods this history covers (a complete period is never replaced
-    by an incomplete one). `forecast bands` and `forecast trend` then show the actuals
+    by an incomplete one, nor an incomplete one by a history covering fewer of its days).
+    `forecast bands` and `forecast trend` then show the actuals
     beside the forecasts.
     """
     from forecast import ledger as ledger_mod
@@ -628,8 +629,8 @@ def actuals_cmd(history, model_name, ledger_file, as_of_text, quiet, ledger_time
     if real.unpriced:
         note(f"note: {real.unpriced:,} won deals without a known amount count 0 in bookings")
     if counts["kept"]:
-        note(f"note: kept {counts['kept']} complete period rows that this history covers only "
-             "in part")
+        note(f"note: kept {counts['kept']} period rows recorded from a history that covers "
+             "more of them than this one")
     months = frame[(frame["grain"] == "month") & (frame["metric"] == "bookings")]
     click.echo(f"recorded actuals of {history} ({real.first} to {real.last}) in {path} for "
                f"model {model.name}: {int(real.won_deals.sum()):,} won deals, "

@@ -623,7 +623,8 @@ def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFra
     -------
     dict
         ``replaced`` (rows of earlier recordings replaced), ``kept`` (new incomplete rows not
-        written because a complete one was there) and ``written``.
+        written because a complete one was there, or an incomplete one covering more of the
+        period) and ``written``.
 
     Raises
     ------
@@ -656,11 +657,19 @@ def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFra
         con.execute("BEGIN TRANSACTION")
         try:
             before = con.execute("SELECT count(*) FROM actuals").fetchone()[0]
+            # An incomplete period is replaced only by a complete one or by one the new
+            # history covers at least as many days of (an older, shorter export must not
+            # replace what a longer one recorded); a complete one only by a complete one.
+            covered_new = ("datediff('day', greatest(n.period_start, ?::DATE), "
+                           "least(n.period_end, ?::DATE))")
+            covered_old = ("datediff('day', greatest(a.period_start, a.history_first), "
+                           "least(a.period_end, a.history_last))")
+            replace = (f"(n.complete OR (NOT a.complete AND {covered_new} >= {covered_old}))")
             kept = con.execute(
                 f"SELECT count(*) FROM _new_actuals n JOIN actuals a ON {key} "
-                "WHERE a.complete AND NOT n.complete").fetchone()[0]
+                f"WHERE NOT {replace}", [first, last]).fetchone()[0]
             con.execute(f"DELETE FROM actuals a USING _new_actuals n WHERE {key} "
-                        "AND (n.complete OR NOT a.complete)")
+                        f"AND {replace}", [first, last])
             after_delete = con.execute("SELECT count(*) FROM actuals").fetchone()[0]
             con.execute(
                 "INSERT INTO actuals SELECT n.model_name, n.grain, n.period, n.period_start, "

@@ -320,3 +320,26 @@ def test_actuals_refuse_rows_after_the_export_date(tiny, tmp_path):
     res = invoke("actuals", future, "--ledger", path, "--as-of", "2099-12-31")
     assert res.exit_code == 0, res.output
     assert "warning" not in res.stderr  # an old export is no stale forecast
+
+
+def test_an_older_shorter_export_does_not_replace_what_a_longer_one_recorded(tmp_path):
+    """Incomplete periods: the recording covering more of the period wins, whichever came
+    last (a re-run of an old export must not shrink February to its first ten days)."""
+    path = tmp_path / "l.duckdb"
+    head = "lead_id,stage,entered_at,amount,segment\n"
+    longer = tmp_path / "longer.csv"
+    longer.write_text(head + "A,lead,2026-01-05,,\nA,won,2026-02-05,100,\n"
+                      "B,lead,2026-01-06,,\nB,won,2026-02-18,50,\n")
+    shorter = tmp_path / "shorter.csv"
+    shorter.write_text(head + "A,lead,2026-01-05,,\nA,won,2026-02-05,100,\n"
+                       "B,lead,2026-01-06,,\n")
+    assert invoke("actuals", longer, "--ledger", path).exit_code == 0
+    res = invoke("actuals", shorter, "--ledger", path)
+    assert res.exit_code == 0, res.output
+    assert "covers more of them" in res.stderr
+    assert by_key(actuals_rows(path), "month", "bookings")["2026-02"] == (150.0, False)
+    # and the other way round: the longer one replaces the shorter one
+    path2 = tmp_path / "l2.duckdb"
+    assert invoke("actuals", shorter, "--ledger", path2).exit_code == 0
+    assert invoke("actuals", longer, "--ledger", path2).exit_code == 0
+    assert by_key(actuals_rows(path2), "month", "bookings")["2026-02"] == (150.0, False)
