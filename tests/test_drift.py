@@ -38,14 +38,19 @@ def regime(two_stage, two_stage_params):
     for s, d in zip(moves.source[moves.towards_won], moves.dest[moves.towards_won],
                     strict=True):
         new[:, s, ..., d] *= 2.0
-    base = two_stage_params.with_arrivals_scaled(5.0)
-    both = Parameters.concat([base, replace(base, hazards=new)])
-    frame = simulate_history(two_stage, both, START, DAYS, seed=4, set_index=(0, 1),
+    return _switched(two_stage, two_stage_params, new), h[0], new[0]
+
+
+def _switched(model, params, new_hazards):
+    """The statistics of a history (five times the arrivals) whose hazards become
+    ``new_hazards`` on day SWITCH."""
+    base = params.with_arrivals_scaled(5.0)
+    both = Parameters.concat([base, replace(base, hazards=new_hazards)])
+    frame = simulate_history(model, both, START, DAYS, seed=4, set_index=(0, 1),
                              switch_days=(SWITCH,))
     frame["entered_at"] = frame["entered_at"].astype("datetime64[ns]")
     log = EventLog(frame=frame, path="simulated", as_of=None, sha256="sim")
-    stats = sufficient_statistics(log, two_stage, START + dt.timedelta(days=DAYS - 1))
-    return stats, base.hazards[0], new[0]
+    return sufficient_statistics(log, model, START + dt.timedelta(days=DAYS - 1))
 
 
 def _a_to_b(params, model):
@@ -115,13 +120,7 @@ def test_a_change_in_one_stage_stays_in_that_stage(two_stage, two_stage_params):
     h = two_stage_params.hazards.copy()
     new = h.copy()
     new[:, a, ..., b] *= 2.0
-    base = two_stage_params.with_arrivals_scaled(5.0)
-    both = Parameters.concat([base, replace(base, hazards=new)])
-    frame = simulate_history(two_stage, both, START, DAYS, seed=4, set_index=(0, 1),
-                             switch_days=(SWITCH,))
-    frame["entered_at"] = frame["entered_at"].astype("datetime64[ns]")
-    log = EventLog(frame=frame, path="simulated", as_of=None, sha256="sim")
-    stats = sufficient_statistics(log, two_stage, START + dt.timedelta(days=DAYS - 1))
+    stats = _switched(two_stage, two_stage_params, new)
     result = fit(stats, two_stage, draws=200, tune=300, chains=2, seed=6, progress=False,
                  drift=True)
     params = posterior_parameters(result.idata, two_stage)
