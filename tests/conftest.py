@@ -17,12 +17,18 @@ import tempfile
 # (each numbers a new entry by the index it read, so one can leave the index pointing at the
 # other's code): each worker gets a cache of its own, set before numba is imported, and the
 # programs the tests start inherit it. Without NUMBA_CACHE_DIR (pytest -n run by hand, not by
-# make), a new temporary one: correct, but every run compiles afresh. Some test files import
-# this module again (``tests.conftest``): the second time, nothing to do.
+# make), a new temporary one, removed at exit: correct, but every run compiles afresh. Some
+# test files import this module again (``tests.conftest``): the second time, nothing to do.
 if os.environ.get("PYTEST_XDIST_WORKER", "") not in ("", os.environ.get("FORECAST_TEST_CACHE_OF")):
     assert "numba" not in sys.modules, "numba was imported before the worker's cache was set"
     _worker = os.environ["PYTEST_XDIST_WORKER"]
-    _base = os.environ.get("NUMBA_CACHE_DIR") or tempfile.mkdtemp(prefix="forecast-numba-")
+    _base = os.environ.get("NUMBA_CACHE_DIR")
+    if not _base:  # a temporary cache of this worker's own, removed when it exits
+        import atexit
+        import shutil
+
+        _base = tempfile.mkdtemp(prefix="forecast-numba-")
+        atexit.register(shutil.rmtree, _base, ignore_errors=True)
     os.environ["NUMBA_CACHE_DIR"] = os.path.join(_base, _worker)
     os.environ["FORECAST_TEST_CACHE_OF"] = _worker
 
