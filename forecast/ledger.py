@@ -967,9 +967,11 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
     has_actual = ACTUAL_COLUMN in frame.columns
     if has_actual:
         cols.append("actual")
-    level = metric.startswith("in_")  # occupancy: a level at the period's end, not a sum
-    target_col = "" if target is None else f"P({'end' if level else 'cum.'} >= {fmt(target)})"
-    if target is not None:  # cumulative from the as-of date, whatever the bands are
+    # the target's probability: cumulative from the as-of date, whatever the bands are; for
+    # occupancy (a level, not a sum) at the period's end
+    level = metric.startswith("in_")
+    if target is not None:
+        target_col = f"P({'end' if level else 'cum.'} >= {fmt(target)})"
         cols.append(target_col)
     rows = []
     for d in frame.to_dict("records"):
