@@ -98,7 +98,8 @@ def truncate(log: EventLog, cutoff: dt.date) -> EventLog:
         <= np.datetime64(cutoff, "D").astype("datetime64[ns]")
     if not keep.any():
         raise InputError(f"{log.path}: no rows on or before the cutoff {cutoff}")
-    return replace(log, frame=frame[keep].reset_index(drop=True), as_of=cutoff)
+    return replace(log, frame=frame[keep].reset_index(drop=True), as_of=cutoff,
+                   pos=None if log.pos is None else log.pos[keep])
 
 
 @dataclass(frozen=True)

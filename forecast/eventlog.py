@@ -90,6 +90,14 @@ class EventLog:
     notes : tuple of str
         What an importer (``forecast.importers``) did beyond a one-to-one translation, e.g.
         rows it skipped and why; empty for an event log read as it is.
+    pos : numpy.ndarray of int64 or None
+        Per row of ``frame`` (by position), where it comes from in the file: the position
+        ``at`` locates. None for a log not read from a file (e.g. built in memory); code that
+        filters or reorders ``frame`` must do the same to ``pos`` (or drop it).
+    at : callable or None
+        ``at(pos[i], column)`` -> ``"file, row 14, column stage"`` for a contract column: the
+        file's row (or Parquet record) and column, as the reader's own errors name them; for a
+        log read through an importer, the export's row and original column (see :meth:`where`).
     """
 
     frame: pd.DataFrame
@@ -97,6 +105,18 @@ class EventLog:
     as_of: dt.date | None
     sha256: str
     notes: tuple[str, ...] = ()
+    pos: np.ndarray | None = None
+    at: Locator | None = None
+
+    @property
+    def located(self) -> bool:
+        """Whether the log knows where each row of ``frame`` is in the file."""
+        return self.pos is not None and self.at is not None and len(self.pos) == len(self.frame)
+
+    def where(self, row: int, column: str) -> str:
+        """``"file, row 14, column stage"`` for row ``row`` (by position) of ``frame`` and a
+        contract column, as the reader's errors name it; just the file when not ``located``."""
+        return self.at(self.pos[int(row)], column) if self.located else self.path
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -137,9 +157,9 @@ def read_event_log(path: str | Path, model: FunnelModel, *,
     columns, pos = _drop_blank(columns, label, unit, rows)
     if as_of is not None:
         as_of = _as_date(as_of)
-    frame = validate_events(columns, pos, model, at, as_of=as_of)
+    frame, pos = validate_events(columns, pos, model, at, as_of=as_of)
     return EventLog(frame=frame, path=label, as_of=as_of,
-                    sha256=hashlib.sha256(data).hexdigest())
+                    sha256=hashlib.sha256(data).hexdigest(), pos=pos, at=at)
 
 
 #: Days between a history's last event and the as-of date before the history is called stale
@@ -678,7 +698,8 @@ def _fill_segments(segment: np.ndarray, lead: np.ndarray, default: int) -> np.nd
 
 
 def validate_events(columns: dict[str, pa.Array], pos: np.ndarray, model: FunnelModel,
-                    at: Locator, *, as_of: dt.date | None = None) -> pd.DataFrame:
+                    at: Locator, *, as_of: dt.date | None = None,
+                    ) -> tuple[pd.DataFrame, np.ndarray]:
     """Check every column and row rule of already-parsed columns; return the contract frame.
 
     The event log reader and the CRM importers (``forecast.importers``) share this: an importer
@@ -704,9 +725,11 @@ def validate_events(columns: dict[str, pa.Array], pos: np.ndarray, model: Funnel
 
     Returns
     -------
-    pandas.DataFrame
+    frame : pandas.DataFrame
         The contract frame (see :class:`EventLog`), sorted by ``lead_id`` and then by the
         order of ``columns``.
+    pos : numpy.ndarray of int64
+        ``pos`` in the frame's order: per frame row, its position (``EventLog.pos``).
 
     Raises
     ------
@@ -727,13 +750,14 @@ def validate_events(columns: dict[str, pa.Array], pos: np.ndarray, model: Funnel
     _check_time_order(lead, days, ids, pos, at)
     _check_closed(lead, state, ids, pos, at, model)
     segment = _fill_segments(segment, lead, model.segment_names.index(model.default_segment))
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "lead_id": ids.reset_index(drop=True),
         "stage": _names(state, model.states),
         "entered_at": days.astype("datetime64[ns]"),
         "amount": amount.astype(np.float64),
         "segment": _names(segment, model.segment_names),
     })
+    return frame, np.asarray(pos, dtype=np.int64)
 
 
 # ---- the open pipeline -----------------------------------------------------------------------

@@ -937,6 +937,6 @@ def _finish(table: _Table, model: FunnelModel, as_of: dt.date | None, *, row: np
     }
     if as_of is not None:
         as_of = _as_date(as_of)
-    frame = validate_events(events, pos, model, at, as_of=as_of)
+    frame, pos = validate_events(events, pos, model, at, as_of=as_of)
     return EventLog(frame=frame, path=table.label, as_of=as_of, sha256=table.sha256,
-                    notes=tuple(notes))
+                    notes=tuple(notes), pos=pos, at=at)

@@ -166,7 +166,9 @@ def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
     ------
     InputError
         When the log has no row on or before ``as_of``, or (``on_undeclared="raise"``) for the
-        first undeclared move, naming the log file, the lead, the move and its date.
+        first undeclared move in the file, naming the row that made it (file, row and stage
+        column, when the log knows them: :meth:`EventLog.where`), the lead, the move and its
+        date.
     ValueError
         For a bad ``on_undeclared``, or ``since`` not before ``as_of``.
     """
@@ -186,7 +188,9 @@ def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
     keep = days_all <= cut
     if not keep.any():
         raise InputError(f"{log.path}: the event log has no rows on or before {as_of}")
+    kept = None  # the rows of log.frame left, when some are dropped
     if not keep.all():
+        kept = np.flatnonzero(keep)
         frame = frame[keep]
         days_all = days_all[keep]
     ids = pc.fill_null(_as_string(_arrow(frame["lead_id"])), "")
@@ -222,14 +226,21 @@ def sufficient_statistics(log: EventLog, model: FunnelModel, as_of: dt.date, *,
     undeclared = event & (kinds[np.minimum(s, model.n_transient - 1), np.maximum(d, 0)] == 0)
     if undeclared.any():
         if on_undeclared == "raise":
-            i = int(np.flatnonzero(undeclared)[0])
+            hits = np.flatnonzero(undeclared)
+            # The row that made each move (the next spell's first row), as a row of log.frame.
+            made = order[rows[hits + 1]]
+            if kept is not None:
+                made = kept[made]
+            # The first in the file when the log knows where its rows are, else in lead order.
+            k = int(np.argmin(log.pos[made])) if log.located else 0
+            i = int(hits[k])
             name = ids.take([int(order[rows[i]])])[0].as_py()
             when = (epoch + x[i]).astype(dt.date)
             src, dst = model.states[s[i]], model.states[d[i]]
             raise InputError(
-                f"{log.path}: lead {name} moves {src} -> {dst} on {when}, a move the model "
-                f"{model.name} does not declare; declare it in [moves.{src}] or pass "
-                "--undeclared censor")
+                f"{log.where(made[k], 'stage')}: lead {name} moves {src} -> {dst} on {when}, "
+                f"a move the model {model.name} does not declare; declare it in "
+                f"[moves.{src}] or pass --undeclared censor")
         event &= ~undeclared
 
     # ---- exposure and events per cell -------------------------------------------------------
