@@ -119,7 +119,11 @@ def _render(rows: list[list[str]], header: list[str]) -> str:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Write scenarios.csv and summary.json there.")
 @click.option("--no-arrivals", is_flag=True,
-              help="No new leads: what the open pipeline alone yields, in both runs.")
+              help="Start every run from no new leads: the baseline is what the open "
+                   "pipeline alone yields. A scenario's arrivals change applies on top of "
+                   "zero: add or set gives that scenario new leads the baseline does not "
+                   "have, and multiply scales only leads an earlier add or set gave, so "
+                   "alone it changes nothing; a warning says which.")
 @ledger_option
 @forecast_options
 def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger_file,
