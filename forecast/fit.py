@@ -49,6 +49,7 @@ import datetime as dt
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,23 @@ def _import_pymc():
     import pymc as pm
 
     return pm
+
+
+@contextlib.contextmanager
+def _private_tempdir():
+    """Temporary files made inside go to a private directory, removed on exit.
+
+    PyTensor's numba backend, which nutpie compiles with, writes the source of every function
+    it generates to a temporary file it never deletes: about 50 files in /tmp a fit, for
+    good. They are needed only while the functions compile.
+    """
+    with tempfile.TemporaryDirectory(prefix="forecast-fit-") as private:
+        before = tempfile.tempdir
+        tempfile.tempdir = private
+        try:
+            yield
+        finally:
+            tempfile.tempdir = before
 
 
 @contextlib.contextmanager
@@ -562,17 +580,26 @@ def _drift_walks(pm, pt, pri, step: np.ndarray, *, quarterly: bool = False,
         step_sd = pm.HalfNormal(f"{name}_step_sd", scale)
         dims = "quarters_back" if quarterly else "months_back"
         dims = ("drift_stage", dims) if stages else dims
-        if np.isinf(pri["drift_step_nu"]):
-            z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=dims)
+        z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=dims)
+        nu = pri["drift_step_nu"]
+        if np.isinf(nu):
+            steps = step_sd * z
         else:
-            z = pm.StudentT(f"{name}_z", nu=pri["drift_step_nu"], mu=0.0, sigma=1.0, dims=dims)
+            # Student-t steps as a scale mixture of normals: z / sqrt(g), g ~ Gamma(nu/2, nu/2),
+            # is t with nu degrees of freedom (the same prior). A jump the data pin (lead
+            # conversion doubling in a month) then takes a large 1/g, not a z of 80 in the
+            # t's far tail that must shrink and grow with the step size at every draw: on the
+            # planted history of docs/backtest.md, 117 divergences and R-hat 1.11 with the t
+            # drawn directly, 2 and 1.04 this way.
+            g = pm.Gamma(f"{name}_mix", alpha=nu / 2.0, beta=nu / 2.0, dims=dims)
+            steps = step_sd * z / pt.sqrt(g)
         if stages:
-            walk = pt.concatenate([pt.zeros((n_walks, 1)), pt.cumsum(step_sd * z, axis=1)],
+            walk = pt.concatenate([pt.zeros((n_walks, 1)), pt.cumsum(steps, axis=1)],
                                   axis=1)[:, step]
             pm.Deterministic(f"{name}_by_month", walk[:, 1:], dims=("drift_stage",
                                                                     "months_back"))
         else:
-            walk = pt.concatenate([pt.zeros(1), pt.cumsum(step_sd * z)])[step]
+            walk = pt.concatenate([pt.zeros(1), pt.cumsum(steps)])[step]
             pm.Deterministic(f"{name}_by_month", walk[1:], dims="months_back")
         out.append(walk)
     return out
@@ -614,12 +641,13 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
                                      "'pipeline-forecast[nutpie]', or use --sampler pymc") \
                     from None
 
-            compiled = nutpie.compile_pymc_model(pm_model)
-            timings["compile_s"] = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores,
-                                  seed=seed, progress_bar=progress, save_warmup=False,
-                                  target_accept=TARGET_ACCEPT)
+            with _private_tempdir():
+                compiled = nutpie.compile_pymc_model(pm_model)
+                timings["compile_s"] = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains,
+                                      cores=cores, seed=seed, progress_bar=progress,
+                                      save_warmup=False, target_accept=TARGET_ACCEPT)
         elif sampler == "pymc":
             # The NUTS step compiles the logp/gradient once (nuts_start uses that compiled
             # function too; the graph rewrites are not cached, so every extra compile costs

@@ -93,22 +93,35 @@ def test_drift_fit_recovers_the_new_rates_and_the_plain_fit_does_not(two_stage, 
 
 
 def test_the_steps_law_follows_the_priors(two_stage, regime, tmp_path):
-    """Student-t steps by default (3 d.o.f.); ``drift_step_nu = inf`` in ``[priors]`` gives
-    normal steps."""
+    """Student-t steps by default (3 d.o.f., drawn as a scale mixture of normals); ``drift_step_nu
+    = inf`` in ``[priors]`` gives normal steps. Checked on the prior: a step over the step size
+    is t(3), or normal (KS tests with 4,000 draws, which tell the two apart at p < 1e-6)."""
+    import pymc as pm
+    from scipy import stats as st
+
     from forecast.fit import build_model
     from forecast.model import load_model
     from tests.conftest import TWO_STAGE_TOML
 
     stats = regime[0]
 
-    def law(model):
-        pm_model = build_model(stats, model, drift=True)
-        return pm_model["drift_z"].owner.op.__class__.__name__
+    def steps(model):
+        with build_model(stats, model, drift=True) as pm_model:
+            prior = pm.sample_prior_predictive(draws=4000, random_seed=3,
+                                               var_names=["drift_by_month", "drift_step_sd"])
+        first = prior.prior["drift_by_month"].values[0, :, :, 0]  # [draw, stage]: one step
+        return (first / prior.prior["drift_step_sd"].values[0][:, None]).ravel(), pm_model
 
-    assert "StudentT" in law(two_stage)
+    t_steps, t_model = steps(two_stage)
+    assert "drift_mix" in t_model.named_vars
+    assert st.kstest(t_steps, st.t(3).cdf).pvalue > 0.01
+    assert st.kstest(t_steps, st.norm.cdf).pvalue < 1e-6
     path = tmp_path / "normal.toml"
     path.write_text(TWO_STAGE_TOML + "\n[priors]\ndrift_step_nu = inf\n")
-    assert "Normal" in law(load_model(path))
+    n_steps, n_model = steps(load_model(path))
+    assert "drift_mix" not in n_model.named_vars
+    assert st.kstest(n_steps, st.norm.cdf).pvalue > 0.01
+    assert st.kstest(n_steps, st.t(3).cdf).pvalue < 1e-6
 
 
 def test_a_change_in_one_stage_stays_in_that_stage(two_stage, two_stage_params):

@@ -179,11 +179,18 @@ def test_not_a_posterior(tmp_path):
 
 
 @pytest.mark.parametrize("sampler", ["nutpie", "pymc"])
-def test_same_seed_same_posterior(two_stage, truth, sampler, caplog, monkeypatch):
+def test_same_seed_same_posterior(two_stage, truth, sampler, caplog, monkeypatch, tmp_path):
     """Two fits of the same statistics with the same seed agree bit for bit; without progress
-    they print none of PyMC's progress lines. (nutpie compiles for 30-40 s in every call, so
-    the second nutpie fit samples the first one's compiled model: the determinism under test
-    is the sampling's, given the seed fit passes on.)"""
+    they print none of PyMC's progress lines, and they leave no temporary files behind
+    (PyTensor's numba backend, nutpie's, writes one per generated function and keeps them).
+    (nutpie compiles for 30-40 s in every call, so the second nutpie fit samples the first
+    one's compiled model: the determinism under test is the sampling's, given the seed fit
+    passes on.)"""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     if sampler == "nutpie":
         nutpie = pytest.importorskip("nutpie")
         compiled = []
@@ -206,6 +213,7 @@ def test_same_seed_same_posterior(two_stage, truth, sampler, caplog, monkeypatch
     assert a.idata.posterior.attrs["sampler"] == sampler
     assert not [r for r in caplog.records if r.name.startswith("pymc")
                 and r.levelno < logging.WARNING]
+    assert not list(scratch.iterdir())
 
 
 def test_pymc_progress_lines_only_with_progress(caplog):
