@@ -401,7 +401,7 @@ def test_deal_means_are_drawn_from_their_exact_conditional(deal_block):
     np.testing.assert_allclose(lin @ lin.T, want_cov, rtol=1e-9, atol=1e-10)
 
 
-def test_histories_with_few_or_no_deals_compile():
+def test_histories_with_few_or_no_deals_compile(tmp_path):
     """A history with no deal amounts, or one deal in one of five segments, builds a sampler
     (PyTensor's rewriting of the log-density used to spin for ever on the deal block's
     constant 0/1 mask: `forecast fit` and so `nightly` hung on a new CRM's first days). In a
@@ -420,16 +420,16 @@ model = load_model("b2b")
 rows = "lead_id,stage,entered_at,amount,segment\\nA,lead,2026-01-01,,organic\\n" \\
        "A,mql,2026-01-05,,organic\\nB,lead,2026-01-02,,organic\\n"
 deal = "C,opportunity,2026-01-01,5000,organic\\nC,won,2026-01-04,5000,organic\\n"
-import tempfile, pathlib
-for text in (rows, rows + deal):
-    path = pathlib.Path(tempfile.mkdtemp()) / "log.csv"
+import pathlib, sys
+for i, text in enumerate((rows, rows + deal)):
+    path = pathlib.Path(sys.argv[1]) / f"log{i}.csv"
     path.write_text(text)
     stats = sufficient_statistics(read_event_log(path, model), model, dt.date(2026, 1, 5))
     build_model(stats, model).logp_dlogp_function()
 print("compiled")
 """
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=300)
     assert res.returncode == 0 and "compiled" in res.stdout, res.stderr[-2000:]
 
 
