@@ -27,6 +27,13 @@ from forecast.calendar import CLOSES
 NURTURE, WON, LOST = "nurture", "won", "lost"
 SPECIAL_STAGES = (NURTURE, WON, LOST)
 
+# The most new leads a day one segment may have (a mean): far above any funnel, and far below
+# what the simulator can count (a day's arrivals are numbered in 2**24 substreams per segment,
+# and a path's leads are stepped one cohort or lead at a time: a million a day is already
+# hours a path). A larger mean is a typo or a scenario gone wrong, and it is refused rather
+# than let overflow into negative or zero arrivals.
+MAX_ARRIVALS_PER_DAY = 1e6
+
 # Kinds of move, derived from the positions of source and destination (never declared).
 ADVANCE, SKIP, EXPIRY, RECAPTURE, CLOSE_LOST = "advance", "skip", "expiry", "recapture", "lost"
 
@@ -223,12 +230,15 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
             raise err(key, "missing table" if value is None else "must be a table")
         return value
 
-    def number(key: str, value, *, low: float = 0.0, strict: bool = False) -> float:
+    def number(key: str, value, *, low: float = 0.0, strict: bool = False,
+               high: float = math.inf) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise err(key, f"must be a number, got {value!r}")
         v = float(value)
         if not math.isfinite(v) or v < low or (strict and v == low):
             raise err(key, f"must be {'>' if strict else '>='} {low:g}, got {value!r}")
+        if v > high:
+            raise err(key, f"must be at most {high:,.0f}, got {value!r}")
         return v
 
     def optional_table(key: str) -> dict:
@@ -334,7 +344,8 @@ def _parse(raw: dict, path: str, sha: str) -> FunnelModel:
                 raise err(f"{key}.{k}", "missing")
         segments.append(Segment(
             name=sname,
-            arrivals_per_day=number(f"{key}.arrivals_per_day", sraw["arrivals_per_day"]),
+            arrivals_per_day=number(f"{key}.arrivals_per_day", sraw["arrivals_per_day"],
+                                    high=MAX_ARRIVALS_PER_DAY),
             arrivals_dispersion=number(f"{key}.arrivals_dispersion",
                                        sraw.get("arrivals_dispersion", 0.0)),
             conversion_multiplier=number(f"{key}.conversion_multiplier",

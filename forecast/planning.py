@@ -146,10 +146,17 @@ class Window:
     end: dt.date
     first: int
     last: int
+    period_start: dt.date | None = None  # the calendar period's first day (before ``start``
+    # when the period was under way at the as-of date)
 
     @property
     def days(self) -> int:
         return self.last - self.first + 1
+
+    @property
+    def under_way(self) -> bool:
+        """The period began on or before the as-of date: only its days after it count."""
+        return self.period_start is not None and self.period_start < self.start
 
 
 def window(label: str, start: dt.date, end: dt.date, as_of: dt.date) -> Window:
@@ -159,7 +166,7 @@ def window(label: str, start: dt.date, end: dt.date, as_of: dt.date) -> Window:
                          f"date {as_of}: nothing to forecast")
     first = max((start - as_of).days - 1, 0)
     return Window(label=label, start=max(start, as_of + dt.timedelta(days=1)), end=end,
-                  first=first, last=(end - as_of).days - 1)
+                  first=first, last=(end - as_of).days - 1, period_start=start)
 
 
 def in_window(x: np.ndarray, w: Window) -> np.ndarray:

@@ -32,11 +32,31 @@ from forecast.outputs import money
 _METRICS = ("bookings", "won_deals", "lost_to_expiry", "expired_all", "recaptured", "arrivals")
 
 
+def _finite(ctx, param, value):
+    """A click callback: ``nan`` (and ``inf`` where there is no upper bound) pass click's
+    ranges, comparing false, so a value that is not a finite number is refused here, with
+    click's usage message."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number.")
+    return value
+
+
 def _period_option(func):
     return click.option(
         "--period", "period_label", default=None, metavar="PERIOD",
         help="The period to plan for: 2027Q1, 2027-01 or 2027. The horizon then runs to its "
-             "end. Default: the whole horizon from the as-of date.")(func)
+             "end. A period under way at the as-of date counts only its days after it. "
+             "Default: the whole horizon from the as-of date.")(func)
+
+
+def _under_way(w, as_of: dt.date) -> list[str]:
+    """A line for the table when the period began on or before the as-of date: its bookings
+    (and the chance of reaching a target) count only the days after it."""
+    if not w.under_way:
+        return []
+    return [f"{w.label} began on {w.period_start}, before the as-of date {as_of}: only its "
+            f"bookings from {w.start} to {w.end} ({w.days} days) are counted, not those "
+            "already made in it"]
 
 
 def _setting(inp, horizon: int, paths: int, seed: int, occupancy_days=None):
@@ -60,6 +80,12 @@ def _window(period_label: str | None, as_of: dt.date, horizon: int):
         w = window(period_label, start, end, as_of)
     except (PeriodError, ValueError) as exc:
         fail(str(exc))
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and horizon != w.last + 1 \
+            and ctx.get_parameter_source("horizon") == click.core.ParameterSource.COMMANDLINE:
+        click.echo(f"forecast: warning: --horizon {horizon} is not used: with --period "
+                   f"{period_label} the horizon runs to the period's end ({w.last + 1} days)",
+                   err=True)
     return w, w.last + 1
 
 
@@ -148,6 +174,7 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
         scenarios = [load_scenario(f, inp.model) for f in files]
     except ScenarioError as exc:
         fail(str(exc))
+    _check_names(scenarios, ledger_path is not None)
     for sc in scenarios:  # what reads as more than it does in this run (even with --quiet)
         texts = scenario_notes(inp.model, sc, inp.pipeline, inp.as_of, horizon)
         if no_arrivals:
@@ -239,6 +266,20 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
     _emit_frame(frame, fmt, "\n".join(blocks), meta)
 
 
+def _check_names(scenarios, ledger: bool) -> None:
+    """Each scenario's name tells its rows apart in the table, the CSV, the JSON and the
+    ledger: two scenarios of one name (or, with a ledger, one named like the baseline run)
+    are an error naming the file and its ``name`` key."""
+    seen = {"baseline": "the baseline run of the ledger"} if ledger else {}
+    for sc in scenarios:
+        if sc.name in seen and seen[sc.name] == sc.path:
+            fail(f"{sc.path}: the scenario file is given twice")
+        if sc.name in seen:
+            fail(f"{sc.path}: name {sc.name!r} is also the name of {seen[sc.name]}: give each "
+                 "scenario a name of its own (its rows in the output are told apart by it)")
+        seen[sc.name] = sc.path
+
+
 def _no_arrivals_notes(scenario) -> list[str]:
     """With ``--no-arrivals``, what an ``arrivals`` change does: ``multiply`` scales no new
     leads, so nothing (unless an earlier ``add`` or ``set`` gave some); ``add`` and ``set``
@@ -293,7 +334,8 @@ def _record(ledger_mod, path, inp, scenarios, results, horizon, paths, seed, tim
 @click.option("--to", "stop", type=float, required=True, help="Last value.")
 @click.option("--steps", type=click.IntRange(2, 101), default=9, show_default=True)
 @_period_option
-@click.option("--target", type=float, default=None, metavar="AMOUNT",
+@click.option("--target", type=click.FloatRange(0, None), default=None, metavar="AMOUNT",
+              callback=_finite,
               help="Also the probability that bookings in the period reach AMOUNT.")
 @click.option("--quantiles", default="0.1,0.5,0.9", show_default=True)
 @click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -334,7 +376,7 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
             + ([f"{r['p_target']:.0%}"] if target is not None else [])
             for _, r in frame.iterrows()]
     table = "\n".join([*_header(inp, f"Sweep of {what} over bookings in {w.label}", horizon,
-                                paths, seed), "",
+                                paths, seed), *_under_way(w, inp.as_of), "",
                        _render(rows, [what, *(q.upper() for q in labels), "mean",
                                       "won deals"] + ([f"P(>= {money(target, cur)})"]
                                                       if target is not None else []))])
@@ -411,8 +453,10 @@ def spend_per_day(path: Path, model) -> dict[str, float]:
 
 @click.command("sensitivity")
 @click.option("--change", type=click.FloatRange(0.001, 0.9), default=0.10, show_default=True,
+              callback=_finite,
               help="Relative step of every lever (0.10: each moved 10% up and 10% down).")
-@click.option("--target", type=float, default=None, metavar="AMOUNT",
+@click.option("--target", type=click.FloatRange(0, None), default=None, metavar="AMOUNT",
+              callback=_finite,
               help="Also the change in the probability of booking AMOUNT in the period.")
 @_period_option
 @click.option("--spend", "spend_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -420,6 +464,7 @@ def spend_per_day(path: Path, model) -> dict[str, float]:
               help="Marketing spend, CSV segment,month,spend (as for `forecast report`): "
                    "adds CAC and LTV:CAC, from each segment's mean monthly spend.")
 @click.option("--ltv-multiple", type=click.FloatRange(0, None, min_open=True), default=1.0,
+              callback=_finite,
               show_default=True,
               help="LTV = mean won deal times this (1: first-deal bookings only).")
 @click.option("--chart", "chart_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -477,7 +522,7 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
             row += [money(r["cac_helpful"], cur), f"{r['ltv_cac_helpful']:.2f}"]
         rows.append(row)
     lines = _header(inp, f"Sensitivity of bookings in {w.label}, each lever moved {pct}",
-                    horizon, paths, seed)
+                    horizon, paths, seed) + _under_way(w, inp.as_of)
     if len(frame):
         base = frame.iloc[0]
         lines.append(f"Baseline mean {money(base['mean_base'], cur)}, P50 "
@@ -528,10 +573,12 @@ def _tornado(path, frame, pct, period, currency) -> None:
 
 @click.command("plan")
 @click.option("--target", type=click.FloatRange(0, None, min_open=True), required=True,
+              callback=_finite,
               metavar="AMOUNT", help="Bookings to reach in the period.")
 @click.option("--period", "period_label", required=True, metavar="PERIOD",
               help="The period: 2027Q1, 2027-01 or 2027.")
 @click.option("--confidence", type=click.FloatRange(0.01, 0.99), default=0.8,
+              callback=_finite,
               show_default=True, help="Wanted probability of reaching the target.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
@@ -593,6 +640,7 @@ def plan_cmd(target, period_label, confidence, fmt, model_name, history, as_of_t
         return
     lines = _header(inp, f"Plan: {money(target, cur)} of bookings in {w.label} ({w.start} to "
                          f"{w.end}) with probability {confidence:.0%}", horizon, paths, seed)
+    lines += _under_way(w, inp.as_of)
     lines += [
         "",
         f"New leads needed: {need_per_week.sum():,.0f} a week from {inp.as_of + dt.timedelta(1)}"

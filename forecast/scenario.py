@@ -77,7 +77,16 @@ from pathlib import Path
 import numpy as np
 
 from forecast.hazards import stage_exit
-from forecast.model import ADVANCE, EXPIRY, NURTURE, RECAPTURE, SKIP, WON, FunnelModel
+from forecast.model import (
+    ADVANCE,
+    EXPIRY,
+    MAX_ARRIVALS_PER_DAY,
+    NURTURE,
+    RECAPTURE,
+    SKIP,
+    WON,
+    FunnelModel,
+)
 from forecast.parameters import Parameters
 from forecast.simulate.engine import Pipeline
 
@@ -153,12 +162,15 @@ def load_scenario(path: str | Path, model: FunnelModel) -> Scenario:
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name.strip():
         raise ScenarioError(f"{path}: 'name' must be a non-empty string")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise ScenarioError(f"{path}: 'description' must be a string, got {description!r}")
     items = raw.get("change", [])
     if not isinstance(items, list) or not all(isinstance(c, dict) for c in items):
         raise ScenarioError(f"{path}: changes are [[change]] tables")
     changes = tuple(parse_change(c, model, f"{path}: change {i + 1}")
                     for i, c in enumerate(items))
-    return Scenario(name=name.strip(), description=str(raw.get("description", "")).strip(),
+    return Scenario(name=name.strip(), description=description.strip(),
                     changes=changes, path=str(path), sha256=hashlib.sha256(data).hexdigest())
 
 
@@ -309,7 +321,8 @@ def _apply(model: FunnelModel, params: Parameters, c: Change) -> Parameters:
     if c.lever == "arrivals":
         mean = params.arrivals_mean.copy()
         if c.op == "multiply":
-            mean[:, seg] *= c.value
+            with np.errstate(over="ignore"):
+                mean[:, seg] *= c.value
         else:
             total = mean[:, seg].sum(1, keepdims=True)
             new_total = c.value if c.op == "set" else total + c.value
@@ -318,14 +331,22 @@ def _apply(model: FunnelModel, params: Parameters, c: Change) -> Parameters:
             with np.errstate(invalid="ignore", divide="ignore"):
                 mix = np.where(total > 0, mean[:, seg] / total, 1.0 / seg.sum())
             mean[:, seg] = mix * new_total
+        if not np.all(mean <= MAX_ARRIVALS_PER_DAY):  # (nan and inf too)
+            raise ScenarioError(f"{c.where}: {c.op} {c.value:g} makes more than "
+                                f"{MAX_ARRIVALS_PER_DAY:,.0f} new leads a day in a segment, "
+                                "more than the simulator takes")
         return replace(params, arrivals_mean=mean)
     if c.lever == "deal_size":
         mu = params.deal_mu.copy()
         old = params.deal_mean[:, seg]
-        new = {"multiply": old * c.value, "set": np.full_like(old, c.value),
-               "add": old + c.value}[c.op]
+        with np.errstate(over="ignore"):
+            new = {"multiply": old * c.value, "set": np.full_like(old, c.value),
+                   "add": old + c.value}[c.op]
         if np.any(new <= 0):
             raise ScenarioError(f"{c.where}: the mean deal would be 0 or less")
+        if not np.all(np.isfinite(new)):
+            raise ScenarioError(f"{c.where}: {c.op} {c.value:g} makes the mean deal too "
+                                "large to hold in a number")
         mu[:, seg] += np.log(new / old)
         return replace(params, deal_mu=mu)
     if c.lever == "neglect":

@@ -18,7 +18,7 @@ import pandas as pd
 
 from forecast.calendar import CLOSES, arrival_multipliers, close_multipliers
 from forecast.hazards import absorption, transition_tables
-from forecast.model import FunnelModel
+from forecast.model import MAX_ARRIVALS_PER_DAY, FunnelModel
 from forecast.parameters import Parameters
 from forecast.simulate import kernels
 from forecast.simulate.rng import path_states
@@ -250,6 +250,9 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
             or occupancy_days.max() >= horizon:
         raise ValueError("occupancy_days must be increasing day indices inside the horizon")
 
+    if not np.all(params.arrivals_mean <= MAX_ARRIVALS_PER_DAY):  # (nan and inf too)
+        raise ValueError(f"arrivals of more than {MAX_ARRIVALS_PER_DAY:,.0f} leads a day in a "
+                         "segment (or not a number): more than the simulator can count")
     if chunk_size is None:  # few kernel calls (each has a fixed cost), enough for a progress bar
         chunk_size = max(MIN_CHUNK, -(-n_paths // 20))
     tab = kernel_tables(model, params)
