@@ -382,7 +382,13 @@ def plan(setting: Setting, target: float, w: Window, confidence: float,
     to a relative precision ``rel_tol``. The same seed gives the same plan.
 
     Raises ``ValueError`` when even ``max_factor`` times today's arrivals does not reach it
-    (leads arriving now cannot close within the window).
+    (leads arriving now cannot close within the window). A target far out of reach is
+    refused after the first two runs (0 and 1 times today's arrivals): expected bookings are
+    linear in the multiplier (every new lead adds its own expected bookings), so they are
+    known at ``max_factor``, and by Markov's inequality ``P(X >= target) <= E[X] / target``
+    for bookings ``X >= 0``. With the expectation at ``max_factor`` doubled for Monte Carlo
+    error, a bound below ``confidence`` means the search would fail; it used to take a
+    dozen runs at up to 1,024 times the leads (minutes) to say so.
     """
     cache: dict[float, tuple[float, SimulationResult]] = {}
 
@@ -394,7 +400,20 @@ def plan(setting: Setting, target: float, w: Window, confidence: float,
                 progress(len(cache), 0)
         return cache[m][0]
 
+    def mean_bookings(m: float) -> float:
+        prob(m)
+        return float(np.mean(in_window(cache[m][1].bookings, w)))
+
     now = prob(1.0)
+    expected_at_max = mean_bookings(0.0) + max_factor * max(
+        mean_bookings(1.0) - mean_bookings(0.0), 0.0)
+    if prob(0.0) < confidence and 2.0 * expected_at_max < confidence * target:
+        raise ValueError(
+            f"even {max_factor:g} times today's arrivals would book about "
+            f"{expected_at_max:,.0f} in {w.label} on average, too little to reach "
+            f"{target:,.0f} with probability {confidence:.2f}: leads arriving from now on do "
+            "not close within the period often enough (lower the target or the confidence, "
+            "or plan a later period)")
     if prob(0.0) >= confidence:
         lo = hi = 0.0
     elif now >= confidence:

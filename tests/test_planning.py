@@ -105,6 +105,19 @@ def test_plan_reaches_the_target_with_the_stated_probability(small):
     assert reach(0.8 * result.factor) < 0.75
 
 
+def test_a_target_far_out_of_reach_is_refused_after_two_runs(small):
+    """Expected bookings are linear in the arrivals' multiplier, so a target that even 1,024
+    times the leads cannot reach on average (Markov's bound, with a margin) is refused after
+    the runs at 0 and 1 times them, not after a dozen runs of up to 1,024 times the leads;
+    a reachable target is still searched (the test above)."""
+    w = planning.window("2024-05", dt.date(2024, 5, 1), dt.date(2024, 5, 31), AS_OF)
+    setting = planning.Setting(**{**small.__dict__, "paths": 200})
+    runs = []
+    with pytest.raises(ValueError, match=r"would book about .* on average, too little"):
+        planning.plan(setting, 1e12, w, 0.8, progress=lambda done, _: runs.append(done))
+    assert runs == [1, 2]
+
+
 def test_classic_reverse_funnel_arithmetic(b2b, b2b_params):
     w = planning.window("2027Q1", dt.date(2027, 1, 1), dt.date(2027, 3, 31),
                         dt.date(2026, 9, 30))
