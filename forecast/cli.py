@@ -20,6 +20,7 @@ from forecast.parameters import default_parameters
 from forecast.samples import sample_history_path
 
 HORIZON_DEFAULT = 90
+MAX_HORIZON = 3660  # days a forecast may run (--horizon's range)
 PATHS_DEFAULT = 2000
 _LEDGER_DEFAULT = "\0default-ledger"  # the value of a bare --ledger (no path given)
 
@@ -260,7 +261,7 @@ def forecast_options(func):
         click.option("--as-of", "as_of_text", default=None, metavar="DATE",
                      help="Forecast from the end of this day. Default: the last date in the "
                           "history."),
-        click.option("--horizon", type=click.IntRange(1, 3660), default=HORIZON_DEFAULT,
+        click.option("--horizon", type=click.IntRange(1, MAX_HORIZON), default=HORIZON_DEFAULT,
                      show_default=True, help="Days to simulate after --as-of."),
         click.option("--paths", type=click.IntRange(1, 10_000_000), default=PATHS_DEFAULT,
                      show_default=True, help="Monte Carlo paths."),

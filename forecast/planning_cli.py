@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from forecast.cli import (
+    MAX_HORIZON,
     Progress,
     check_png,
     fail,
@@ -80,6 +81,9 @@ def _window(period_label: str | None, as_of: dt.date, horizon: int):
         w = window(period_label, start, end, as_of)
     except (PeriodError, ValueError) as exc:
         fail(str(exc))
+    if w.last + 1 > MAX_HORIZON:
+        fail(f"--period {period_label} ends {w.last + 1:,} days after the as-of date {as_of}: "
+             f"more than the {MAX_HORIZON:,} days a forecast may run (as --horizon)")
     ctx = click.get_current_context(silent=True)
     if ctx is not None and horizon != w.last + 1 \
             and ctx.get_parameter_source("horizon") == click.core.ParameterSource.COMMANDLINE:

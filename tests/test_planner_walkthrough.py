@@ -183,3 +183,12 @@ def test_arrivals_past_what_the_simulator_counts_are_refused(tmp_path):
                            count=1))
     with pytest.raises(ModelError, match=r"arrivals_per_day.*at most 1,000,000"):
         load_model(path)
+
+
+def test_a_period_past_the_longest_horizon_is_refused():
+    """``--period 2040Q1`` ran a forecast of 5,000 days, past the 3,660 ``--horizon`` takes."""
+    res = invoke("sweep", "--lever", "win_rate", "--from", 0, "--to", 0.05, "--steps", 2,
+                 "--period", "2040Q1", "--paths", 20, "--quiet")
+    assert res.exit_code == 1 and res.stdout == ""
+    assert "--period 2040Q1 ends" in res.stderr and "3,660 days" in res.stderr
+    assert res.stderr.count("\n") == 1
