@@ -202,7 +202,15 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
         raise LedgerError(f"{path}: no ledger there (record a run with `forecast run --ledger`)")
     if not read_only and not path.parent.is_dir():
         raise LedgerError(f"{path}: directory {path.parent} does not exist")
-    check_file(path)
+    check_file(path, writable=not read_only)
+    if path.is_file() and path.stat().st_size == 0:
+        # An empty file (`touch forecasts.duckdb`, an aborted copy) holds no ledger, and
+        # DuckDB refuses to open it: nothing to read; for writing, the ledger is created in
+        # its place.
+        if read_only:
+            raise LedgerError(f"{path}: an empty file, no ledger yet (record a run with "
+                              "`forecast run --ledger`)")
+        path.unlink()
     deadline = time.monotonic() + timeout
     delay = 0.05
     jitter = random.Random()
@@ -223,13 +231,23 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
             raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
 
 
-def check_file(path: str | os.PathLike) -> None:
+def check_file(path: str | os.PathLike, *, writable: bool = True) -> None:
     """Raise :class:`LedgerError` unless ``path`` is absent, empty or a DuckDB file (by its
     magic bytes; no lock taken): what a command checks before its work, so that a ``--ledger``
-    that names some other file fails at once, not after a fit and a simulation."""
+    that names some other file fails at once, not after a fit and a simulation. With
+    ``writable`` (the default: the commands that record), the file, or the directory it is to
+    be created in, must be writable too."""
     path = Path(path)
     if path.exists() and not path.is_file():
         raise LedgerError(f"{path}: not a ledger (it is a directory)")
+    if writable:
+        if path.exists() and not os.access(path, os.W_OK):
+            raise LedgerError(f"{path}: the ledger is read-only (no permission to write it, "
+                              "or a read-only file system); nothing can be recorded in it")
+        if not path.exists() and path.parent.is_dir() \
+                and not os.access(path.parent, os.W_OK | os.X_OK):
+            raise LedgerError(f"{path}: directory {path.parent} is not writable (or on a "
+                              "read-only file system): no ledger can be created there")
     if path.is_file() and path.stat().st_size > 0:
         try:
             with open(path, "rb") as fh:
@@ -508,6 +526,12 @@ def open_for_reading(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOU
         raise
     if version < MIGRATIONS[-1].version:
         con.close()
+        try:
+            check_file(path, writable=True)
+        except LedgerError:
+            # A ledger we may only read (a read-only file or file system: finance reading
+            # revenue-ops' ledger): read it as it is, the tables of later versions empty.
+            return _read_older(path, version, timeout)
         con = connect(path, timeout=timeout)
         try:
             migrate(con)
@@ -518,6 +542,38 @@ def open_for_reading(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOU
         con.close()
         raise LedgerError(f"{path}: ledger schema version {version} is newer than this "
                           f"forecast ({__version__}) reads; upgrade pipeline-forecast")
+    return con
+
+
+def _read_older(path: Path, version: int, timeout: float):
+    """An older ledger opened read-only, without migrating it: the tables that later versions
+    add are created empty as temporary tables of the connection (the file is not touched).
+
+    Raises
+    ------
+    LedgerError
+        A later version changes the schema in a way that cannot be read so.
+    """
+    import re
+
+    if version == 0:
+        raise LedgerError(f"{path}: no runs recorded yet (an empty database)")
+    con = connect(path, read_only=True, timeout=timeout)
+    try:
+        for m in MIGRATIONS:
+            if m.version <= version:
+                continue
+            for step in m.steps:
+                if callable(step) or not re.match(r"\s*CREATE TABLE\b", step):
+                    raise LedgerError(
+                        f"{path}: ledger schema version {version} is older than this forecast "
+                        f"({__version__}) reads, and the file cannot be written to migrate it "
+                        "(read-only); open it once with write access, or read it with the "
+                        "version that wrote it")
+                con.execute(re.sub(r"^\s*CREATE TABLE", "CREATE TEMP TABLE", step))
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -803,6 +859,14 @@ def trend(con, period: str, metric: str = "bookings", *, quantiles=(0.1, 0.5, 0.
     n_runs = len(frame)
     if last is not None:
         frame = frame.tail(last).reset_index(drop=True)
+    currencies = sorted(frame["currency"].astype(str).unique())
+    if len(currencies) > 1:  # amounts in different units are no trend
+        since = frame.index[frame["currency"] != frame["currency"].iloc[-1]].max()
+        raise LedgerError(
+            f"runs of model {models[0]} covering {period} are in several currencies "
+            f"({', '.join(currencies)}): their amounts do not compare; the last "
+            f"{len(frame) - since - 1} are in {frame['currency'].iloc[-1]} (show them with "
+            f"--last {len(frame) - since - 1})")
     qs = list(quantiles)
     values = np.stack([interpolate_quantiles(np.asarray(q, dtype=float)[None, :],
                                              list(g), qs)[0]
@@ -915,6 +979,8 @@ def select_bands(stored: pd.DataFrame, run: dict, metric: str, quantiles: Iterab
         column per quantile, ``actual`` (bookings and won_deals only), then the target column
         if asked.
     """
+    if target is not None and not np.isfinite(target):
+        raise LedgerError(f"--target must be a finite amount, got {target!r}")
     available = sorted(stored["metric"].unique())
     if metric not in available:
         raise LedgerError(f"run {run['run_id']} has no metric {metric!r} (metrics: "

@@ -27,12 +27,16 @@ def money(x: float, currency: str = "USD") -> str:
     """Compact currency: 1234567 -> '$1.23M' (USD), other currencies as a suffix."""
     sign = "-" if x < 0 else ""
     x = abs(x)
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if x >= div:
-            text = f"{x / div:.3g}{unit}" if x / div < 100 else f"{x / div:.0f}{unit}"
+    units = ((1e9, "B"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+    for i, (div, unit) in enumerate(units):
+        # the unit whose rounded figure stays below 1,000 (999,999 is "$1M", not "$1000k")
+        if x >= div or div == 1.0:
+            digits = f"{x / div:.3g}" if x / div < 100 and div > 1 else f"{x / div:.0f}"
+            if i > 0 and float(digits) >= 1000:
+                div, unit = units[i - 1]
+                digits = f"{x / div:.3g}"
+            text = f"{digits}{unit}"
             break
-    else:
-        text = f"{x:.0f}"
     return f"{sign}${text}" if currency == "USD" else f"{sign}{text} {currency}"
 
 

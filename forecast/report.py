@@ -613,25 +613,31 @@ class ForecastBands:
 
 
 def ledger_forecast(path: str | Path, model_name: str, timeout: float = 30.0) -> ForecastBands:
-    """The latest run of model ``model_name`` recorded in a ledger.
+    """The latest forecast of model ``model_name`` recorded in a ledger (what-if runs of
+    ``forecast scenario``, whose ``scenario`` is set, are not forecasts and are skipped).
 
     Raises
     ------
     forecast.ledger.LedgerError
-        An unreadable ledger, or no run of that model in it.
+        An unreadable ledger, or no forecast of that model in it.
     """
     from forecast import ledger as ledger_mod
 
     con = ledger_mod.open_for_reading(path, timeout=timeout)
     try:
-        latest = con.execute("SELECT max(run_id) FROM runs WHERE model_name = ?",
-                             [model_name]).fetchone()[0]
+        latest = con.execute("SELECT max(run_id) FROM runs WHERE model_name = ? "
+                             "AND scenario IS NULL", [model_name]).fetchone()[0]
         if latest is None:
             models = [r[0] for r in con.execute(
-                "SELECT DISTINCT model_name FROM runs ORDER BY model_name").fetchall()]
+                "SELECT DISTINCT model_name FROM runs WHERE scenario IS NULL "
+                "ORDER BY model_name").fetchall()]
+            what_if = con.execute("SELECT count(*) FROM runs WHERE model_name = ? AND "
+                                  "scenario IS NOT NULL", [model_name]).fetchone()[0]
             raise ledger_mod.LedgerError(
                 f"no run of model {model_name} recorded"
-                + (f" (runs of: {', '.join(models)})" if models else ""))
+                + (f" (runs of: {', '.join(models)})" if models else "")
+                + (f"; only {what_if} what-if runs of `forecast scenario`, which are not "
+                   "the forecast" if what_if else ""))
         run = ledger_mod.find_run(con, int(latest))
         bands = {g: ledger_mod.read_bands(con, run["run_id"], g) for g in ("month", "quarter")}
     finally:
@@ -1257,6 +1263,7 @@ def _forecast_section(r: Report, png: dict, cur: str) -> str:
     from forecast import ledger as ledger_mod
 
     fc = r.forecast
+    cur = fc.run.get("currency") or cur  # the run's own currency (the fan chart's too)
     parts = []
     for grain in ("month", "quarter"):
         stored = fc.bands[grain]

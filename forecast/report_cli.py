@@ -46,8 +46,9 @@ def _options(func):
                      help="LTV = mean won deal (first-year bookings) x this."),
         click.option("--ledger", "ledger_file", default=None,
                      type=click.Path(dir_okay=False, path_type=Path),
-                     help="Show the latest run of the model recorded in this ledger instead "
-                          "of a fresh forecast."),
+                     help="Show the latest forecast of the model recorded in this ledger "
+                          "(what-if runs of `forecast scenario` are skipped) instead of a "
+                          "fresh forecast."),
         click.option("--no-forecast", is_flag=True, help="Leave the forecast out."),
         click.option("--paths", type=click.IntRange(1, 1_000_000), default=1000,
                      show_default=True, help="Paths of the fresh forecast."),
