@@ -242,7 +242,10 @@ def stale_deals(model: FunnelModel, params: Parameters, pipeline, as_of, *, hori
         amount = pipeline.amount[mine]
         g, r = pipeline.segment[mine], pipeline.recycle[mine]
         value = np.where(np.isnan(amount), deal[g], amount)
+        # The threshold is per segment: the table shows the range (its smallest alone would
+        # suggest deals of that age in every segment are stale).
         row = {"stage": stage, "threshold_days": float(np.min(limit[i])),
+               "threshold_max_days": float(np.max(limit[i])),
                "open": int((st == i).sum()), "stale_open": n,
                "oldest_days": int(pipeline.age[mine].max()) if n else 0,
                "amount_known": float(np.nansum(amount)),
@@ -262,9 +265,13 @@ def render_stale(table: pd.DataFrame, currency: str, horizon: int) -> str:
     """The stale-deal table as text."""
     from forecast.outputs import money
 
-    head = ("stage", "stale after (days)", "stale / open", "oldest (days)",
+    head = ("stage", "stale after (days, by segment)", "stale / open", "oldest (days)",
             "CRM weighted value", f"expected bookings in {horizon} d", "expected deals")
-    rows = [(r.stage, "never" if not np.isfinite(r.threshold_days) else f"{r.threshold_days:,.0f}",
+    def days(low: float, high: float) -> str:
+        shown = ["never" if not np.isfinite(v) else f"{v:,.0f}" for v in (low, high)]
+        return shown[0] if shown[0] == shown[1] else f"{shown[0]}-{shown[1]}"
+
+    rows = [(r.stage, days(r.threshold_days, getattr(r, "threshold_max_days", r.threshold_days)),
              f"{r.stale_open:,} / {r.open:,}", f"{r.oldest_days:,}" if r.stale_open else "-",
              money(r.crm_weighted, currency), money(r.expected_bookings, currency),
              f"{r.expected_won:,.1f}") for r in table.itertuples(index=False)]

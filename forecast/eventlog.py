@@ -65,6 +65,15 @@ _UNKNOWN_AMOUNT = frozenset({"nan", "na", "n/a", "null", "none"})
 _BLANK_LINE = re.compile(r'\s*|"\s*"\s*')
 
 Locator = Callable[..., str]
+_GZIP_MAGIC = b"\x1f\x8b"
+# Files that are no CSV text, by their first bytes: (magic, what the file is).
+_NOT_CSV = ((b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook?)"),
+            (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook"),
+            (b"PAR1", "a Parquet file (name it .parquet)"))
+# The largest amount taken as a deal value: beyond any real deal in any currency, and below
+# the range where sums over thousands of deals and their squares lose meaning or overflow. A
+# bigger number is a mistake (an id or phone number in the amount column, a unit slip).
+MAX_AMOUNT = 1e15
 
 
 class InputError(ValueError):
@@ -282,13 +291,26 @@ def _parse_csv(data: bytes, label: str, *, gz: bool,
     """
     import pyarrow.csv as pcsv
 
-    if gz:
+    # A download saved as .csv may be gzip-compressed all the same: the magic number says so
+    # (no CSV text starts with it), so read it as .csv.gz rather than call it "not UTF-8".
+    if gz or data.startswith(_GZIP_MAGIC):
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise InputError(f"{label}: not a valid gzip file ({exc}); "
                              "re-compress it or pass the plain .csv") from exc
+    for magic, what in _NOT_CSV:
+        if data.startswith(magic):
+            raise InputError(f"{label}: {what}, not CSV text; save or export it as "
+                             "'CSV UTF-8 (comma delimited)'")
     header = _csv_header(data, label)
+    if len(header) == 1:
+        sep = next((c for c in (";", "\t", "|") if c in header[0]), None)
+        if sep is not None:
+            name = {";": "semicolons", "\t": "tabs", "|": "pipes"}[sep]
+            raise InputError(f"{label}, row 1: the header is one column "
+                             f"{_show(header[0])}: the file is separated by {name}, not "
+                             "commas; export it as 'CSV UTF-8 (comma delimited)'")
     found = match(header, label)
     names = [f"f{i}" for i in range(len(header))]
     bad_rows: list = []
@@ -594,6 +616,11 @@ def _check_amounts(columns: dict[str, pa.Array], pos: np.ndarray, at: Locator) -
     if i is not None:
         raise InputError(f"{at(pos[i], 'amount')}: {_show(columns['amount'][i].as_py())} is "
                          "negative; amounts are deal values (leave it empty if unknown)")
+    i = _first(amount > MAX_AMOUNT)
+    if i is not None:
+        raise InputError(f"{at(pos[i], 'amount')}: {_show(columns['amount'][i].as_py())} is "
+                         f"not a plausible deal amount (over {MAX_AMOUNT:,.0f}); correct the "
+                         "cell, or leave it empty if unknown")
     return amount
 
 
