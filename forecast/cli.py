@@ -451,6 +451,9 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
               help="Which recorded run: the latest, or a run id.")
 @click.option("--as-of", "as_of_text", default=None, metavar="DATE",
               help="The latest run with this as-of date (instead of --run).")
+@click.option("--model", "model_name", default=None, metavar="NAME",
+              help="Only runs of this model (its name in the model file), for a ledger that "
+                   "holds several. Default: any model.")
 @click.option("--by", type=click.Choice(["month", "quarter", "year"]), default="month",
               show_default=True, help="Period of the bands.")
 @click.option("--quantiles", default="0.1,0.5,0.9", show_default=True,
@@ -476,8 +479,8 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
               help="Also draw a fan chart of the metric (cumulative and per period, P10-P90 "
                    "and P25-P75, P50, actuals, the target) as a PNG.")
 @_ledger_timeout_option
-def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulative, target, fmt,
-              out_path, chart_path, ledger_timeout):
+def bands_cmd(ledger_file, run_ref, as_of_text, model_name, by, quantiles, metric, cumulative,
+              target, fmt, out_path, chart_path, ledger_timeout):
     """Bands of a recorded run, read from the ledger (nothing is re-run)."""
     import json
 
@@ -501,7 +504,7 @@ def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulativ
     try:
         con = ledger_mod.open_for_reading(path, timeout=ledger_timeout)
         try:
-            run = ledger_mod.find_run(con, run_ref, as_of)
+            run = ledger_mod.find_run(con, run_ref, as_of, model=model_name)
             stored = ledger_mod.read_bands(con, run["run_id"], by, metric=metric)
             if stored.empty:  # say which metrics there are
                 stored = ledger_mod.read_bands(con, run["run_id"], by)
@@ -535,7 +538,9 @@ def bands_cmd(ledger_file, run_ref, as_of_text, by, quantiles, metric, cumulativ
             header.append(f"what-if run: scenario {run['scenario']!r} (recorded by "
                           "`forecast scenario`), not the forecast")
         text = ledger_mod.render_table(frame, header, run["currency"], target) + "\n"
-    elif fmt == "csv":
+    if run.get("scenario") and fmt != "table":  # every row says it is a what-if, not a forecast
+        frame.insert(0, "scenario", run["scenario"])
+    if fmt == "csv":
         text = frame.to_csv(index=False)
     elif fmt == "json":
         records = json.loads(frame.to_json(orient="records", date_format="iso",

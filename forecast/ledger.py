@@ -586,8 +586,10 @@ def list_runs(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) -> p
         con.close()
 
 
-def find_run(con, run: str | int = "latest", as_of: dt.date | None = None) -> dict:
-    """The ``runs`` row of ``run`` ('latest' or an id), or the latest run as of ``as_of``.
+def find_run(con, run: str | int = "latest", as_of: dt.date | None = None,
+             model: str | None = None) -> dict:
+    """The ``runs`` row of ``run`` ('latest' or an id), or the latest run as of ``as_of``;
+    with ``model``, of that model only (a ledger may hold several models' runs).
 
     'latest' (with or without ``as_of``) skips what-if runs (``scenario`` set); an id finds
     any run.
@@ -595,9 +597,15 @@ def find_run(con, run: str | int = "latest", as_of: dt.date | None = None) -> di
     Raises
     ------
     LedgerError
-        No runs, no such run id, or no run with that as-of date.
+        No runs, no such run id, or no run with that as-of date (or of that model).
     """
-    where, args = [], []
+    if model is not None:
+        known = [r[0] for r in con.execute(
+            "SELECT DISTINCT model_name FROM runs ORDER BY model_name").fetchall()]
+        if known and model not in known:
+            raise LedgerError(f"no run of model {model!r} recorded (models: "
+                              f"{', '.join(known)})")
+    where, args = ([], []) if model is None else (["model_name = ?"], [model])
     if str(run) == "latest":
         where.append("scenario IS NULL")  # the latest forecast, not a what-if run
     else:

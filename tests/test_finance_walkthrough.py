@@ -211,3 +211,35 @@ def test_bands_refuses_a_target_that_is_not_finite(usd_then_eur):
 ])
 def test_money_rounds_up_into_the_next_unit(amount, usd, eur):
     assert money(amount) == usd and money(amount, "EUR") == eur
+
+
+# ---- bands: which model, and a what-if run's rows say so -------------------------------------
+
+
+def test_bands_picks_the_model_and_marks_what_if_rows(tmp_path):
+    """With two models in one ledger, ``bands`` showed whichever ran last; ``--model`` picks
+    one. A what-if run's CSV had no sign of being one: its rows now carry the scenario."""
+    path = tmp_path / "f.duckdb"
+    other = tmp_path / "other.toml"
+    other.write_text((REPO / "models" / "b2b.toml").read_text().replace(
+        'name = "b2b"', 'name = "prévision"', 1))
+    sample = REPO / "forecast" / "samples" / "b2b_history.csv.gz"
+    for extra in ([], ["--model", other, "--history", sample]):
+        res = invoke("run", *FAST, *extra, "--ledger", path)
+        assert res.exit_code == 0, res.output
+    import json
+
+    latest = json.loads(invoke("bands", "--ledger", path, "--format", "json").output)
+    assert latest["run"]["model_name"] == "prévision"
+    b2b = invoke("bands", "--ledger", path, "--model", "b2b", "--format", "json")
+    assert b2b.exit_code == 0 and json.loads(b2b.output)["run"]["run_id"] == 1
+    missing = invoke("bands", "--ledger", path, "--model", "b2c")
+    assert missing.exit_code == 1
+    assert "no run of model 'b2c' recorded (models: b2b, prévision)" in missing.output
+    what_if = _record_what_if(path, 1, "Win rate +5 points")
+    forecast_csv = invoke("bands", "--ledger", path, "--run", 1, "--format", "csv").output
+    assert "scenario" not in forecast_csv.splitlines()[0]
+    rows = invoke("bands", "--ledger", path, "--run", what_if, "--format", "csv").output
+    lines = rows.splitlines()
+    assert lines[0].startswith("scenario,")
+    assert all(line.startswith("Win rate +5 points,") for line in lines[1:])

@@ -500,7 +500,8 @@ def test_readme_sql_reads_the_forecast_not_a_what_if_run(tmp_path):
                            "grain = 'quarter' AND NOT cumulative AND metric = 'bookings' "
                            "ORDER BY period_start").fetchall()
         for query in sql[:2]:
-            assert [(p, m) for p, _, m, _ in con.execute(query).fetchall()] == want
+            got = con.execute(query).fetchdf()
+            assert list(zip(got["period"], got["p50"], strict=True)) == want
     what_if = CliRunner().invoke(main, ["bands", "--ledger", str(path), "--run", "3"])
     assert "what-if run: scenario 'Win rate +5 points'" in what_if.stdout
     assert "what-if" not in CliRunner().invoke(main, ["bands", "--ledger", str(path)]).stdout
