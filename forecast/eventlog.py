@@ -261,6 +261,21 @@ def _is_blank_line(record: list[str], width: int) -> bool:
     return width != 1 and len(record) == 1 and not record[0].strip()
 
 
+def _not_utf8(data: bytes, label: str) -> InputError:
+    """The error for a file that is not UTF-8: where its first bad byte is (the line, as an
+    editor counts it, and the byte), and what the file most likely is."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        column = len(data[start:exc.start].decode("utf-8")) + 1  # valid up to the bad byte
+        return InputError(
+            f"{label}, line {line}, character {column}: byte 0x{data[exc.start]:02X} is not "
+            "UTF-8 text (an Excel 'CSV' in Windows-1252 or Latin-1?); save it as 'CSV UTF-8'")
+    return InputError(f"{label}: not UTF-8 text; save it as 'CSV UTF-8'")
+
+
 def _csv_header(data: bytes, label: str) -> list[str]:
     """The names in the first record, as written (duplicates and empty names kept)."""
     try:
@@ -274,7 +289,7 @@ def _csv_header(data: bytes, label: str) -> list[str]:
                              "be on the first line")
         return first[0]
     except UnicodeDecodeError as exc:
-        raise InputError(f"{label}: not UTF-8 text; save it as 'CSV UTF-8'") from exc
+        raise _not_utf8(data, label) from exc
     except csv.Error as exc:
         raise InputError(f"{label}: cannot read the header row ({_one_line(exc)}); "
                          "check its quoting") from exc
@@ -338,7 +353,7 @@ def _parse_csv(data: bytes, label: str, *, gz: bool,
         if bad_rows:
             raise _ragged_row(data, bad_rows[0], len(header), label) from exc
         if "UTF8" in str(exc):
-            raise InputError(f"{label}: not UTF-8 text; save it as 'CSV UTF-8'") from exc
+            raise _not_utf8(data, label) from exc
         raise InputError(f"{label}: cannot be read as CSV ({_one_line(exc)}); "
                          "check the quoting") from exc
     columns = {key: table.column(names[i]).combine_chunks() for key, i in found.items()}

@@ -225,9 +225,18 @@ def test_bad_gzip(b2b):
 
 
 def test_not_utf8(b2b):
+    """A Latin-1 file is refused at its first bad byte, by line and character (a UTF-8
+    character earlier on the line counts as one)."""
     with open("history.csv", "wb") as f:
-        f.write(HEADER.encode() + "L1,lead,2026-01-01,,caf\u00e9\n".encode("latin-1"))
-    assert "history.csv: not UTF-8 text" in error("history.csv", b2b)
+        f.write(HEADER.encode() + "L0,lead,2026-01-01,,\u00e9t\u00e9\n".encode()
+                + "L1,lead,2026-01-01,,caf\u00e9\n".encode("latin-1"))
+    assert error("history.csv", b2b).startswith(
+        "history.csv, line 3, character 24: byte 0xE9 is not UTF-8 text")
+    with open("history.csv", "wb") as f:
+        f.write(HEADER.encode() + "L1,lead,2026-01-01,,\u00e9t\u00e9 caf".encode()
+                + "\u00e9\n".encode("latin-1"))
+    assert error("history.csv", b2b).startswith(
+        "history.csv, line 2, character 28: byte 0xE9 is not UTF-8 text")
 
 
 def test_ragged_row(b2b):
