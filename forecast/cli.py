@@ -649,7 +649,8 @@ def actuals_cmd(history, model_name, ledger_file, as_of_text, quiet, ledger_time
 @click.option("--period", required=True, metavar="LABEL",
               help="A month (2027-01), quarter (2027Q1) or year (2027); the grain follows.")
 @click.option("--metric", default="bookings", show_default=True,
-              help="A flow metric: bookings, won_deals, lost_to_expiry, expired_all, ...")
+              help="bookings, won_deals, lost_to_expiry, expired_all, ... (totals over the "
+                   "period), or in_<state> (leads in a state at the period's end).")
 @click.option("--last", type=click.IntRange(1, None), default=None, metavar="N",
               help="Only the last N runs (by as-of date, then run id).")
 @click.option("--model", "model_name", default=None, metavar="NAME",
