@@ -8,9 +8,8 @@ which reads the history, refits the posterior when it is missing, older than ``-
 (by the time it was fitted) or fitted with another model file, forecasts as of today (or
 ``--as-of``) with the posterior, records the run and its bands in the ledger, and prints a short
 summary: the bookings P10 / P50 / P90 of the current quarter and of each later quarter the
-horizon covers in full. Any failure is one line on
-stderr (``forecast nightly: error: ...``, fit for a log file) and exit code 1; nothing is
-recorded for a run that failed.
+horizon covers in full. Any failure is one line on stderr (``forecast: error: ...``, as for
+every command; fit for a log file) and exit code 1; nothing is recorded for a run that failed.
 """
 
 from __future__ import annotations
@@ -103,7 +102,7 @@ def _options(func):
 
 
 def _fail(message: str) -> None:
-    click.echo(f"forecast nightly: error: {message}", err=True)
+    click.echo(f"forecast: error: {message}", err=True)  # the prefix of every command
     raise SystemExit(1)
 
 

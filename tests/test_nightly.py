@@ -93,6 +93,8 @@ def test_nightly_failures_are_one_line_and_record_nothing(tmp_path, history, two
         assert out.exit_code == 1, (extra, out.output)
         assert message in out.stderr, (extra, out.stderr)
         assert out.stderr.count("\n") == 1, out.stderr
+        # one prefix for a cron job's log to look for, whichever step failed
+        assert out.stderr.startswith("forecast: error: "), out.stderr
     assert not ledger.exists()
 
 
