@@ -373,6 +373,11 @@ def arrivals_scenario(factor: float) -> Scenario:
         Change(lever="arrivals", op="multiply", value=factor, where="plan"),))
 
 
+# New leads' wins (over all paths, in the window, at today's arrivals) needed before `plan`
+# trusts their mean bookings enough to refuse a target early (see plan).
+EARLY_REFUSAL_MIN_WINS = 100
+
+
 def plan(setting: Setting, target: float, w: Window, confidence: float,
          rel_tol: float = 0.01, max_factor: float = 1024.0,
          progress: Callable[[int, int], None] | None = None) -> Plan:
@@ -386,9 +391,12 @@ def plan(setting: Setting, target: float, w: Window, confidence: float,
     refused after the first two runs (0 and 1 times today's arrivals): expected bookings are
     linear in the multiplier (every new lead adds its own expected bookings), so they are
     known at ``max_factor``, and by Markov's inequality ``P(X >= target) <= E[X] / target``
-    for bookings ``X >= 0``. With the expectation at ``max_factor`` doubled for Monte Carlo
-    error, a bound below ``confidence`` means the search would fail; it used to take a
-    dozen runs at up to 1,024 times the leads (minutes) to say so.
+    for bookings ``X >= 0``. The slope is a Monte Carlo estimate (on common random numbers,
+    the bookings of the wins the new leads add), so this is done only when those runs hold
+    at least ``EARLY_REFUSAL_MIN_WINS`` such wins (its relative error then about 0.15) and
+    with the expectation at ``max_factor`` doubled; the bound below ``confidence`` then
+    means the search would fail. It used to take a dozen runs at up to 1,024 times the leads
+    (minutes) to say so.
     """
     cache: dict[float, tuple[float, SimulationResult]] = {}
 
@@ -404,10 +412,15 @@ def plan(setting: Setting, target: float, w: Window, confidence: float,
         prob(m)
         return float(np.mean(in_window(cache[m][1].bookings, w)))
 
+    def wins(m: float) -> int:
+        prob(m)
+        return int(in_window(cache[m][1].won, w).sum())
+
     now = prob(1.0)
     expected_at_max = mean_bookings(0.0) + max_factor * max(
         mean_bookings(1.0) - mean_bookings(0.0), 0.0)
-    if prob(0.0) < confidence and 2.0 * expected_at_max < confidence * target:
+    if prob(0.0) < confidence and wins(1.0) - wins(0.0) >= EARLY_REFUSAL_MIN_WINS \
+            and 2.0 * expected_at_max < confidence * target:
         raise ValueError(
             f"even {max_factor:g} times today's arrivals would book about "
             f"{expected_at_max:,.0f} in {w.label} on average, too little to reach "

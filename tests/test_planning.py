@@ -111,11 +111,27 @@ def test_a_target_far_out_of_reach_is_refused_after_two_runs(small):
     the runs at 0 and 1 times them, not after a dozen runs of up to 1,024 times the leads;
     a reachable target is still searched (the test above)."""
     w = planning.window("2024-05", dt.date(2024, 5, 1), dt.date(2024, 5, 31), AS_OF)
-    setting = planning.Setting(**{**small.__dict__, "paths": 200})
+    setting = small  # 2,000 paths: enough new leads' wins to trust their mean
     runs = []
     with pytest.raises(ValueError, match=r"would book about .* on average, too little"):
         planning.plan(setting, 1e12, w, 0.8, progress=lambda done, _: runs.append(done))
     assert runs == [1, 2]
+
+
+def test_a_reachable_target_is_not_refused_on_a_noisy_slope(b2b, b2b_params):
+    """The early refusal extrapolates the new leads' mean bookings 1,024 times: with an empty
+    pipeline, a month's window and 100 paths, today's arrivals win nothing in the window on
+    these paths (slope 0), yet about 512 times them reach 300,000 half the time. With too few
+    new wins to trust the slope, the search runs and finds the plan."""
+    from forecast.simulate import Pipeline
+
+    w = planning.window("next-30-days", AS_OF + dt.timedelta(1), AS_OF + dt.timedelta(30),
+                        AS_OF)
+    setting = planning.Setting(model=b2b, params=b2b_params.with_arrivals_scaled(0.1),
+                               pipeline=Pipeline.empty(), as_of=AS_OF, horizon=w.last + 1,
+                               paths=100, seed=5)
+    result = planning.plan(setting, 300_000, w, 0.5)
+    assert 128 <= result.factor <= 1024 and result.probability >= 0.5
 
 
 def test_classic_reverse_funnel_arithmetic(b2b, b2b_params):
