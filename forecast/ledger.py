@@ -210,7 +210,9 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
         if read_only:
             raise LedgerError(f"{path}: an empty file, no ledger yet (record a run with "
                               "`forecast run --ledger`)")
-        path.unlink()
+        # (another writer may have made the ledger since: only a file still empty goes)
+        if path.stat().st_size == 0:
+            path.unlink(missing_ok=True)
     deadline = time.monotonic() + timeout
     delay = 0.05
     jitter = random.Random()
@@ -624,13 +626,14 @@ def find_run(con, run: str | int = "latest", as_of: dt.date | None = None,
     if row is None:
         if con.execute("SELECT count(*) FROM runs").fetchone()[0] == 0:
             raise LedgerError("no runs recorded yet")
+        of = "" if model is None else f" of model {model}"
         if str(run) != "latest":
-            raise LedgerError(f"no run with id {run}"
+            raise LedgerError(f"no run{of} with id {run}"
                               + (f" and as-of date {as_of}" if as_of else ""))
         if as_of is None:
-            raise LedgerError("no forecast recorded yet, only what-if runs of `forecast "
+            raise LedgerError(f"no forecast{of} recorded yet, only what-if runs of `forecast "
                               "scenario` (pick one with --run ID)")
-        raise LedgerError(f"no forecast with as-of date {as_of}")
+        raise LedgerError(f"no forecast{of} with as-of date {as_of}")
     return dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
@@ -868,7 +871,7 @@ def trend(con, period: str, metric: str = "bookings", *, quantiles=(0.1, 0.5, 0.
     if last is not None:
         frame = frame.tail(last).reset_index(drop=True)
     currencies = sorted(frame["currency"].astype(str).unique())
-    if len(currencies) > 1:  # amounts in different units are no trend
+    if len(currencies) > 1 and metric in MONEY_METRICS:  # amounts in different units
         since = frame.index[frame["currency"] != frame["currency"].iloc[-1]].max()
         raise LedgerError(
             f"runs of model {models[0]} covering {period} are in several currencies "

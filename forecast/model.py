@@ -27,11 +27,12 @@ from forecast.calendar import CLOSES
 NURTURE, WON, LOST = "nurture", "won", "lost"
 SPECIAL_STAGES = (NURTURE, WON, LOST)
 
-# The most new leads a day one segment may have (a mean): far above any funnel, and far below
-# what the simulator can count (a day's arrivals are numbered in 2**24 substreams per segment,
-# and a path's leads are stepped one cohort or lead at a time: a million a day is already
-# hours a path). A larger mean is a typo or a scenario gone wrong, and it is refused rather
-# than let overflow into negative or zero arrivals.
+# The most new leads a day one segment may have (its mean over the week): far above any
+# funnel (a million a day is already hours a path), and a typo or a scenario gone wrong past
+# it, refused rather than let overflow into negative or zero arrivals (1e18 did). The
+# lead-by-lead kernel numbers a day's arrivals in 2**24 substreams per segment: a day's draw
+# stays below that even at seven times the mean on one weekday, though a calendar or a drift
+# walk on top could in principle pass it (the draws would then share streams, not fail).
 MAX_ARRIVALS_PER_DAY = 1e6
 
 # Kinds of move, derived from the positions of source and destination (never declared).

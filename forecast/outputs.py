@@ -27,7 +27,9 @@ def money(x: float, currency: str = "USD") -> str:
     """Compact currency: 1234567 -> '$1.23M' (USD), other currencies as a suffix."""
     sign = "-" if x < 0 else ""
     x = abs(x)
-    units = ((1e9, "B"), (1e6, "M"), (1e3, "k"), (1.0, ""))
+    if not math.isfinite(x):  # no unit for these
+        return f"{sign}${x}" if currency == "USD" else f"{sign}{x} {currency}"
+    units = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"), (1.0, ""))
     for i, (div, unit) in enumerate(units):
         # the unit whose rounded figure stays below 1,000 (999,999 is "$1M", not "$1000k")
         if x >= div or div == 1.0:

@@ -194,6 +194,13 @@ def test_a_read_only_older_ledger_is_read_as_it_is(tmp_path, monkeypatch):
 # ---- bands: a target must be a number ----------------------------------------------------------
 
 
+def test_trend_of_a_count_shows_runs_in_any_currency(usd_then_eur):
+    """Won deals are a count: the currency check is for amounts only."""
+    res = invoke("trend", "--ledger", usd_then_eur, "--period", "2026Q4", "--metric",
+                 "won_deals", "--format", "json")
+    assert res.exit_code == 0, res.output
+
+
 def test_bands_refuses_a_target_that_is_not_finite(usd_then_eur):
     for bad in ("nan", "inf"):
         res = invoke("bands", "--ledger", usd_then_eur, "--target", bad)
@@ -208,6 +215,8 @@ def test_bands_refuses_a_target_that_is_not_finite(usd_then_eur):
     (999_999, "$1M", "1M EUR"), (999_500, "$1M", "1M EUR"), (999_499, "$999k", "999k EUR"),
     (999.6, "$1k", "1k EUR"), (999.4, "$999", "999 EUR"), (999_999_999, "$1B", "1B EUR"),
     (-999_999, "-$1M", "-1M EUR"), (1_234_567, "$1.23M", "1.23M EUR"), (12.3, "$12", "12 EUR"),
+    (999.5e9, "$1T", "1T EUR"), (1e12, "$1T", "1T EUR"), (float("inf"), "$inf", "inf EUR"),
+    (float("nan"), "$nan", "nan EUR"), (0.0, "$0", "0 EUR"),
 ])
 def test_money_rounds_up_into_the_next_unit(amount, usd, eur):
     assert money(amount) == usd and money(amount, "EUR") == eur
@@ -233,6 +242,8 @@ def test_bands_picks_the_model_and_marks_what_if_rows(tmp_path):
     assert latest["run"]["model_name"] == "prévision"
     b2b = invoke("bands", "--ledger", path, "--model", "b2b", "--format", "json")
     assert b2b.exit_code == 0 and json.loads(b2b.output)["run"]["run_id"] == 1
+    other_id = invoke("bands", "--ledger", path, "--model", "b2b", "--run", 2)
+    assert other_id.exit_code == 1 and "no run of model b2b with id 2" in other_id.output
     missing = invoke("bands", "--ledger", path, "--model", "b2c")
     assert missing.exit_code == 1
     assert "no run of model 'b2c' recorded (models: b2b, prévision)" in missing.output
