@@ -408,18 +408,17 @@ def plan(setting: Setting, target: float, w: Window, confidence: float,
                 progress(len(cache), 0)
         return cache[m][0]
 
-    def mean_bookings(m: float) -> float:
+    def in_window_of(m: float, name: str) -> np.ndarray:
+        """Per path, the run at ``m``'s ``bookings`` or ``won`` over the window."""
         prob(m)
-        return float(np.mean(in_window(cache[m][1].bookings, w)))
-
-    def wins(m: float) -> int:
-        prob(m)
-        return int(in_window(cache[m][1].won, w).sum())
+        return in_window(getattr(cache[m][1], name), w)
 
     now = prob(1.0)
-    expected_at_max = mean_bookings(0.0) + max_factor * max(
-        mean_bookings(1.0) - mean_bookings(0.0), 0.0)
-    if prob(0.0) < confidence and wins(1.0) - wins(0.0) >= EARLY_REFUSAL_MIN_WINS \
+    mean_bookings = [float(np.mean(in_window_of(m, "bookings"))) for m in (0.0, 1.0)]
+    expected_at_max = mean_bookings[0] + max_factor * max(mean_bookings[1] - mean_bookings[0],
+                                                          0.0)
+    new_wins = int(in_window_of(1.0, "won").sum() - in_window_of(0.0, "won").sum())
+    if prob(0.0) < confidence and new_wins >= EARLY_REFUSAL_MIN_WINS \
             and 2.0 * expected_at_max < confidence * target:
         raise ValueError(
             f"even {max_factor:g} times today's arrivals would book about "
