@@ -332,6 +332,8 @@ def forecast_inputs(model_name, history, history_format, options: dict, as_of_te
             parameters_text += (f"; drift walk continued by {period} (median step "
                                 f"{conv:.0%} conversion, {arr:.0%} arrivals)")
     log = read_history_or_fail(history_path, model, history_format, options, as_of)
+    for line in log.notes:
+        note(f"note: {line}")
     if as_of is None:
         as_of = last_date_as_of(log)
         note(f"as of {as_of} (the last date in {history_path.name})")

@@ -44,7 +44,10 @@ Decisions where the exports are ambiguous (each is tested in ``tests/test_import
   an error. ``CloseDate`` on other rows is the expected close date and is ignored. History rows
   that stay in the same model state are folded: one event per state entry, plus one per later
   day on which the amount changed; rows after the close in the same closed state (edits) are
-  folded into the close, and their latest amount becomes the deal's amount. Identical rows are
+  folded into the close, and their latest amount becomes the deal's amount. A deal closed and
+  then reopened (or moved from ``Closed Won`` to ``Closed Lost``) keeps only its final close:
+  the earlier close rows are dropped (counted in ``notes``), so the deal stays in its stage
+  before the close until the reopening, as the CRM itself now shows it. Identical rows are
   duplicates.
 - Plain deal tables: a row with a created date gives an entry event (``entry_stage``) and, if
   its status is won or lost, a close event at the closed date. Statuses are read through the
@@ -383,8 +386,17 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
     order = np.argsort(key, kind="stable")
     lead, state, created, close, amount, segment = (
         a[order] for a in (lead, state, created, close, amount, segment))
-    n = order.size
     closed = state >= model.state_index(WON)
+    # A deal closed and then reopened (or closed again the other way): only its final close
+    # counts. The earlier closes are dropped, so the deal stays in its stage before the close
+    # until the reopening, which is the CRM's own current view of the deal.
+    reopened = _reopened_closes(lead, state, closed)
+    n_reopened_deals = np.unique(lead[reopened]).size
+    if n_reopened_deals:
+        keep = ~reopened
+        order, lead, state, created, close, amount, segment, closed = (
+            a[keep] for a in (order, lead, state, created, close, amount, segment, closed))
+    n = order.size
     new_lead = np.r_[True, lead[1:] != lead[:-1]]
     new_run = new_lead | np.r_[True, state[1:] != state[:-1]]
     # One group per (run, day) for open states, one per run for won / lost.
@@ -407,6 +419,13 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
     folded = n - starts.size
     notes = [f"folded {folded} history row{'s' if folded != 1 else ''} that stay in the same "
              "model state without a new amount"] if folded else []
+    if n_reopened_deals:
+        rows_dropped = int(reopened.sum())
+        plural = "s" if n_reopened_deals != 1 else ""
+        notes.append(f"{n_reopened_deals} deal{plural} reopened after a close: dropped "
+                     f"{rows_dropped} close row{'s' if rows_dropped != 1 else ''} before the "
+                     "reopening (only a deal's final close counts; it stays in its stage "
+                     "before the close until it reopens)")
     keys = table.keys
     date_column = np.where(by_close, keys.index("close") if "close" in keys else 0,
                            keys.index("created"))
@@ -415,6 +434,24 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
                    amount=g_amount, amount_row=np.where(amount_row >= 0, order[amount_row], row),
                    segment=segment[starts], date_column=date_column,
                    stage_column=np.full(row.size, keys.index("stage")), ids=ids, notes=notes)
+
+
+def _reopened_closes(lead: np.ndarray, state: np.ndarray, closed: np.ndarray) -> np.ndarray:
+    """Rows (grouped by lead, in time order) that close a deal which later moves on.
+
+    A deal's final run is its last rows in its last state; a closed row before that run was
+    undone by what followed it (a reopening, or a close the other way).
+    """
+    n = lead.size
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(np.r_[True, lead[1:] != lead[:-1]])
+    ends = np.r_[starts[1:], n] - 1
+    lead_of_row = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n]))
+    final_state = state[ends][lead_of_row]
+    differs = np.where(state != final_state, np.arange(n), -1)
+    last_differ = np.maximum.reduceat(differs, starts)[lead_of_row]
+    return closed & (np.arange(n) <= last_differ)
 
 
 # ---- plain deal tables -----------------------------------------------------------------------

@@ -143,6 +143,8 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
     options = import_options(kwargs)
     # As everywhere, a row dated after the as-of date is an error (a future event is bad data).
     log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format")
+    for line in log.notes:  # e.g. deals reopened after a close, in the cron job's log
+        click.echo(f"forecast nightly: note: {line}", err=True)
 
     reason = refit_reason(posterior, model, max_age, now)
     if reason is not None:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from forecast import hazards as hz
-from forecast.eventlog import EventLog, InputError, read_event_log
+from forecast.eventlog import EventLog, InputError, open_pipeline, read_event_log
 from forecast.importers import read_history, read_hubspot, read_opportunities, read_salesforce
 from forecast.model import ModelError, bundled_models_dir, load_model
 from forecast.parameters import default_parameters
@@ -288,9 +288,11 @@ def test_salesforce_report_labels_and_segment(b2b):
         1,Prospecting,1/5/2024 9:00 AM,,Partner
         1,Closed Won,1/5/2024 8:00 AM,300,
         """)
-    # Same day: the earlier time comes first, whatever the file order.
-    assert error(path, b2b, "salesforce", segment_column="Lead Source").startswith(
-        "crm.csv, row 2, column Stage: lead '1' was already closed (won at row 3)")
+    # Same day: the earlier time comes first, whatever the file order: won at 8:00, then
+    # back to prospecting at 9:00, a reopened deal (open, the close dropped).
+    log = read_salesforce(path, b2b, segment_column="Lead Source")
+    assert rows(log) == [("1", "opportunity", "2024-01-05", None, "partner")]
+    assert log.notes[-1].startswith("1 deal reopened after a close: dropped 1 close row")
     path = write("""\
         Opportunity ID,Stage,Created Date,Amount,Lead Source
         1,Closed Won,1/5/2024 3:00 PM,300,
@@ -322,13 +324,64 @@ def test_salesforce_report_labels_and_segment(b2b):
     ("1,Prospecting,2024-01-01,5,\n2,Prospecting,2024-01-01,,\n1,Prospecting,2024-01-01,5,\n", {},
      "crm.csv, row 4, column OpportunityId: this row repeats row 2 (same OpportunityId, "
      "StageName, CreatedDate, Amount and CloseDate); delete the duplicate"),
-    ("1,Closed Lost,2024-01-05,,\n1,Prospecting,2024-01-08,,\n", {},
-     "crm.csv, row 3, column StageName: lead '1' was already closed (lost at row 2)"),
     (" ,Prospecting,2024-01-01,,\n", {},
      "crm.csv, row 2, column OpportunityId: OpportunityId is empty"),
 ])
 def test_salesforce_errors(b2b, body, options, expected):
     assert error(write(SF_HEADER + body), b2b, "salesforce", **options).startswith(expected)
+
+
+def test_salesforce_reopened_deals_keep_only_their_final_close(b2b):
+    """Salesforce lets a closed deal reopen; nightly runs on such exports must not stop. The
+    closes a deal moved on from are dropped: it stays in its stage until the reopening."""
+    path = write(SF_HEADER + textwrap.dedent("""\
+        A,Prospecting,2024-01-02,100,
+        A,Closed Lost,2024-01-10,,2024-01-09
+        A,Closed Lost,2024-01-11,,2024-01-09
+        A,Negotiation/Review,2024-02-01,150,
+        A,Closed Won,2024-02-20,160,2024-02-19
+        B,Negotiation/Review,2024-01-03,,
+        B,Closed Won,2024-01-15,500,2024-01-15
+        B,Prospecting,2024-03-01,,
+        C,Prospecting,2024-01-04,,
+        C,Closed Won,2024-01-20,700,2024-01-20
+        C,Closed Lost,2024-01-25,,2024-01-24
+        D,Prospecting,2024-01-05,,
+        D,Closed Won,2024-01-30,900,2024-01-30
+        """))
+    log = read_salesforce(path, b2b)
+    assert rows(log) == [
+        ("A", "opportunity", "2024-01-02", 100.0, "organic"),
+        ("A", "opportunity", "2024-02-01", 150.0, "organic"),  # a new amount on reopening
+        ("A", "won", "2024-02-19", 160.0, "organic"),  # only the final close
+        ("B", "opportunity", "2024-01-03", None, "organic"),  # reopened: open since 01-03
+        ("C", "opportunity", "2024-01-04", None, "organic"),
+        ("C", "lost", "2024-01-24", None, "organic"),  # won, then lost: lost
+        ("D", "opportunity", "2024-01-05", None, "organic"),
+        ("D", "won", "2024-01-30", 900.0, "organic"),  # untouched
+    ]
+    assert log.notes[-1] == (
+        "3 deals reopened after a close: dropped 4 close rows before the reopening (only a "
+        "deal's final close counts; it stays in its stage before the close until it reopens)")
+    # Inside their closed spans A and B are open (the closes were undone), aged from their
+    # stage entries; at the end only B is, open since 01-03 with no amount.
+    inside = open_pipeline(log, b2b, dt.date(2024, 1, 20))
+    assert inside.age.tolist() == [18, 17, 16, 15]
+    end = open_pipeline(log, b2b, dt.date(2024, 3, 1))
+    assert end.age.tolist() == [58] and np.isnan(end.amount).all()
+
+
+def test_a_reopened_salesforce_deal_runs(b2b):
+    """End to end: a forecast from an export with a reopened deal exits 0 and notes it."""
+    from click.testing import CliRunner
+
+    from forecast.cli import main
+    write(SF_HEADER + "A,Prospecting,2024-01-02,100,\nA,Closed Lost,2024-01-10,,\n"
+          "A,Negotiation/Review,2024-02-01,150,\n")
+    result = CliRunner().invoke(main, ["run", "--history", "crm.csv", "--history-format",
+                                       "salesforce", "--paths", "50", "--horizon", "30"])
+    assert result.exit_code == 0, result.output
+    assert "1 deal reopened after a close" in result.output
 
 
 def test_salesforce_close_date_before_an_earlier_stage_change(b2b):
