@@ -541,10 +541,14 @@ def neglect_pipeline(model: FunnelModel, pipeline: Pipeline, changes: Sequence[C
 
 def scenario_notes(model: FunnelModel, scenario: Scenario, pipeline: Pipeline,
                    as_of: dt.date, horizon: int) -> list[str]:
-    """What in ``scenario`` has less effect in this run than it reads: a change dated after
-    the horizon (none), and a ``neglect`` count above the stage's open leads (only those)."""
+    """What in ``scenario`` has less effect in this run than it reads: no change at all (an
+    empty file, or a table misnamed inside ``[[change]]``'s), a change dated after the horizon
+    (none), and a ``neglect`` count above the stage's open leads (only those)."""
     last = as_of + dt.timedelta(days=horizon)
     out = []
+    if not scenario.changes:
+        out.append(f"{scenario.path or scenario.name}: no [[change]] table: scenario "
+                   f"{scenario.name!r} is the baseline itself")
     for c in scenario.changes:
         if c.start is not None and c.start > last:
             out.append(f"{c.where}: from {c.start}, after the horizon's last day {last}: it "

@@ -158,7 +158,10 @@ def test_scenario_command_table_json_out_and_ledger(tmp_path):
     res = invoke(*args)
     assert res.exit_code == 0, res.output
     assert "Win rate +5 points" in res.output and "P(better)" in res.output
-    data = json.loads(invoke(*args, "--format", "json").output)
+    res = invoke(*args, "--format", "json")
+    # The no-change scenario is said on stderr (even with --quiet), stdout stays JSON.
+    assert "scenario 'Nothing' is the baseline itself" in res.stderr
+    data = json.loads(res.stdout)
     rows = pd.DataFrame(data["rows"])
     nothing = rows[rows["scenario"] == "Nothing"]
     assert (nothing.filter(like="delta_") == 0).all().all() and (nothing["p_better"] == 0).all()

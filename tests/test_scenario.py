@@ -405,3 +405,18 @@ def test_scenario_notes_say_what_has_less_effect_than_it_reads(b2b, b2b_pipeline
         f"test (neglect): count {n_sql + 1}, but only {n_sql:,} sql leads are open at "
         "2026-09-30: all of them are neglected"]
     assert scenario_notes(b2b, sc, b2b_pipeline, AS_OF, 365)[:1] == [notes[1]]
+
+
+@pytest.mark.parametrize(("text", "name"), [("", "quo"), ('name = "status quo"\n', "status quo")])
+def test_a_scenario_without_changes_is_noted_as_the_baseline(tmp_path, b2b, b2b_pipeline, text,
+                                                             name):
+    """An empty file, or one without [[change]] tables, is the baseline: allowed (a "status
+    quo" beside other scenarios), but said, since a difference of zero reads as a finding."""
+    from forecast.scenario import load_scenario, scenario_notes
+
+    path = tmp_path / "quo.toml"
+    path.write_text(text)
+    sc = load_scenario(path, b2b)
+    assert sc.changes == ()
+    assert scenario_notes(b2b, sc, b2b_pipeline, AS_OF, 90) == [
+        f"{path}: no [[change]] table: scenario {name!r} is the baseline itself"]
