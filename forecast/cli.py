@@ -92,6 +92,8 @@ _IMPORT_OPTIONS = (
      "comma-separated (besides the model's [crm_stages])."),
     ("--open-values", "open_values", "opportunities: status values meaning open, comma-separated "
      "(besides the model's [crm_stages]; any other status is an error)."),
+    ("--date-order", "date_order", "hubspot, salesforce, opportunities: how a date like 3/1/2017 "
+     "reads: month-first (US: 1 March; the default) or day-first (3 January; also 03.01.2017)."),
 )
 _LIST_OPTIONS = ("won_values", "lost_values", "open_values")
 
@@ -99,7 +101,9 @@ _LIST_OPTIONS = ("won_values", "lost_values", "open_values")
 def history_options(func, flags: tuple[str, ...] = ("--history-format",)):
     """Add the history layout option (``flags``) and the importers' column options."""
     for name, dest, text in reversed(_IMPORT_OPTIONS):
-        func = click.option(name, dest, default=None, metavar="NAME", help=text)(func)
+        kind = click.Choice(["month-first", "day-first"]) if dest == "date_order" else None
+        func = click.option(name, dest, default=None, type=kind,
+                            metavar=None if kind else "NAME", help=text)(func)
     return click.option(
         *flags, "history_format",
         type=click.Choice(["eventlog", "hubspot", "salesforce", "opportunities"]),

@@ -25,7 +25,10 @@ events built from the export, so an :class:`InputError` always names the export 
 
 Dates: ISO 8601 dates or datetimes (``2017-03-01``, ``2017-03-01T14:05:00.000Z``,
 ``2017-03-01 14:05``) or US ``month/day/year`` with an optional time (``3/1/2017``,
-``3/1/2017 2:05 PM``); Parquet date and timestamp columns as stored. Only the date is kept, as
+``3/1/2017 2:05 PM``); with ``date_order="day-first"`` (``--date-order day-first``),
+``day/month/year`` instead (``1/3/2017``, ``01.03.2017``, ``01-03-2017``); a date that only
+reads the other way round is an error that says so. Parquet date and timestamp columns as
+stored. Only the date is kept, as
 written (a ``Z`` stamp keeps its UTC date); the time of day only orders events within a day.
 
 Decisions where the exports are ambiguous (each is tested in ``tests/test_importers.py``):
@@ -152,8 +155,13 @@ _ISO_PARTS = (r"^(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})"
 _US_PARTS = (r"^(?P<m>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{4})"
              r"(?:[ T](?P<H>\d{1,2}):(?P<M>[0-5]\d)(?::(?P<S>[0-5]\d)(?:[.,]\d+)?)?"
              r"\s*(?P<p>[AaPp][Mm])?)?$")
+# With ``date_order="day-first"``: day/month/year (also with dots or dashes: 25.03.2017).
+_DMY_PARTS = (r"^(?P<d>\d{1,2})[./-](?P<m>\d{1,2})[./-](?P<y>\d{4})"
+              r"(?:[ T](?P<H>\d{1,2}):(?P<M>[0-5]\d)(?::(?P<S>[0-5]\d)(?:[.,]\d+)?)?"
+              r"\s*(?P<p>[AaPp][Mm])?)?$")
 _DATE_HINT = ("expected ISO 8601 like 2017-03-01 or 2017-03-01T14:05:00Z, or US "
-              "month/day/year like 3/1/2017")
+              "month/day/year like 3/1/2017 (day/month/year with --date-order day-first)")
+DATE_ORDERS = ("month-first", "day-first")
 
 
 # ---- the entry point -------------------------------------------------------------------------
@@ -205,7 +213,8 @@ def read_history(path: str | Path, model: FunnelModel, *, format: str = "eventlo
 def read_hubspot(path: str | Path, model: FunnelModel, *, as_of: dt.date | None = None,
                  id_column: str | None = None, amount_column: str | None = AUTO,
                  segment_column: str | None = None,
-                 skip_stages: Iterable[str] = ("evangelist",)) -> EventLog:
+                 skip_stages: Iterable[str] = ("evangelist",),
+                 date_order: str = "month-first") -> EventLog:
     """Read a HubSpot contacts export: one row per contact, one date column per lifecycle stage.
 
     Each non-empty lifecycle date becomes an event whose stage is the lifecycle stage's label
@@ -232,6 +241,9 @@ def read_hubspot(path: str | Path, model: FunnelModel, *, as_of: dt.date | None 
     skip_stages : iterable of str, optional
         Lifecycle stages (internal names or labels) whose columns are ignored.
 
+    date_order : {"month-first", "day-first"}, optional
+        How dates that are not ISO 8601 read: ``3/1/2017`` is 1 March (US, the default) or,
+        day-first, 3 January (also ``03.01.2017``, ``03-01-2017``).
     Returns
     -------
     EventLog
@@ -269,6 +281,7 @@ def read_hubspot(path: str | Path, model: FunnelModel, *, as_of: dt.date | None 
                          f"{table.found()}); export the contacts with their lifecycle dates")
 
     at, pos = table.at, table.pos
+    day_first = _day_first(path, date_order)
     ids = _ids(table, "contact")
     _check_unique(ids, table, "contact", "a contacts export has one row per contact")
     amount = _check_amounts(table.columns, pos, at)
@@ -277,7 +290,7 @@ def read_hubspot(path: str | Path, model: FunnelModel, *, as_of: dt.date | None 
     rows, days, state, rank, column = [], [], [], [], []
     for r, internal, crm in present:
         key = f"stage:{internal}"
-        day, _ = _parse_when(table.columns[key], pos, at, key)
+        day, _ = _parse_when(table.columns[key], pos, at, key, day_first=day_first)
         filled = np.flatnonzero(~np.isnat(day))
         if not filled.size:
             continue
@@ -323,7 +336,8 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
                     id_column: str | None = None, stage_column: str | None = None,
                     date_column: str | None = None, amount_column: str | None = AUTO,
                     close_column: str | None = AUTO,
-                    segment_column: str | None = None) -> EventLog:
+                    segment_column: str | None = None,
+                    date_order: str = "month-first") -> EventLog:
     """Read Salesforce opportunity stage history: one row per stage change of a deal.
 
     Stage names (``Prospecting``, ..., ``Closed Won``, ``Closed Lost``) are mapped through the
@@ -347,6 +361,9 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
     segment_column : str, optional
         A column of segment names; by default every deal is in the model's default segment.
 
+    date_order : {"month-first", "day-first"}, optional
+        How dates that are not ISO 8601 read: ``3/1/2017`` is 1 March (US, the default) or,
+        day-first, 3 January (also ``03.01.2017``, ``03-01-2017``).
     Returns
     -------
     EventLog
@@ -366,13 +383,15 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
         _want("segment", segment_column, (), "segment_column", "the segment"),
     ) if w is not None])
     at, pos, columns = table.at, table.pos, table.columns
+    day_first = _day_first(path, date_order)
     as_of = _as_date(as_of) if as_of is not None else None
     ids = _ids(table, "opportunity")
     state = _stage_codes(columns["stage"], model, pos, at)
     created, seconds = _parse_when(columns["created"], pos, at, "created", required=True,
-                                   times=True)
+                                   times=True, day_first=day_first)
     _check_as_of(created, pos, at, "created", as_of)
-    close = (_parse_when(columns["close"], pos, at, "close")[0] if "close" in columns
+    close = (_parse_when(columns["close"], pos, at, "close", day_first=day_first)[0]
+             if "close" in columns
              else np.full(pos.size, np.datetime64("NaT"), dtype="datetime64[D]"))
     amount = _check_amounts(columns, pos, at)
     segment = _segment_codes(columns, model, pos, at)
@@ -463,7 +482,8 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
                        won_values: Iterable[str] = (),
                        lost_values: Iterable[str] = (),
                        open_values: Iterable[str] = (),
-                       entry_stage: str | None = None) -> EventLog:
+                       entry_stage: str | None = None,
+                       date_order: str = "month-first") -> EventLog:
     """Read a table with one row per deal: created date, closed date, status, amount.
 
     A deal enters ``entry_stage`` on its created date and, when its status is won or lost,
@@ -497,6 +517,9 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
         The active stage a deal enters on its created date (a model stage or a CRM name);
         by default the model's entry stage.
 
+    date_order : {"month-first", "day-first"}, optional
+        How dates that are not ISO 8601 read: ``3/1/2017`` is 1 March (US, the default) or,
+        day-first, 3 January (also ``03.01.2017``, ``03-01-2017``).
     Returns
     -------
     EventLog
@@ -539,6 +562,7 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
         _want("segment", segment_column, (), "segment_column", "the segment"),
     ) if w is not None])
     at, pos, columns, names = table.at, table.pos, table.columns, table.names
+    day_first = _day_first(path, date_order)
     ids = _ids(table, "deal")
     _check_unique(ids, table, "deal", "the table has one row per deal")
     index, statuses = _encode_text(columns["status"])
@@ -555,8 +579,8 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
                          f"open: {', '.join(sorted(open_set))}); map it to a state in the "
                          "model's [crm_stages], or name it with --won-values, --lost-values or "
                          "--open-values")
-    created, _ = _parse_when(columns["created"], pos, at, "created")
-    closed, _ = _parse_when(columns["closed"], pos, at, "closed")
+    created, _ = _parse_when(columns["created"], pos, at, "created", day_first=day_first)
+    closed, _ = _parse_when(columns["closed"], pos, at, "closed", day_first=day_first)
     amount = _check_amounts(columns, pos, at)
     segment = _segment_codes(columns, model, pos, at)
 
@@ -804,8 +828,16 @@ def _check_as_of(days: np.ndarray, pos: np.ndarray, at: Locator, key: str,
                          "--as-of or export the history up to it")
 
 
+def _day_first(path: str | Path, date_order: str) -> bool:
+    if date_order not in DATE_ORDERS:
+        raise InputError(f"{Path(path).name}: date order {date_order!r} is not one of "
+                         f"{', '.join(DATE_ORDERS)}")
+    return date_order == "day-first"
+
+
 def _parse_when(values: pa.Array, pos: np.ndarray, at: Locator, key: str, *,
-                required: bool = False, times: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                required: bool = False, times: bool = False, day_first: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Per row: (the date as datetime64[D], NaT if empty; seconds after midnight, 0 if none).
 
     Seconds are only worked out for ISO 8601 text when ``times`` is true (else 0).
@@ -835,11 +867,18 @@ def _parse_when(values: pa.Array, pos: np.ndarray, at: Locator, key: str, *,
                             (np.flatnonzero(~iso), _parse_other)):
             if rows.size:
                 part = text if rows.size == len(text) else text.take(pa.array(rows))
-                days[rows], seconds[rows], bad[rows] = parse(part, times)
+                days[rows], seconds[rows], bad[rows] = (parse(part, times, day_first)
+                                                        if parse is _parse_other else
+                                                        parse(part, times))
         i = _first(bad)
         if i is not None:
-            raise InputError(f"{at(pos[i], key)}: {_show(text[i].as_py())} is not a date "
-                             f"({_DATE_HINT})")
+            shown = text[i].as_py()
+            other = _parse_distinct(pa.array([shown.strip()]), not day_first)[2]
+            hint = _DATE_HINT
+            if not other[0]:  # a date read the other way round
+                hint = ("it reads as day/month/year: pass --date-order day-first" if not day_first
+                        else "it reads as month/day/year: drop --date-order day-first")
+            raise InputError(f"{at(pos[i], key)}: {_show(shown)} is not a date ({hint})")
     if required:
         i = _first(np.isnat(days))
         if i is not None:
@@ -871,26 +910,30 @@ def _parse_iso(text: pa.Array, times: bool) -> tuple[np.ndarray, np.ndarray, np.
     return days[index], seconds, bad[index]
 
 
-def _parse_other(text: pa.Array, times: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For other texts (US dates, errors): (date, seconds after midnight, not-a-date mask).
+def _parse_other(text: pa.Array, times: bool, day_first: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For other texts (US or, with ``day_first``, day/month/year dates; errors): (date,
+    seconds after midnight, not-a-date mask).
 
     Their times are always parsed (they are few distinct texts); ``times`` is not needed.
     """
-    index, (days, seconds, bad) = _per_distinct(text)
+    index, (days, seconds, bad) = _per_distinct(text, day_first)
     return days[index], seconds[index], bad[index]
 
 
-def _per_distinct(text: pa.Array) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+def _per_distinct(text: pa.Array, day_first: bool = False
+                  ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """(per-row index into the distinct texts, :func:`_parse_distinct` of those)."""
     encoded = text.dictionary_encode()
     index = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    return index, _parse_distinct(encoded.dictionary)
+    return index, _parse_distinct(encoded.dictionary, day_first)
 
 
-def _parse_distinct(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _parse_distinct(text: pa.Array, day_first: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For distinct stripped texts: (date, seconds after midnight, not-a-date mask)."""
     iso = pc.extract_regex(text, _ISO_PARTS)
-    us = pc.extract_regex(text, _US_PARTS)
+    us = pc.extract_regex(text, _DMY_PARTS if day_first else _US_PARTS)
     is_iso = _numpy_bool(pc.is_valid(iso))
     is_us = _numpy_bool(pc.is_valid(us)) & ~is_iso
 

@@ -136,6 +136,60 @@ def test_hubspot_ui_labels_and_exported_date_forms(b2b):
     ]
 
 
+def test_day_first_dates_read_with_date_order(b2b, deals):
+    """European exports write day/month/year. Read month-first (US), a date that only reads
+    day-first is an error that says so; --date-order day-first reads them (dots and dashes
+    too), and then a month-first date is the error."""
+    labels = "Record ID,Became a Lead Date,Became a Marketing Qualified Lead Date"
+    path = write(f"{labels}\n7,03/02/2024,25/02/2024 14:05\n")
+    assert error(path, b2b, "hubspot") == (
+        "crm.csv, row 2, column Became a Marketing Qualified Lead Date: '25/02/2024 14:05' is "
+        "not a date (it reads as day/month/year: pass --date-order day-first)")
+    log = read_history(path, b2b, format="hubspot", date_order="day-first")
+    assert rows(log) == [("7", "lead", "2024-02-03", None, "organic"),
+                         ("7", "mql", "2024-02-25", None, "organic")]
+    path = write("OpportunityId,StageName,CreatedDate,CloseDate\n"
+                 "A,Prospecting,01.03.2024 09:00,\nA,Closed Won,13-03-2024 10:00,14.03.2024\n")
+    assert rows(read_salesforce(path, b2b, date_order="day-first")) == [
+        ("A", "opportunity", "2024-03-01", None, "organic"),
+        ("A", "won", "2024-03-14", None, "organic")]
+    assert error(path, b2b, "salesforce").endswith(
+        "'01.03.2024 09:00' is not a date (it reads as day/month/year: pass --date-order "
+        "day-first)")
+    path = write("deal_id,created_date,closed_date,status\nD1,02/03/2024,03/25/2024,Won\n")
+    assert error(path, deals, "opportunities", date_order="day-first") == (
+        "crm.csv, row 2, column closed_date: '03/25/2024' is not a date (it reads as "
+        "month/day/year: drop --date-order day-first)")
+    assert error(path, deals, "opportunities", date_order="dmy") == (
+        "crm.csv: date order 'dmy' is not one of month-first, day-first")
+    # Neither way a date: the general hint.
+    path = write("deal_id,created_date,closed_date,status\nD1,32/13/2024,,Open\n")
+    assert error(path, deals, "opportunities").endswith(
+        "'32/13/2024' is not a date (expected ISO 8601 like 2017-03-01 or 2017-03-01T14:05:00Z, "
+        "or US month/day/year like 3/1/2017 (day/month/year with --date-order day-first))")
+
+
+def test_date_order_on_the_command_line(deals):
+    from click.testing import CliRunner
+
+    from forecast.cli import main
+    write("deal_id,created_date,closed_date,status,product\n"
+          "D1,02/03/2024,25/03/2024,Won,GTX Basic\nD2,20/03/2024,,Open,GTX Basic\n")
+    base = ["run", "--model", "opportunities", "--history", "crm.csv", "--paths", "50",
+            "--horizon", "30", "--segment-column", "product", "--history-format"]
+    result = CliRunner().invoke(main, [*base, "opportunities", "--date-order", "day-first"])
+    assert result.exit_code == 0, result.output
+    assert "as of 2024-03-25" in result.output
+    result = CliRunner().invoke(main, [*base, "opportunities"])
+    assert result.exit_code == 1 and "pass --date-order day-first" in result.output
+    result = CliRunner().invoke(main, [*base, "eventlog", "--date-order", "day-first"])
+    assert result.exit_code == 1
+    assert "--date-order: not an option of --history-format eventlog" in result.output
+    result = CliRunner().invoke(main, [*base, "opportunities", "--date-order", "dmy"])
+    assert result.exit_code == 2 and "'dmy' is not one of 'month-first', 'day-first'" in \
+        result.output
+
+
 def test_hubspot_same_day_ties_follow_the_lifecycle(b2b):
     path = write(f"""\
         vid,{dates("customer", "opportunity", "lead")}
