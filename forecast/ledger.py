@@ -335,7 +335,8 @@ def _name(con) -> str:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """The inputs and settings of a run, as stored in ``runs``."""
+    """The inputs and settings of a run, as stored in ``runs`` (paths made absolute, so that
+    the ledger reads the same from any directory)."""
 
     as_of: dt.date
     model_name: str
@@ -476,6 +477,9 @@ class _Passed(Exception):
 
 def _insert_run(con, run: RunRecord, grid: tuple[float, ...]) -> int:
     fields = asdict(run)
+    for key in ("history_path", "posterior_path", "model_path"):  # readable from anywhere
+        if fields[key]:
+            fields[key] = os.path.abspath(fields[key])
     fields["recorded_at"] = _utcnow()
     fields["quantile_grid"] = list(grid)
     names = list(fields)
@@ -682,7 +686,7 @@ def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFra
     actuals : pandas.DataFrame
         From :func:`forecast.trend.actuals_frame`.
     history_path, history_sha256 : str
-        Provenance, stored on every row.
+        Provenance, stored on every row (the path made absolute).
     timeout : float
         Seconds to wait for another process's lock (see :func:`connect`).
 
@@ -701,6 +705,7 @@ def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFra
     import pyarrow as pa
 
     path = Path(path)
+    history_path = os.path.abspath(history_path)
     day_rows = actuals[actuals["grain"] == "day"]
     first = min(day_rows["period_start"]) if len(day_rows) else None
     last = max(day_rows["period_end"]) if len(day_rows) else None

@@ -77,6 +77,9 @@ def test_first_record_creates_a_ledger_at_the_latest_schema(tmp_path, result, st
     assert run["seed"] == 3 and run["paths"] == PATHS and run["horizon_days"] == HORIZON
     assert run["posterior_sha256"] is None or pd.isna(run["posterior_sha256"])
     assert list(run["quantile_grid"]) == list(ledger.GRID)
+    # Paths are stored absolute, so that the ledger reads the same from any directory.
+    assert run["history_path"] == os.path.abspath("history.csv")
+    assert run["model_path"] == str(result.model.path)
     assert abs(pd.Timestamp(run["recorded_at"]) - pd.Timestamp.now("UTC").tz_localize(None)) \
         < pd.Timedelta(minutes=5)  # UTC
     assert ledger.record(path, run_record(result), stored) == 2
