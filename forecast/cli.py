@@ -899,6 +899,8 @@ def fit(history, model_name, out_path, as_of_text, window_text, drift, undeclare
     diag, tm = result.diagnostics, result.timings
     for warning in diag["warnings"]:
         click.echo(f"forecast: warning: {warning}", err=True)
+    for line in fit_mod.carried_notes(diag["carried_bands"]):
+        note(f"note: {line}")
     params = fit_mod.posterior_parameters(result.idata, model, str(out_path))
     window_text = (f", window {window} days" if window else "") + (", drift" if drift else "")
     header = [

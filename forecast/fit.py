@@ -663,7 +663,9 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
         else:
             raise ValueError(f"sampler must be 'pymc' or 'nutpie', got {sampler!r}")
     timings["sampling_s"] = time.perf_counter() - t1
+    carried = carry_unseen_bands(idata, stats, model)
     diag = diagnose(idata)
+    diag["carried_bands"] = carried
     idata.posterior.attrs.update({
         "forecast_format": FORMAT_VERSION,
         "fitted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -685,6 +687,45 @@ def fit(stats: Statistics, model: FunnelModel, *, draws: int = 1000, tune: int =
     })
     timings["total_s"] = time.perf_counter() - t0
     return FitResult(idata=idata, diagnostics=diag, timings=timings)
+
+
+def carry_unseen_bands(idata, stats: Statistics, model: FunnelModel) -> dict[str, list[str]]:
+    """Give an age band no lead was ever at risk in the hazards of the band before it, draw by
+    draw (in place); return the bands carried, by state (``{"opportunity": ["365+"]}``).
+
+    With no exposure a band's ``log_hazard`` never meets the likelihood, so its posterior is
+    its prior (median e^-5 = 0.0067 a day, 90% interval 0.0003 to 0.18) and independent of
+    everything else: a deal turning a year old in the forecast would close at a rate the data
+    never showed, faster than one of half a year whose band the data pin near zero. Replacing
+    those draws by the band before's is exactly sampling a model in which an unseen band's
+    hazards equal those of the last band seen before it. A state never at risk at any age
+    keeps its prior.
+    """
+    moves = declared_moves(model)
+    seen = stats.exposure.sum(axis=(2, 3)) > 0  # [transient state, band]
+    log_hazard = idata.posterior["log_hazard"]
+    values = log_hazard.values.copy()  # [chain, draw, move, band]
+    carried: dict[str, list[str]] = {}
+    for s in np.unique(moves.source):
+        first_seen = np.flatnonzero(seen[s])
+        if not first_seen.size:
+            continue
+        unseen = [b for b in range(first_seen[0] + 1, seen.shape[1]) if not seen[s, b]]
+        for b in unseen:  # in order, so a run of unseen bands carries the last seen one
+            values[:, :, moves.source == s, b] = values[:, :, moves.source == s, b - 1]
+        if unseen:
+            carried[model.states[s]] = [f"{model.age_bands[b]}+" for b in unseen]
+    if carried:
+        idata.posterior["log_hazard"] = log_hazard.copy(data=values)
+        idata.posterior.attrs["carried_bands"] = json.dumps(carried)
+    return carried
+
+
+def carried_notes(carried: dict[str, list[str]]) -> list[str]:
+    """One line per state of :func:`carry_unseen_bands`' result, for the user."""
+    return [f"no {state} lead was at risk at ages {', '.join(bands)} days in the history: "
+            f"{'those bands take' if len(bands) > 1 else 'that band takes'} the hazards of the "
+            "band before (not the prior's)" for state, bands in carried.items()]
 
 
 def diagnose(idata) -> dict:

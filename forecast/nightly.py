@@ -167,6 +167,8 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
                     f"{result.diagnostics['divergences']} divergences")
         for warning in result.diagnostics["warnings"]:
             click.echo(f"forecast nightly: warning: {warning}", err=True)
+        for line in fit_mod.carried_notes(result.diagnostics["carried_bands"]):
+            click.echo(f"forecast nightly: note: {line}", err=True)
     else:
         fit_text = "posterior reused"
 

@@ -8,12 +8,14 @@ each distinct fit compiles its model once (tens of seconds), so they are marked 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from forecast import fit as fit_mod
 from forecast.eventlog import EventLog
 from forecast.fit import (
     RHAT_LIMIT,
@@ -27,6 +29,7 @@ from forecast.fit import (
     save_posterior,
 )
 from forecast.model import load_model
+from forecast.parameters import default_parameters
 from forecast.simulate.engine import simulate_history
 from forecast.statistics import sufficient_statistics
 
@@ -455,3 +458,44 @@ def test_without_deals_the_deal_means_are_their_prior():
     a = float(np.mean([s.deal_mu for s in model.segments]))
     assert got0 == pytest.approx(a + 2.0 * 1.5)
     np.testing.assert_allclose(got, a + 3.0 + 0.7 * z)
+
+
+def test_an_age_band_no_lead_reached_takes_the_band_before(tmp_path, two_stage_params):
+    """A band with no exposure would be fitted to its prior (median 0.0067 a day, up to 0.18):
+    a lead reaching it in a forecast would suddenly move at a rate the data never showed. It
+    takes the hazards of the band before, draw by draw; the bands seen are fitted as before."""
+    import re
+
+    from tests.conftest import TWO_STAGE_TOML
+
+    # The two-stage model with a fourth band from 100 days, which no lead of a or b reaches
+    # (both are left at 0.1 a day or faster from 10 days on; some nurtured leads stay that
+    # long): its defaults repeat the third band's.
+    moves, rest = TWO_STAGE_TOML.split("[recycle]")
+    moves = re.sub(r"\[([0-9., ]+), ([0-9.]+)\]\n", r"[\1, \2, \2]\n", moves)
+    text = moves.replace("age_bands = [0, 3, 10, 10]", "age_bands = [0, 3, 10, 100]") \
+        + "[recycle]" + rest
+    path = tmp_path / "four_bands.toml"
+    path.write_text(text)
+    model = load_model(path)
+    params = default_parameters(model).with_arrivals_scaled(SCALE)
+    log = simulated_log(model, params, 240, seed=5)
+    stats = sufficient_statistics(log, model, START + dt.timedelta(days=239))
+    exposure = stats.exposure.sum(axis=(2, 3))  # [state, band]
+    assert (exposure[:2, 3] == 0).all() and (exposure[:, :3] > 0).all() and exposure[2, 3] > 0
+    result = fit(stats, model, draws=60, tune=60, chains=1, seed=2, progress=False)
+    lh = result.idata.posterior["log_hazard"].values  # [chain, draw, move, band]
+    source = fit_mod.declared_moves(model).source
+    unseen, seen = source < 2, source == 2  # moves out of a and b; out of nurture
+    np.testing.assert_array_equal(lh[..., unseen, 3], lh[..., unseen, 2])
+    assert not np.isclose(lh[..., seen, 3], lh[..., seen, 2]).any()  # nurture's own
+    assert not np.isclose(lh[..., 2], lh[..., 1]).any()  # the seen bands are their own
+    assert result.diagnostics["carried_bands"] == {"a": ["100+"], "b": ["100+"]}
+    assert json.loads(result.idata.posterior.attrs["carried_bands"]) == \
+        result.diagnostics["carried_bands"]
+    assert fit_mod.carried_notes({"a": ["100+"]}) == [
+        "no a lead was at risk at ages 100+ days in the history: that band takes the hazards "
+        "of the band before (not the prior's)"]
+    # In the forecast's parameters, a lead of 100+ days moves as one of 10-99 days.
+    hz = posterior_parameters(result.idata, model).hazards  # [set, state, band, g, r, dest]
+    np.testing.assert_array_equal(hz[:, :2, 3], hz[:, :2, 2])
