@@ -132,6 +132,8 @@ def make_fitter(model: FunnelModel, history: Path, history_sha256: str, *, draws
                              history_sha256=history_sha256, drift=drift)
         for warning in result.diagnostics["warnings"]:
             note(f"cutoff {cutoff}: warning: {warning}")
+        for line in fit_mod.carried_notes(result.diagnostics["carried_bands"]):
+            note(f"cutoff {cutoff}: note: {line}")
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fit_mod.save_posterior(result.idata, path)
