@@ -522,7 +522,10 @@ def _insert_bands(con, run_id: int, bands: pd.DataFrame, n_grid: int) -> None:
 
 
 def open_for_reading(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT):
-    """Open an existing ledger read-only (migrating it first if its schema is older)."""
+    """Open an existing ledger read-only. An older schema is read as it is when the later
+    versions only add tables (:func:`_read_older`): reading must not change the file, or an
+    older forecast that still writes to it (a nightly job not yet upgraded) would find a
+    schema newer than it knows and stop. Otherwise it is migrated first, when writable."""
     path = Path(path)
     con = connect(path, read_only=True, timeout=timeout)
     try:
@@ -532,12 +535,15 @@ def open_for_reading(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOU
         raise
     if version < MIGRATIONS[-1].version:
         con.close()
-        try:
-            check_file(path, writable=True)
-        except LedgerError:
-            # A ledger we may only read (a read-only file or file system: finance reading
-            # revenue-ops' ledger): read it as it is, the tables of later versions empty.
-            return _read_older(path, version, timeout)
+        if version > 0:
+            try:
+                return _read_older(path, version, timeout)
+            except LedgerError as cannot:
+                # A later version changes a table: migrate, if we may write (else say so).
+                try:
+                    check_file(path, writable=True)
+                except LedgerError:
+                    raise cannot from None
         con = connect(path, timeout=timeout)
         try:
             migrate(con)

@@ -191,6 +191,27 @@ def test_a_read_only_older_ledger_is_read_as_it_is(tmp_path, monkeypatch):
         con.close()
 
 
+def test_reading_a_writable_older_ledger_leaves_it_as_it_was(tmp_path, monkeypatch):
+    """Finance reading with a newer forecast must not upgrade revenue-ops' ledger: the older
+    forecast that writes to it nightly would then refuse a schema newer than it knows."""
+    every = ledger.MIGRATIONS
+    old = tmp_path / "v1.duckdb"
+    monkeypatch.setattr(ledger, "MIGRATIONS", every[:1])  # a forecast from before `actuals`
+    res = invoke("run", *FAST, "--ledger", old)
+    assert res.exit_code == 0, res.output
+    before = old.read_bytes()
+    monkeypatch.setattr(ledger, "MIGRATIONS", every)  # today's forecast reads it
+    for args in (("bands", "--ledger", old), ("trend", "--ledger", old, "--period", "2026Q4"),
+                 ("report", "--ledger", old, "--out", tmp_path / "report.html")):
+        res = invoke(*args)
+        assert res.exit_code == 0, res.output
+    assert old.read_bytes() == before
+    monkeypatch.setattr(ledger, "MIGRATIONS", every[:1])  # and the older one still writes
+    res = invoke("run", *FAST, "--ledger", old)
+    assert res.exit_code == 0, res.output
+    assert len(ledger.list_runs(old)) == 2
+
+
 # ---- bands: a target must be a number ----------------------------------------------------------
 
 
