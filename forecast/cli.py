@@ -970,6 +970,8 @@ def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, hist
         as_of = parse_date(as_of_text, "--as-of")
         log = read_history_or_fail(history, model, history_format, import_options(kwargs),
                                    as_of)
+        for line in log.notes:
+            click.echo(f"note: {line}", err=True)
         as_of = as_of or last_date_as_of(log)
         stale = describe_mod.stale_deals(model, params, open_pipeline(log, model, as_of), as_of,
                                          horizon=horizon)
@@ -1028,7 +1030,11 @@ def _planted(model, params, paths, start: dt.date, days: int):
     planted = Scenario(name=", ".join(sc.name for sc in scenarios), description="",
                        changes=changes)
     as_of = start - dt.timedelta(days=1)  # day 0 of the "horizon" is the history's first day
-    for text in scenario_notes(model, planted, Pipeline.empty(), as_of, days):
+    texts = [text for sc in scenarios if not sc.changes  # each file that plants nothing
+             for text in scenario_notes(model, sc, Pipeline.empty(), as_of, days)]
+    if changes:
+        texts += scenario_notes(model, planted, Pipeline.empty(), as_of, days)
+    for text in texts:
         click.echo(f"forecast: warning: {text}", err=True)
     model, params = split_bands(model, params, needed_band_edges(model, changes))
     try:

@@ -9,15 +9,16 @@ raw rows, so a million-row history fits as fast as a small one):
 
       log λ[m, b, g, r] = α[m, b] + β[m, g] + 1{m moves towards won}·γ[r]
 
-  ``α ~ Normal(log_hazard_mu, log_hazard_sigma)``; segments are partially pooled per move
-  (``β[m, ·] ~ ZeroSumNormal(τ[kind of m])``, ``τ ~ LogNormal(log segment_effect_sigma, 0.5)``,
-  only for moves seen at least 20 times; centred where the data pin them, non-centred
-  otherwise: :func:`pinned_segment_effects`); the recycle
-  effect ``γ[0] = 0``, ``γ[r] ~ Normal(0, recycle_effect_sigma)`` multiplies advances, skips and
-  recaptures as in the model file's ``[recycle]``. The likelihood is the simulator's own daily
-  process, not its continuous-time approximation: in a cell with ``E`` lead-days at risk (exit
-  days included), ``Y`` exits of which ``y_m`` by move ``m``, and ``Λ = Σ λ``,
-  ``log L = -(E - Y)Λ + Y·log(1 - e^{-Λ}) - Y·log Λ + Σ_m y_m log λ_m``. (The Poisson
+  ``α ~ Normal(log_hazard_mu, log_hazard_sigma)``, except that an age band no lead of the
+  history was at risk in takes the α of the band before (:func:`carry_unseen_bands`);
+  segments are partially pooled per move (``β[m, ·] ~ ZeroSumNormal(τ[kind of m])``,
+  ``τ ~ LogNormal(log segment_effect_sigma, 0.5)``, only for moves seen at least 20 times;
+  centred where the data pin them, non-centred otherwise: :func:`pinned_segment_effects`); the
+  recycle effect ``γ[0] = 0``, ``γ[r] ~ Normal(0, recycle_effect_sigma)`` multiplies
+  advances, skips and recaptures as in the model file's ``[recycle]``. The likelihood is the
+  simulator's own daily process, not its continuous-time approximation: in a cell with ``E``
+  lead-days at risk (exit days included), ``Y`` exits of which ``y_m`` by move ``m``, and
+  ``Λ = Σ λ``, ``log L = -(E - Y)Λ + Y·log(1 - e^{-Λ}) - Y·log Λ + Σ_m y_m log λ_m``. (The Poisson
   likelihood ``Σ y log λ - EΛ`` is its limit for small ``Λ``; it biases fast hazards, e.g. the
   consumer model's SQLs that go cold within a day.)
 - **Arrivals**: negative binomial per segment and day, mean ``μ_g · w[weekday]`` with
@@ -717,7 +718,8 @@ def carry_unseen_bands(idata, stats: Statistics, model: FunnelModel) -> dict[str
             carried[model.states[s]] = [f"{model.age_bands[b]}+" for b in unseen]
     if carried:
         idata.posterior["log_hazard"] = log_hazard.copy(data=values)
-        idata.posterior.attrs["carried_bands"] = json.dumps(carried)
+    # always written: a posterior without it predates the carry (nightly refits such a one)
+    idata.posterior.attrs["carried_bands"] = json.dumps(carried)
     return carried
 
 
@@ -894,7 +896,8 @@ def provenance(idata) -> dict:
     attrs = dict(idata.posterior.attrs)
     out = {k: attrs.get(k) for k in ("model_name", "model_path", "model_sha256", "history_path",
                                      "history_sha256", "as_of", "since", "seed", "sampler", "drift",
-                                     "n_rows", "n_leads", "forecast_version", "fitted_at")}
+                                     "n_rows", "n_leads", "forecast_version", "fitted_at",
+                                     "carried_bands")}
     out["diagnostics"] = json.loads(attrs.get("diagnostics", "{}"))
     out["as_of_date"] = dt.date.fromisoformat(out["as_of"]) if out.get("as_of") else None
     return out

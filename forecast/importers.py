@@ -25,10 +25,10 @@ events built from the export, so an :class:`InputError` always names the export 
 
 Dates: ISO 8601 dates or datetimes (``2017-03-01``, ``2017-03-01T14:05:00.000Z``,
 ``2017-03-01 14:05``) or US ``month/day/year`` with an optional time (``3/1/2017``,
-``3/1/2017 2:05 PM``); with ``date_order="day-first"`` (``--date-order day-first``),
-``day/month/year`` instead (``1/3/2017``, ``01.03.2017``, ``01-03-2017``); a date that only
-reads the other way round is an error that says so. Parquet date and timestamp columns as
-stored. Only the date is kept, as
+``3/1/2017 2:05 PM``, also ``3-1-2017``); with ``date_order="day-first"``
+(``--date-order day-first``), ``day/month/year`` instead (``1/3/2017``, ``01.03.2017``,
+``01-03-2017``); a date that only reads the other way round is an error that says so. Parquet
+date and timestamp columns as stored. Only the date is kept, as
 written (a ``Z`` stamp keeps its UTC date); the time of day only orders events within a day.
 
 Decisions where the exports are ambiguous (each is tested in ``tests/test_importers.py``):
@@ -152,7 +152,7 @@ _OPP_AMOUNT = ("amount", "close_value", "value", "deal_value")
 _ISO_PARTS = (r"^(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})"
               r"(?:[T ](?P<H>[01]\d|2[0-3])(?::(?P<M>[0-5]\d)(?::(?P<S>[0-5]\d)(?:[.,]\d+)?)?)?"
               r"(?:Z|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?)?$")
-_US_PARTS = (r"^(?P<m>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{4})"
+_US_PARTS = (r"^(?P<m>\d{1,2})[/-](?P<d>\d{1,2})[/-](?P<y>\d{4})"
              r"(?:[ T](?P<H>\d{1,2}):(?P<M>[0-5]\d)(?::(?P<S>[0-5]\d)(?:[.,]\d+)?)?"
              r"\s*(?P<p>[AaPp][Mm])?)?$")
 # With ``date_order="day-first"``: day/month/year (also with dots or dashes: 25.03.2017).
@@ -161,6 +161,8 @@ _DMY_PARTS = (r"^(?P<d>\d{1,2})[./-](?P<m>\d{1,2})[./-](?P<y>\d{4})"
               r"\s*(?P<p>[AaPp][Mm])?)?$")
 _DATE_HINT = ("expected ISO 8601 like 2017-03-01 or 2017-03-01T14:05:00Z, or US "
               "month/day/year like 3/1/2017 (day/month/year with --date-order day-first)")
+_DATE_HINT_DAY_FIRST = ("expected ISO 8601 like 2017-03-01 or 2017-03-01T14:05:00Z, or "
+                        "day/month/year like 1/3/2017 or 01.03.2017 (--date-order day-first)")
 DATE_ORDERS = ("month-first", "day-first")
 
 
@@ -240,10 +242,10 @@ def read_hubspot(path: str | Path, model: FunnelModel, *, as_of: dt.date | None 
         ``[segment_aliases]``); by default every contact is in the model's default segment.
     skip_stages : iterable of str, optional
         Lifecycle stages (internal names or labels) whose columns are ignored.
-
     date_order : {"month-first", "day-first"}, optional
         How dates that are not ISO 8601 read: ``3/1/2017`` is 1 March (US, the default) or,
         day-first, 3 January (also ``03.01.2017``, ``03-01-2017``).
+
     Returns
     -------
     EventLog
@@ -360,14 +362,15 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
         By default ``Amount`` and ``CloseDate`` when present; ``None`` not to use them.
     segment_column : str, optional
         A column of segment names; by default every deal is in the model's default segment.
-
     date_order : {"month-first", "day-first"}, optional
         How dates that are not ISO 8601 read: ``3/1/2017`` is 1 March (US, the default) or,
         day-first, 3 January (also ``03.01.2017``, ``03-01-2017``).
+
     Returns
     -------
     EventLog
-        ``notes`` counts the folded history rows.
+        ``notes`` counts the folded history rows, the closes a later row undid (a reopened
+        deal) and the re-closes dated by CreatedDate.
 
     Raises
     ------
@@ -400,21 +403,38 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
     lead, _ = _sorted_codes(ids)
     day_number = created.astype(np.int64)
     day_number -= day_number.min()
-    # By deal, then CreatedDate and time, then file order (stable).
-    key = (lead.astype(np.int64) * (day_number.max() + 1) + day_number) * 86400 + seconds
+    # By deal, then CreatedDate and time, closes last among rows of the same time (exports
+    # without times list a day's rows in any order, and a close listed before that day's last
+    # stage change must not read as a close undone), then file order (stable).
+    key = ((lead.astype(np.int64) * (day_number.max() + 1) + day_number) * 86400 + seconds) * 2 \
+        + (state >= model.state_index(WON))
     order = np.argsort(key, kind="stable")
     lead, state, created, close, amount, segment = (
         a[order] for a in (lead, state, created, close, amount, segment))
     closed = state >= model.state_index(WON)
     # A deal closed and then reopened (or closed again the other way): only its final close
     # counts. The earlier closes are dropped, so the deal stays in its stage before the close
-    # until the reopening, which is the CRM's own current view of the deal.
+    # until the reopening, which is the CRM's own current view of the deal; an amount known
+    # only on a dropped row goes on to the deal's next row.
     reopened = _reopened_closes(lead, state, closed)
+    undone = np.isin(lead, lead[reopened])  # rows of the deals with a close undone
     n_reopened_deals = np.unique(lead[reopened]).size
+    reopen_note = ""
     if n_reopened_deals:
+        first = int(np.argmin(np.where(reopened, table.pos[order], np.iinfo(np.int64).max)))
+        rows_dropped = int(reopened.sum())
+        reopen_note = (
+            f"{n_reopened_deals} deal{'s' if n_reopened_deals != 1 else ''} closed and then "
+            f"reopened or closed the other way (the first: "
+            f"{_show(ids[int(order[first])].as_py())}, "
+            f"{at(table.pos[order[first]], 'stage')}): dropped {rows_dropped} close "
+            f"row{'s' if rows_dropped != 1 else ''} that a later row undid; only a deal's final "
+            "close counts, and until a reopening it stays in its stage before the close")
+        amount = _carry_amounts(amount, lead, reopened)
         keep = ~reopened
-        order, lead, state, created, close, amount, segment, closed = (
-            a[keep] for a in (order, lead, state, created, close, amount, segment, closed))
+        order, lead, state, created, close, amount, segment, closed, undone = (
+            a[keep] for a in (order, lead, state, created, close, amount, segment, closed,
+                              undone))
     n = order.size
     new_lead = np.r_[True, lead[1:] != lead[:-1]]
     new_run = new_lead | np.r_[True, state[1:] != state[:-1]]
@@ -433,18 +453,23 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
     starts, g_amount, amount_row = starts[keep], g_amount[keep], amount_row[keep]
 
     by_close = closed[starts] & ~np.isnat(close[starts])
+    # Salesforce keeps a reopened deal's CloseDate when it closes again: a final close whose
+    # CloseDate is before the reopening is dated by its CreatedDate instead (and noted).
+    later = starts[by_close & ~new_lead[starts]]
+    stale = later[undone[later] & (close[later] < created[later - 1])]
+    by_close[np.isin(starts, stale)] = False
     _check_close_order(table, order, starts[by_close & ~new_lead[starts]], close, created)
     days = np.where(by_close, close[starts], created[starts])
     folded = n - starts.size
     notes = [f"folded {folded} history row{'s' if folded != 1 else ''} that stay in the same "
              "model state without a new amount"] if folded else []
-    if n_reopened_deals:
-        rows_dropped = int(reopened.sum())
-        plural = "s" if n_reopened_deals != 1 else ""
-        notes.append(f"{n_reopened_deals} deal{plural} reopened after a close: dropped "
-                     f"{rows_dropped} close row{'s' if rows_dropped != 1 else ''} before the "
-                     "reopening (only a deal's final close counts; it stays in its stage "
-                     "before the close until it reopens)")
+    if reopen_note:
+        notes.append(reopen_note)
+    if stale.size:
+        notes.append(f"{stale.size} reopened deal{'s' if stale.size != 1 else ''} closed again "
+                     f"with a {table.names['close']} before the reopening (the first: "
+                     f"{at(table.pos[order[stale[0]]], 'close')}): dated by "
+                     f"{table.names['created']} instead")
     keys = table.keys
     date_column = np.where(by_close, keys.index("close") if "close" in keys else 0,
                            keys.index("created"))
@@ -453,6 +478,19 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
                    amount=g_amount, amount_row=np.where(amount_row >= 0, order[amount_row], row),
                    segment=segment[starts], date_column=date_column,
                    stage_column=np.full(row.size, keys.index("stage")), ids=ids, notes=notes)
+
+
+def _carry_amounts(amount: np.ndarray, lead: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    """``amount`` with each amount of a ``dropped`` row put on the next kept row of its deal
+    when that row has none of its own (the amount the deal was known for goes on)."""
+    out = amount.copy()
+    kept = np.flatnonzero(~dropped)
+    given = ~np.isnan(amount)
+    for i in np.flatnonzero(dropped & given):  # in order: a later dropped amount wins
+        j = np.searchsorted(kept, i)
+        if j < kept.size and lead[kept[j]] == lead[i] and not given[kept[j]]:
+            out[kept[j]] = amount[i]
+    return out
 
 
 def _reopened_closes(lead: np.ndarray, state: np.ndarray, closed: np.ndarray) -> np.ndarray:
@@ -516,10 +554,10 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
     entry_stage : str, optional
         The active stage a deal enters on its created date (a model stage or a CRM name);
         by default the model's entry stage.
-
     date_order : {"month-first", "day-first"}, optional
         How dates that are not ISO 8601 read: ``3/1/2017`` is 1 March (US, the default) or,
         day-first, 3 January (also ``03.01.2017``, ``03-01-2017``).
+
     Returns
     -------
     EventLog
@@ -874,7 +912,7 @@ def _parse_when(values: pa.Array, pos: np.ndarray, at: Locator, key: str, *,
         if i is not None:
             shown = text[i].as_py()
             other = _parse_distinct(pa.array([shown.strip()]), not day_first)[2]
-            hint = _DATE_HINT
+            hint = _DATE_HINT_DAY_FIRST if day_first else _DATE_HINT
             if not other[0]:  # a date read the other way round
                 hint = ("it reads as day/month/year: pass --date-order day-first" if not day_first
                         else "it reads as month/day/year: drop --date-order day-first")

@@ -49,6 +49,9 @@ def refit_reason(posterior: Path, model: FunnelModel, max_age: dt.timedelta,
         return f"the posterior is unusable ({exc})"
     if info["model_sha256"] != model.sha256:
         return f"the model file changed since the fit ({model.path})"
+    if info["carried_bands"] is None:
+        return ("the posterior predates the fit's rule for age bands the history never reached "
+                f"(fitted by forecast {info['forecast_version']})")
     fitted = info.get("fitted_at")
     if not fitted:
         return "the posterior does not say when it was fitted"

@@ -80,9 +80,15 @@ def test_first_record_creates_a_ledger_at_the_latest_schema(tmp_path, result, st
     # Paths are stored absolute, so that the ledger reads the same from any directory.
     assert run["history_path"] == os.path.abspath("history.csv")
     assert run["model_path"] == str(result.model.path)
+    assert run["posterior_path"] is None or pd.isna(run["posterior_path"])
+    ledger.record(path, run_record(result, posterior_path="fits/p.nc", model_path="m.toml"),
+                  stored)
+    again = ledger.list_runs(path).iloc[-1]
+    assert again["posterior_path"] == os.path.abspath("fits/p.nc")
+    assert again["model_path"] == os.path.abspath("m.toml")
     assert abs(pd.Timestamp(run["recorded_at"]) - pd.Timestamp.now("UTC").tz_localize(None)) \
         < pd.Timedelta(minutes=5)  # UTC
-    assert ledger.record(path, run_record(result), stored) == 2
+    assert ledger.record(path, run_record(result), stored) == 3
 
 
 def test_empty_database_is_migrated_to_the_latest_schema(tmp_path):

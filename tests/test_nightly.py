@@ -121,3 +121,26 @@ def test_nightly_censors_undeclared_moves_when_asked(tmp_path, history, two_stag
     out = invoke(*args, "--undeclared", "censor")
     assert out.exit_code == 0, out.output
     assert "run 1 recorded" in out.stdout
+
+
+def test_nightly_refits_a_posterior_from_before_the_carry_of_unseen_bands(tmp_path, history,
+                                                                           two_stage):
+    """A posterior saved before unseen age bands took the band before's hazards (no
+    ``carried_bands`` attribute) may hold prior-driven rates there: nightly refits it."""
+    import arviz as az
+
+    from forecast.fit import save_posterior
+
+    ledger = tmp_path / "ledger.duckdb"
+    args = ["nightly", history, "--model", two_stage.path, "--ledger", ledger, "--as-of",
+            "2024-07-18", "--paths", 40, "--horizon", 60, "--draws", 40, "--tune", 60]
+    assert invoke(*args).exit_code == 0
+    posterior = tmp_path / "two_stage.posterior.nc"
+    idata = az.from_netcdf(posterior)
+    assert idata.posterior.attrs["carried_bands"] == "{}"  # written even when none carried
+    del idata.posterior.attrs["carried_bands"]
+    old = tmp_path / "old.nc"
+    save_posterior(idata, old)
+    out = invoke(*args, "--posterior", old)
+    assert out.exit_code == 0, out.output
+    assert "refitted (the posterior predates the fit's rule for age bands" in out.stdout
