@@ -167,9 +167,7 @@ def backtest(history, model_name, cutoffs_text, horizon, paths, seed, draws, tun
         fail(str(exc))
     options = import_options(kwargs)
     model = fittable_model_or_fail(model_name)
-    log = read_history_or_fail(history, model, history_format, options, None)
-    for line in log.notes:
-        note(f"note: {line}")
+    log = read_history_or_fail(history, model, history_format, options, None, note=note)
     if no_fit:
         defaults = default_parameters(model)
 

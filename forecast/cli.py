@@ -123,10 +123,11 @@ def import_options(kwargs: dict) -> dict:
 
 def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
                          options: dict, as_of: dt.date | None,
-                         flag: str = "--history-format", *, stale: bool = True):
+                         flag: str = "--history-format", *, stale: bool = True, note=None):
     """Read a history in the given layout; any problem is a one-line error and exit code 1.
     A row after ``as_of`` is such a problem; with ``stale``, a history that ends well before
-    ``as_of`` is warned about (:func:`warn_stale`)."""
+    ``as_of`` is warned about (:func:`warn_stale`). ``note``, when given, is called with each
+    of the importer's notes (rows folded or skipped, closes undone) as ``"note: ..."``."""
     import inspect
 
     from forecast import importers
@@ -144,6 +145,8 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
         log = reader(path, model, as_of=as_of, **options)
     except InputError as exc:
         fail(str(exc))
+    for line in log.notes if note is not None else ():
+        note(f"note: {line}")
     if stale:
         warn_stale(log, as_of)
     return log
@@ -335,9 +338,7 @@ def forecast_inputs(model_name, history, history_format, options: dict, as_of_te
             conv, arr = np.median(params.walk_sd, axis=0)
             parameters_text += (f"; drift walk continued by {period} (median step "
                                 f"{conv:.0%} conversion, {arr:.0%} arrivals)")
-    log = read_history_or_fail(history_path, model, history_format, options, as_of)
-    for line in log.notes:
-        note(f"note: {line}")
+    log = read_history_or_fail(history_path, model, history_format, options, as_of, note=note)
     if as_of is None:
         as_of = last_date_as_of(log)
         note(f"as of {as_of} (the last date in {history_path.name})")
@@ -625,9 +626,7 @@ def actuals_cmd(history, model_name, ledger_file, as_of_text, quiet, ledger_time
     as_of = parse_date(as_of_text, "--as-of") or dt.date.today()
     # (an old export is fine here: it records what closed, and says up to when)
     log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format",
-                               stale=False)
-    for line in log.notes:
-        note(f"note: {line}")
+                               stale=False, note=note)
     try:
         real = trend_mod.realized(log, model)
     except InputError as exc:
@@ -863,7 +862,8 @@ def fit(history, model_name, out_path, as_of_text, window_text, drift, undeclare
     if not out_path.parent.is_dir():
         fail(f"{out_path}: directory {out_path.parent} does not exist")
     t0 = time.perf_counter()
-    log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format")
+    log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format",
+                               note=note)
     if as_of is None:
         as_of = last_date_as_of(log)
         note(f"as of {as_of} (the last date in {history.name})")
@@ -873,8 +873,6 @@ def fit(history, model_name, out_path, as_of_text, window_text, drift, undeclare
     except (InputError, ValueError) as exc:
         fail(str(exc))
     read_s = time.perf_counter() - t0
-    for line in log.notes:
-        note(f"note: {line}")
     if stats.events.sum() == 0:
         fail(f"{history}: no moves between stages on or before {as_of}"
              + (f" in the last {window} days" if window else "") + "; nothing to fit")
@@ -969,9 +967,7 @@ def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, hist
 
         as_of = parse_date(as_of_text, "--as-of")
         log = read_history_or_fail(history, model, history_format, import_options(kwargs),
-                                   as_of)
-        for line in log.notes:
-            click.echo(f"note: {line}", err=True)
+                                   as_of, note=lambda text: click.echo(text, err=True))
         as_of = as_of or last_date_as_of(log)
         stale = describe_mod.stale_deals(model, params, open_pipeline(log, model, as_of), as_of,
                                          horizon=horizon)

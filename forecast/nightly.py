@@ -145,9 +145,10 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
     posterior = posterior_path or ledger_path.with_name(f"{model.name}.posterior.nc")
     options = import_options(kwargs)
     # As everywhere, a row dated after the as-of date is an error (a future event is bad data).
-    log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format")
-    for line in log.notes:  # e.g. deals reopened after a close, in the cron job's log
-        click.echo(f"forecast nightly: note: {line}", err=True)
+    # (its notes, e.g. deals reopened after a close, go to the cron job's log)
+    log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format",
+                               note=lambda text: click.echo(f"forecast nightly: {text}",
+                                                            err=True))
 
     reason = refit_reason(posterior, model, max_age, now)
     if reason is not None:
