@@ -39,8 +39,9 @@ Decisions where the exports are ambiguous (each is tested in ``tests/test_import
   ``evangelist`` column is ignored by default (it comes after the sale; ``skip_stages``). The
   contact's amount goes on its last event (the value known now). A contact id on two rows is
   a duplicate row. Contacts without any lifecycle date are skipped (counted in ``notes``).
-- Salesforce: rows are sorted by ``CreatedDate`` (full timestamp, then file order) within a
-  deal, since history exports are often in another order. The entry into ``Closed Won`` /
+- Salesforce: rows are sorted by ``CreatedDate`` (full timestamp, closes last among rows of
+  the same timestamp, then file order) within a deal, since history exports are often in
+  another order. The entry into ``Closed Won`` /
   ``Closed Lost`` (any stage the model maps to won or lost) is dated by that row's
   ``CloseDate`` when present (the business close date; ``CreatedDate`` is when it was keyed
   in), else by its ``CreatedDate``; a ``CloseDate`` before the deal's earlier stage changes is
@@ -50,8 +51,10 @@ Decisions where the exports are ambiguous (each is tested in ``tests/test_import
   folded into the close, and their latest amount becomes the deal's amount. A deal closed and
   then reopened (or moved from ``Closed Won`` to ``Closed Lost``) keeps only its final close:
   the earlier close rows are dropped (counted in ``notes``), so the deal stays in its stage
-  before the close until the reopening, as the CRM itself now shows it. Identical rows are
-  duplicates.
+  before the close until the reopening, as the CRM itself now shows it; an amount known only on
+  a dropped close goes on to the deal's next row, and a final close whose ``CloseDate`` is
+  before the reopening (Salesforce keeps the first close's) is dated by its ``CreatedDate``.
+  Identical rows are duplicates.
 - Plain deal tables: a row with a created date gives an entry event (``entry_stage``) and, if
   its status is won or lost, a close event at the closed date. Statuses are read through the
   model's ``[crm_stages]`` (names of won, of lost, and of any other state: open) plus the values
