@@ -314,7 +314,7 @@ def migrate(con, migrations: Iterable[Migration] | None = None) -> int:
                         [m.version, _utcnow(), m.description])
         con.execute("COMMIT")
     except Exception as exc:
-        con.execute("ROLLBACK")
+        _rollback(con)
         raise LedgerError(f"{_name(con)}: migrating the ledger from schema version {current} "
                           f"failed ({exc}); the file is unchanged") from exc
     return latest
@@ -417,7 +417,9 @@ def record(path: str | os.PathLike, run: RunRecord, bands: pd.DataFrame, *,
     Creates and migrates the ledger as needed. Nothing is recorded if any part fails.
     ``before_commit(run_id)``, if given, runs inside the transaction after the inserts (the
     run's other outputs, written all or nothing): if it raises, nothing is recorded and its
-    exception propagates as it is.
+    exception propagates as it is. A lock conflict that shows only inside the transaction (at
+    COMMIT, on the write-ahead log of a writer that has just closed) rolls it back and tries
+    the whole transaction again, ``before_commit`` included, until ``timeout``.
 
     Parameters
     ----------
@@ -438,6 +440,12 @@ def record(path: str | os.PathLike, run: RunRecord, bands: pd.DataFrame, *,
         The ledger could not be opened, migrated or written; it is unchanged.
     """
     path = Path(path)
+    return _retrying(path, timeout, lambda: _record_once(path, run, bands, timeout, grid,
+                                                         before_commit))
+
+
+def _record_once(path: Path, run: RunRecord, bands: pd.DataFrame, timeout: float,
+                 grid: tuple[float, ...], before_commit) -> int:
     con = connect(path, timeout=timeout)
     try:
         migrate(con)
@@ -446,18 +454,18 @@ def record(path: str | os.PathLike, run: RunRecord, bands: pd.DataFrame, *,
             run_id = _insert_run(con, run, grid)
             _insert_bands(con, run_id, bands, len(grid))
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         if before_commit is not None:
             try:
                 before_commit(run_id)
             except BaseException as exc:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise _Passed(exc) from exc
         try:
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
     except _Passed as wrapped:
         raise wrapped.__cause__ from None
@@ -473,6 +481,50 @@ def record(path: str | os.PathLike, run: RunRecord, bands: pd.DataFrame, *,
 
 class _Passed(Exception):
     """Carries ``before_commit``'s own exception through :func:`record`'s handlers."""
+
+
+def _rollback(con) -> None:
+    """Roll back, unless a failed COMMIT has already ended the transaction (DuckDB then
+    refuses a ROLLBACK, and that error would hide the COMMIT's own)."""
+    try:
+        con.execute("ROLLBACK")
+    except Exception as exc:
+        if "no transaction is active" not in str(exc):
+            raise
+
+
+def _lock_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` or an exception it came from is DuckDB's lock conflict on a file of
+    the ledger (the write-ahead log, at COMMIT: a process that has just closed the ledger may
+    hold it a moment longer)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        if "Conflicting lock" in text or "Could not set lock" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _retrying(path: Path, timeout: float, attempt):
+    """``attempt()``, tried again (each time a whole transaction, rolled back on failure)
+    while it fails on a lock conflict that :func:`connect` could not see, until ``timeout``
+    seconds have passed, with the backoff of :func:`connect`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    jitter = random.Random()
+    while True:
+        try:
+            return attempt()
+        except LedgerLockedError:
+            raise
+        except LedgerError as exc:
+            left = deadline - time.monotonic()
+            if not _lock_conflict(exc) or left <= 0:
+                raise
+            time.sleep(min(delay * jitter.uniform(0.5, 1.5), left))
+            delay = min(delay * 2, 1.0)
 
 
 def _insert_run(con, run: RunRecord, grid: tuple[float, ...]) -> int:
@@ -728,6 +780,13 @@ def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFra
     })
     key = ("a.model_name = n.model_name AND a.grain = n.grain AND a.period = n.period "
            "AND a.metric = n.metric")
+    return _retrying(path, timeout, lambda: _record_actuals_once(path, table, key, first, last,
+                                                                 history_path, history_sha256,
+                                                                 timeout))
+
+
+def _record_actuals_once(path: Path, table, key: str, first, last, history_path: str,
+                         history_sha256: str, timeout: float) -> dict:
     con = connect(path, timeout=timeout)
     try:
         migrate(con)
@@ -757,7 +816,7 @@ def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFra
             written = con.execute("SELECT count(*) FROM actuals").fetchone()[0] - after_delete
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         finally:
             con.unregister("_new_actuals")

@@ -534,3 +534,34 @@ def test_bands_target_on_a_level_reads_at_the_period_end(tmp_path):
     flow = CliRunner().invoke(main, ["bands", "--ledger", str(path), "--by", "quarter",
                                      "--target", "1000000"]).stdout
     assert "P(cum. >= $1M)" in flow
+
+
+def test_a_lock_conflict_inside_the_transaction_is_retried(tmp_path, monkeypatch, result,
+                                                           stored):
+    """DuckDB can report a lock conflict at COMMIT (on the write-ahead log of a writer that
+    has just closed), past connect()'s wait; two test-suite runs under load met it once. The
+    whole transaction is rolled back and tried again; other errors are not retried."""
+    path = tmp_path / "l.duckdb"
+    real, calls = ledger._insert_run, []
+
+    def flaky(con, run, grid):
+        calls.append(1)
+        if len(calls) == 1:
+            raise duckdb.TransactionException(
+                f'Failed to commit: Could not set lock on file "{path}.wal": Conflicting lock '
+                "is held in python3.11 (PID 1)")
+        return real(con, run, grid)
+
+    monkeypatch.setattr(ledger, "_insert_run", flaky)
+    assert ledger.record(path, run_record(result), stored) == 1
+    assert len(calls) == 2 and count(path, "runs") == 1 and count(path, "bands") > 0
+
+    def broken(con, run, grid):
+        calls.append(1)
+        raise duckdb.ConversionException("not a lock")
+
+    monkeypatch.setattr(ledger, "_insert_run", broken)
+    calls.clear()
+    with pytest.raises(ledger.LedgerError, match="not a lock"):
+        ledger.record(path, run_record(result), stored)
+    assert len(calls) == 1 and count(path, "runs") == 1
