@@ -712,8 +712,9 @@ def carry_unseen_bands(idata, stats: Statistics, model: FunnelModel) -> dict[str
         if not first_seen.size:
             continue
         unseen = [b for b in range(first_seen[0] + 1, seen.shape[1]) if not seen[s, b]]
+        out_of_s = moves.source == s
         for b in unseen:  # in order, so a run of unseen bands carries the last seen one
-            values[:, :, moves.source == s, b] = values[:, :, moves.source == s, b - 1]
+            values[:, :, out_of_s, b] = values[:, :, out_of_s, b - 1]
         if unseen:
             carried[model.states[s]] = [f"{model.age_bands[b]}+" for b in unseen]
     if carried:

@@ -213,24 +213,38 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
         # (another writer may have made the ledger since: only a file still empty goes)
         if path.stat().st_size == 0:
             path.unlink(missing_ok=True)
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    jitter = random.Random()
+    backoff = _Backoff(timeout)
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if not backoff.wait():
                 raise LedgerLockedError(
                     f"{path}: the ledger is locked by another forecast process; waited "
                     f"{timeout:g} s (set a longer --ledger-timeout, or retry later)") from None
-            time.sleep(min(delay * jitter.uniform(0.5, 1.5), left))
-            delay = min(delay * 2, 1.0)
         except duckdb.Error as exc:
             raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
+
+
+class _Backoff:
+    """Waits between retries of a locked ledger: exponential from 50 ms to 1 s, with jitter so
+    that waiting processes do not retry in step, until ``timeout`` seconds have passed."""
+
+    def __init__(self, timeout: float):
+        self.deadline = time.monotonic() + timeout
+        self.delay = 0.05
+        self.jitter = random.Random()
+
+    def wait(self) -> bool:
+        """Sleep before the next try; ``False`` (at once) when the time is up."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(self.delay * self.jitter.uniform(0.5, 1.5), left))
+        self.delay = min(self.delay * 2, 1.0)
+        return True
 
 
 def check_file(path: str | os.PathLike, *, writable: bool = True) -> None:
@@ -511,20 +525,15 @@ def _retrying(path: Path, timeout: float, attempt):
     """``attempt()``, tried again (each time a whole transaction, rolled back on failure)
     while it fails on a lock conflict that :func:`connect` could not see, until ``timeout``
     seconds have passed, with the backoff of :func:`connect`."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    jitter = random.Random()
+    backoff = _Backoff(timeout)
     while True:
         try:
             return attempt()
         except LedgerLockedError:
             raise
         except LedgerError as exc:
-            left = deadline - time.monotonic()
-            if not _lock_conflict(exc) or left <= 0:
+            if not (_lock_conflict(exc) and backoff.wait()):
                 raise
-            time.sleep(min(delay * jitter.uniform(0.5, 1.5), left))
-            delay = min(delay * 2, 1.0)
 
 
 def _insert_run(con, run: RunRecord, grid: tuple[float, ...]) -> int:
