@@ -155,11 +155,17 @@ def backtest(history, model_name, cutoffs_text, horizon, paths, seed, draws, tun
     from forecast import backtest as bt
     from forecast import fit as fit_mod
     from forecast import outputs
-    from forecast.cli import fail, fittable_model_or_fail, import_options, read_history_or_fail
+    from forecast.cli import (
+        fail,
+        fittable_model_or_fail,
+        import_options,
+        notes,
+        read_history_or_fail,
+    )
     from forecast.eventlog import InputError
     from forecast.parameters import default_parameters
 
-    note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    note = notes(quiet)
     started = time.perf_counter()
     try:
         cutoffs = bt.parse_cutoffs(cutoffs_text)

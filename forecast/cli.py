@@ -616,7 +616,7 @@ def actuals_cmd(history, model_name, ledger_file, as_of_text, quiet, ledger_time
     from forecast.eventlog import InputError
     from forecast.outputs import money
 
-    note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    note = notes(quiet)
     options = import_options(kwargs)
     path = writable_ledger_or_fail(ledger_file)
     try:
@@ -852,7 +852,7 @@ def fit(history, model_name, out_path, as_of_text, window_text, drift, undeclare
     from forecast.eventlog import InputError
     from forecast.statistics import sufficient_statistics
 
-    note = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    note = notes(quiet)
     as_of = parse_date(as_of_text, "--as-of")
     window = parse_days(window_text, "--window")
     options = import_options(kwargs)

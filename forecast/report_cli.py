@@ -78,6 +78,7 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
         import_options,
         last_date_as_of,
         model_and_history_or_fail,
+        notes,
         parse_date,
         posterior_or_fail,
         read_history_or_fail,
@@ -107,7 +108,8 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
         params, info = posterior_or_fail(posterior_path, model)
         parameters = (f"posterior {posterior_path} ({info['draws']:,} draws, fitted as of "
                       f"{info['as_of']})")
-    log = read_history_or_fail(history_path, model, history_format, options, as_of)
+    log = read_history_or_fail(history_path, model, history_format, options, as_of,
+                               note=notes(False))  # on stderr too, not only in the page
     if as_of is None:
         as_of = last_date_as_of(log)
     forecast = None

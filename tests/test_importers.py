@@ -486,6 +486,11 @@ def test_a_reopened_salesforce_deal_runs(b2b):
                                        "salesforce", "--paths", "50", "--horizon", "30"])
     assert result.exit_code == 0, result.output
     assert "note: 1 deal closed and then reopened" in result.output
+    # the report says it on stderr too, not only in its page (a cron job reads stderr)
+    result = CliRunner().invoke(main, ["report", "--history", "crm.csv", "--history-format",
+                                       "salesforce", "--no-forecast", "--out", "r.html"])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 deal closed and then reopened" in result.output
 
 
 def test_salesforce_close_date_before_an_earlier_stage_change(b2b):
