@@ -27,7 +27,9 @@ Dates: ISO 8601 dates or datetimes (``2017-03-01``, ``2017-03-01T14:05:00.000Z``
 ``2017-03-01 14:05``) or US ``month/day/year`` with an optional time (``3/1/2017``,
 ``3/1/2017 2:05 PM``, also ``3-1-2017``); with ``date_order="day-first"``
 (``--date-order day-first``), ``day/month/year`` instead (``1/3/2017``, ``01.03.2017``,
-``01-03-2017``); a date that only reads the other way round is an error that says so. Parquet
+``01-03-2017``); a date that only reads the other way round is an error that says so, and a
+file in which no date shows the order (both numbers at 12 or below in every one) is noted
+(:func:`_date_order_notes`). Parquet
 date and timestamp columns as stored. Only the date is kept, as
 written (a ``Z`` stamp keeps its UTC date); the time of day only orders events within a day.
 
@@ -324,7 +326,8 @@ def read_hubspot(path: str | Path, model: FunnelModel, *, as_of: dt.date | None 
     keep = first | np.r_[True, st[1:] != st[:-1]]  # a repeated state is the same stay
     row, day, st, col = row[keep], day[keep], st[keep], col[keep]
     last = np.r_[row[1:] != row[:-1], True]
-    notes = []
+    notes = _date_order_notes(table, [f"stage:{internal}" for _, internal, _ in present],
+                              day_first)
     n_without = pos.size - int(np.r_[True, row[1:] != row[:-1]].sum())
     if n_without:
         notes.append(f"skipped {n_without} contact{'s' if n_without != 1 else ''} without any "
@@ -464,8 +467,10 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
     _check_close_order(table, order, starts[by_close & ~new_lead[starts]], close, created)
     days = np.where(by_close, close[starts], created[starts])
     folded = n - starts.size
-    notes = [f"folded {folded} history row{'s' if folded != 1 else ''} that stay in the same "
-             "model state without a new amount"] if folded else []
+    notes = _date_order_notes(table, ["created", "close"], day_first)
+    if folded:
+        notes.append(f"folded {folded} history row{'s' if folded != 1 else ''} that stay in "
+                     "the same model state without a new amount")
     if reopen_note:
         notes.append(reopen_note)
     if stale.size:
@@ -644,8 +649,10 @@ def read_opportunities(path: str | Path, model: FunnelModel, *, as_of: dt.date |
         raise InputError(f"{label}: no row has a {names['created']} date, so no deal has "
                          "entered the funnel; check created_column")
     skipped = pos.size - entered.size
-    notes = [f"skipped {skipped} open row{'s' if skipped != 1 else ''} without "
-             f"{names['created']} (not yet in the modelled funnel)"] if skipped else []
+    notes = _date_order_notes(table, ["created", "closed"], day_first)
+    if skipped:
+        notes.append(f"skipped {skipped} open row{'s' if skipped != 1 else ''} without "
+                     f"{names['created']} (not yet in the modelled funnel)")
 
     closing = entered[is_closed[entered]]
     row = np.concatenate([entered, closing])
@@ -874,6 +881,43 @@ def _day_first(path: str | Path, date_order: str) -> bool:
         raise InputError(f"{Path(path).name}: date order {date_order!r} is not one of "
                          f"{', '.join(DATE_ORDERS)}")
     return date_order == "day-first"
+
+
+def _date_order_notes(table: _Table, keys: list[str], day_first: bool) -> list[str]:
+    """A note when no date in the columns ``keys`` shows the order of day and month.
+
+    A date written with slashes, dots or dashes whose two numbers are both 12 or below and
+    differ (``04/03/2024``) reads as two dates; a file holding only such dates was read in the
+    order asked for (month-first by default) without any evidence for it: an export of
+    activity that never falls after the 12th of a month is as likely European as American.
+    One date with its day above 12 settles it (a day first above 12 is an error already).
+    """
+    decisive, example = False, None
+    for key in keys:
+        values = table.columns.get(key)
+        if values is None or not (pa.types.is_string(values.type)
+                                  or pa.types.is_large_string(values.type)):
+            continue
+        parts = pc.extract_regex(_text(values), _DMY_PARTS if day_first else _US_PARTS)
+        valid = _numpy_bool(pc.is_valid(parts))
+        if not valid.any():
+            continue
+        day, month = (np.where(valid, pc.cast(pc.if_else(valid, parts.field(name), "0"),
+                                              pa.int64()).to_numpy(zero_copy_only=False), 0)
+                      for name in "dm")
+        decisive |= bool(np.any(valid & (day > 12)))
+        either = np.flatnonzero(valid & (day != month) & (day <= 12) & (month <= 12))
+        if example is None and either.size:
+            example = (table.at(table.pos[either[0]], key), values[int(either[0])].as_py())
+    if decisive or example is None:
+        return []
+    where, shown = example
+    read, other, fix = (("day/month/year", "month/day/year", "drop --date-order day-first")
+                        if day_first else
+                        ("month/day/year", "day/month/year", "pass --date-order day-first"))
+    return [f"no date shows whether the day or the month comes first (none has a number "
+            f"above 12), so each also reads as {other} (the first: {_show(str(shown).strip())}, "
+            f"{where}); they were read as {read}: {fix} if the export writes {other}"]
 
 
 def _parse_when(values: pa.Array, pos: np.ndarray, at: Locator, key: str, *,

@@ -179,6 +179,39 @@ def test_day_first_dates_read_with_date_order(b2b, deals):
         "or US month/day/year like 3/1/2017 (day/month/year with --date-order day-first))")
 
 
+def test_dates_that_read_either_way_are_noted(b2b, deals):
+    """A file whose every slashed date has both numbers at 12 or below reads as other dates
+    the other way round: it is read in the order asked for, with a note naming the first such
+    date and the option. One date past the 12th (in any date column) settles it: no note."""
+    path = write("deal_id,created_date,closed_date,status\n"
+                 "D1,02/03/2024,04/03/2024,Won\nD2,03/03/2024,,Open\n")
+    log = read_history(path, deals, format="opportunities")
+    assert rows(log)[:2] == [("D1", "opportunity", "2024-02-03", None, "GTX Basic"),
+                             ("D1", "won", "2024-04-03", None, "GTX Basic")]
+    assert log.notes == (
+        "no date shows whether the day or the month comes first (none has a number above "
+        "12), so each also reads as day/month/year (the first: '02/03/2024', crm.csv, row 2, "
+        "column created_date); they were read as month/day/year: pass --date-order day-first "
+        "if the export writes day/month/year",)
+    log = read_history(path, deals, format="opportunities", date_order="day-first")
+    assert rows(log)[1] == ("D1", "won", "2024-03-04", None, "GTX Basic")
+    assert log.notes[0].endswith("they were read as day/month/year: drop --date-order "
+                                 "day-first if the export writes month/day/year")
+    for text in ("D1,02/03/2024,04/13/2024,Won\n",  # a day past the 12th in another column
+                 "D1,2024-02-03,2024-04-03,Won\n",  # ISO: nothing to tell
+                 "D1,03/03/2024,04/04/2024,Won\n"):  # the same date either way
+        path = write("deal_id,created_date,closed_date,status\n" + text)
+        assert read_history(path, deals, format="opportunities").notes == (), text
+    # Salesforce and HubSpot too (the first of their date columns that reads either way).
+    path = write("OpportunityId,StageName,CreatedDate,CloseDate\n"
+                 "A,Prospecting,01/03/2024 09:00,\nA,Closed Won,01/05/2024,01/05/2024\n")
+    assert "(the first: '01/03/2024 09:00', crm.csv, row 2, column CreatedDate)" in \
+        read_salesforce(path, b2b).notes[-1]
+    path = write("Record ID,Became a Lead Date,Became a Marketing Qualified Lead Date\n"
+                 "7,2024-02-03,05/02/2024\n")
+    assert "column Became a Marketing Qualified Lead Date)" in \
+        read_history(path, b2b, format="hubspot").notes[0]
+
 def test_date_order_on_the_command_line(deals):
     from click.testing import CliRunner
 
