@@ -89,12 +89,7 @@ def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np
     starts = np.flatnonzero(np.diff(ahead)) + 1  # first day of each later period
     epoch_ahead = ahead[np.concatenate([[0], starts])]  # periods ahead, per epoch
     n_epochs = len(epoch_ahead)
-    if n_paths * n_epochs > MAX_SETS:
-        raise ValueError(
-            f"a drift fit's walk goes on over the horizon with one parameter set per path and "
-            f"{period}: {n_paths:,} paths x {n_epochs} {period}s = {n_paths * n_epochs:,} sets, "
-            f"more than {MAX_SETS:,}; use --paths {MAX_SETS // n_epochs:,} or fewer, or a "
-            f"shorter --horizon")
+    _check_size(n_paths, n_epochs, period)
     n_steps = int(epoch_ahead[-1])
     mask = np.asarray(towards_won, dtype=bool)
     walk_rows = np.flatnonzero(mask.any(axis=1))  # the stages with a walk, in state order
@@ -142,6 +137,47 @@ def towards_won(model: FunnelModel) -> np.ndarray:
     return (kinds == 1) | (kinds == 3)
 
 
+def _check_size(n_paths: int, n_epochs: int, period: str) -> None:
+    if n_paths * n_epochs > MAX_SETS:
+        raise ValueError(
+            f"a drift fit's walk goes on over the horizon with one parameter set per path and "
+            f"{period}: {n_paths:,} paths x {n_epochs} {period}s = {n_paths * n_epochs:,} sets, "
+            f"more than {MAX_SETS:,}; use --paths {MAX_SETS // n_epochs:,} or fewer, or a "
+            f"shorter --horizon")
+
+
+def walk_period(params: Parameters) -> str | None:
+    """The period of the parameters' walk ("month" or "quarter"), ``None`` without one."""
+    if not params.has_walk:
+        return None
+    months = np.unique(params.walk_months[params.walk_sd.max(axis=1) > 0])
+    if len(months) != 1 or int(months[0]) not in PERIOD_MONTHS.values():
+        raise ValueError(f"a walk needs one period of 1 or 3 months, got {months.tolist()}")
+    return "month" if int(months[0]) == 1 else "quarter"
+
+
+def check_walk(params: Parameters, as_of: dt.date, horizon: int, n_paths: int) -> None:
+    """Raise ``ValueError`` now, before any run, if continuing the parameters' walk over the
+    horizon would take more than ``MAX_SETS`` parameter sets."""
+    period = walk_period(params)
+    if period is not None:
+        ahead = periods_ahead(as_of, horizon, period)
+        _check_size(n_paths, int(ahead[-1] - ahead[0]) + 1, period)
+
+
+def walk_ahead(model: FunnelModel, params: Parameters, as_of: dt.date, horizon: int,
+               n_paths: int, seed: int) -> Outlook | None:
+    """The parameter set of each path in each period of the horizon, with a drift fit's walk
+    continued (:func:`continue_walk`, at each draw's step sizes and law), or ``None`` when the
+    parameters carry no walk. ``run`` and the planning commands both start here, so that a
+    scenario's baseline is the forecast ``run`` makes."""
+    period = walk_period(params)
+    if period is None:
+        return None
+    return continue_walk(params, towards_won(model), params.walk_sd[:, 0], params.walk_sd[:, 1],
+                         as_of, horizon, n_paths, seed, period=period, nu=params.walk_nu)
+
+
 def simulate_ahead(model: FunnelModel, params: Parameters, pipeline, as_of: dt.date,
                    horizon: int, n_paths: int, seed: int, **options):
     """``forecast.simulate.simulate``, with a drift fit's walk continued over the horizon when
@@ -152,16 +188,10 @@ def simulate_ahead(model: FunnelModel, params: Parameters, pipeline, as_of: dt.d
     """
     from forecast.simulate import simulate
 
-    if not params.has_walk:
-        return simulate(model, params, pipeline, as_of, horizon, n_paths, seed, **options)
-    months = np.unique(params.walk_months[params.walk_sd.max(axis=1) > 0])
-    if len(months) != 1 or int(months[0]) not in PERIOD_MONTHS.values():
-        raise ValueError(f"a walk needs one period of 1 or 3 months, got {months.tolist()}")
-    period = "month" if int(months[0]) == 1 else "quarter"
-    if "set_index" in options or "switch_days" in options:
+    if params.has_walk and ("set_index" in options or "switch_days" in options):
         raise ValueError("a continued walk sets the parameter sets by period itself")
-    ahead = continue_walk(params, towards_won(model), params.walk_sd[:, 0],
-                          params.walk_sd[:, 1], as_of, horizon, n_paths, seed, period=period,
-                          nu=params.walk_nu)
+    ahead = walk_ahead(model, params, as_of, horizon, n_paths, seed)
+    if ahead is None:
+        return simulate(model, params, pipeline, as_of, horizon, n_paths, seed, **options)
     return simulate(model, ahead.params, pipeline, as_of, horizon, n_paths, seed,
                     set_index=ahead.set_index, switch_days=ahead.switch_days, **options)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from forecast.hazards import reach_probability
 from forecast.model import WON, FunnelModel
+from forecast.outlook import walk_ahead
 from forecast.parameters import Parameters
 from forecast.scenario import (
     Change,
@@ -63,22 +64,38 @@ def run_scenarios(setting: Setting, scenarios: Sequence[Scenario],
     run is cut into epochs at every scenario's dates (a run unchanged on a date keeps its
     parameter set there): the simulator's cohorts draw per epoch, so runs cut alike draw alike
     up to the first date where they differ.
+
+    With a drift fit's posterior the walk goes on over the horizon as in ``forecast run``
+    (:func:`forecast.outlook.walk_ahead`): every run takes the same path of the walk on the
+    same path, and a scenario's changes apply to the walked rates of each period.
     """
     edges = sorted({e for sc in scenarios for e in needed_band_edges(setting.model, sc.changes)})
     model, params = split_bands(setting.model, setting.params, edges)
-    base_index = np.arange(setting.paths, dtype=np.int64) % params.n_sets
+    ahead = walk_ahead(model, params, setting.as_of, setting.horizon, setting.paths,
+                       setting.seed)
+    if ahead is None:  # one set per path all along
+        walk_index = (np.arange(setting.paths, dtype=np.int64) % params.n_sets)[:, None]
+        walk_days = np.zeros(0, dtype=np.int64)
+    else:  # one set per path and period of the walk
+        params, walk_index, walk_days = ahead.params, ahead.set_index, ahead.switch_days
     todo = [Scenario.empty(), *scenarios] if baseline else list(scenarios)
-    days = np.array(sorted({d for sc in todo
-                            for d in switch_days(sc, setting.as_of, setting.horizon)}),
+    days = np.array(sorted({*walk_days.tolist(),
+                            *(d for sc in todo
+                              for d in switch_days(sc, setting.as_of, setting.horizon))}),
                     dtype=np.int64)
+    starts = np.concatenate([[0], days])  # the first day of each epoch of the common cut
+    walk_set = walk_index[:, np.searchsorted(walk_days, starts, side="right")]
     out = []
     for i, sc in enumerate(todo):
         plan = scenario_run(model, params, setting.pipeline, sc, setting.as_of,
-                            setting.horizon, setting.paths, setting.seed, base_index)
-        # The plan's epoch in force at the start of each epoch of the common cut.
-        epoch = np.searchsorted(plan.switch_days, np.concatenate([[0], days]), side="right")
+                            setting.horizon, setting.paths, setting.seed,
+                            np.zeros(setting.paths, dtype=np.int64))
+        # The plan's block of changes in force at the start of each epoch of the common cut
+        # (its sets ``block * n_sets + set``), and the walk's set there.
+        block = np.searchsorted(plan.switch_days, starts, side="right")
         out.append(simulate(model, plan.params, plan.pipeline, setting.as_of, setting.horizon,
-                            setting.paths, setting.seed, set_index=plan.set_index[:, epoch],
+                            setting.paths, setting.seed,
+                            set_index=plan.set_index[:, block] + walk_set,
                             switch_days=days, occupancy_days=setting.occupancy_days))
         if progress is not None:
             progress(i + 1, len(todo))

@@ -61,8 +61,13 @@ def _under_way(w, as_of: dt.date) -> list[str]:
 
 
 def _setting(inp, horizon: int, paths: int, seed: int, occupancy_days=None):
+    from forecast.outlook import check_walk
     from forecast.planning import Setting
 
+    try:  # a drift posterior's walk too large for the paths and horizon: say so before any run
+        check_walk(inp.params, inp.as_of, horizon, paths)
+    except ValueError as exc:
+        fail(str(exc))
     return Setting(model=inp.model, params=inp.params, pipeline=inp.pipeline, as_of=inp.as_of,
                    horizon=horizon, paths=paths, seed=seed, occupancy_days=occupancy_days)
 

@@ -166,6 +166,17 @@ def test_a_drift_fit_walks_on_over_the_forecast(history, two_stage):
     assert too_many.exit_code == 1
     assert "one parameter set per path and month" in too_many.stderr
     assert "use --paths 6,250 or fewer" in too_many.stderr  # 25,000 sets / 4 months
+    # The planning commands walk too (their baseline is run's forecast: tests/test_planning.py)
+    # and say so before any run when the walk is too large.
+    more = history.with_name("more.toml")
+    more.write_text('name = "more"\n[[change]]\nlever = "arrivals"\nmultiply = 1.2\n')
+    plan = ["scenario", more, "--model", two_stage.path, "--history", history, "--posterior",
+            path, "--quiet", "--horizon", 120]
+    out = invoke(*plan, "--paths", 200)
+    assert out.exit_code == 0, out.output
+    assert "drift walk continued by month" in out.stdout
+    out = invoke(*plan, "--paths", 30000)
+    assert out.exit_code == 1 and "use --paths 6,250 or fewer" in out.stderr
 
     params = posterior_parameters(load_posterior(path), two_stage)
     assert params.has_walk

@@ -467,3 +467,53 @@ def test_scenario_no_arrivals_warns_about_arrivals_changes(tmp_path):
     assert "--no-arrivals" in warnings[0] and "--no-arrivals" in warnings[1]
     res = invoke(*args)  # with new leads: nothing to warn about
     assert res.exit_code == 0 and "warning" not in res.stderr
+
+
+# ---- a drift fit's posterior: the walk goes on in every run of the family -------------------
+
+@pytest.fixture(scope="module")
+def walking(small):
+    """``small`` with a monthly walk of step 0.5 on conversion and arrivals (as a drift fit's
+    posterior carries it), on fewer paths: the walk makes a parameter set per path and month."""
+    from dataclasses import replace
+
+    n = small.params.n_sets
+    params = replace(small.params, walk_sd=np.tile([0.5, 0.5], (n, 1)),
+                     walk_months=np.ones(n, dtype=np.int64))
+    return replace(small, params=params, paths=300)
+
+
+def test_a_drift_posterior_s_baseline_is_the_forecast_run_makes(walking):
+    """`forecast run` continues the walk over the horizon (forecast.outlook); the planning
+    commands used to compare scenarios at the as-of rates, under a header saying the walk was
+    continued. Their baseline is now `run`'s forecast, path by path."""
+    from dataclasses import replace
+
+    from forecast.outlook import simulate_ahead
+
+    s = walking
+    (base,) = planning.run_scenarios(s, [])
+    ran = simulate_ahead(s.model, s.params, s.pipeline, s.as_of, s.horizon, s.paths, s.seed)
+    for name in ("bookings", "won", "entered", "arrivals", "occupancy"):
+        np.testing.assert_array_equal(getattr(base, name), getattr(ran, name))
+    (still,) = planning.run_scenarios(replace(s, params=replace(
+        s.params, walk_sd=np.zeros_like(s.params.walk_sd))), [])
+    # the walk is there: arrivals of a path move together by month (their spread across
+    # paths, at these 3 to 4 months of step 0.5, is several times that of the as-of rates)
+    assert base.arrivals.sum(1).std() > 3 * still.arrivals.sum(1).std()
+
+
+def test_a_drift_posterior_s_scenarios_keep_common_random_numbers(walking, b2b):
+    """Every run takes the same walk on the same path: an empty scenario is the baseline,
+    and a change from a date leaves the days before it identical; the change applies to the
+    walked rates after it."""
+    day = 40  # after the walk's first month ends: the cut has the walk's dates and this one
+    c = parse_change({"lever": "arrivals", "multiply": 0.0,
+                      "from": (AS_OF + dt.timedelta(days=day + 1)).isoformat()}, b2b, "t")
+    base, empty, cut = planning.run_scenarios(
+        walking, [Scenario.empty("nothing"), Scenario("cut", "", (c,))])
+    for name in ("bookings", "won", "expired", "entered", "arrivals", "occupancy"):
+        np.testing.assert_array_equal(getattr(base, name), getattr(empty, name))
+    for name in ("bookings", "won", "entered", "arrivals"):
+        np.testing.assert_array_equal(getattr(base, name)[:, :day], getattr(cut, name)[:, :day])
+    assert cut.arrivals[:, day:].sum() == 0 < base.arrivals[:, day:].sum()
