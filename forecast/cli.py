@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from forecast import __version__
-from forecast.model import FunnelModel, ModelError, load_model
+from forecast.model import FunnelModel, ModelError, bundled_model_names, load_model
 from forecast.parameters import default_parameters
 from forecast.samples import sample_history_path
 
@@ -259,8 +259,8 @@ def forecast_options(func):
     """The options every forecasting command shares (`run`, `scenario`, `sweep`, ...)."""
     options = [
         click.option("--model", "model_name", default=None, metavar="MODEL",
-                     help="Funnel model file, or a bundled model name (b2b, consumer). "
-                          "Default: b2b."),
+                     help="Funnel model file, or a bundled model name "
+                          f"({', '.join(bundled_model_names())}). Default: b2b."),
         click.option("--history", type=click.Path(dir_okay=False, path_type=Path),
                      default=None,
                      help="Event log (CSV / Parquet); the open pipeline at --as-of is taken "

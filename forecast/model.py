@@ -203,11 +203,17 @@ def resolve_model_path(name_or_path: str | Path | None) -> Path:
         candidate = bundled_models_dir() / f"{p.name}.toml"
         if candidate.exists():
             return candidate
-        known = sorted(q.stem for q in bundled_models_dir().glob("*.toml"))
-        raise ModelError(f"{name_or_path}: no such model file (bundled models: {', '.join(known)})")
+        raise ModelError(f"{name_or_path}: no such model file (bundled models: "
+                         f"{', '.join(sorted(bundled_model_names()))})")
     if not p.exists():
         raise ModelError(f"{p}: no such model file")
     return p
+
+
+def bundled_model_names() -> list[str]:
+    """The names of the bundled model files (``--model NAME``), the default first."""
+    names = sorted(q.stem for q in bundled_models_dir().glob("*.toml"))
+    return sorted(names, key=lambda n: n != "b2b")
 
 
 def load_model(name_or_path: str | Path | None = None) -> FunnelModel:
