@@ -252,6 +252,13 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
             if drift else np.zeros(0, dtype=np.int64)
         n_k = N_TYPES if calendar else 1
         n_m = int(max(month.max(initial=0), arr_month.max(initial=0))) + 1
+        if drift and stats.since is not None:
+            # A trailing window: the walk spans the window's months only. Days before it have
+            # no exposure and no events, so months there would be the prior alone (and
+            # `describe` would show them as if measured); those days join the window's first.
+            n_m = min(n_m, int(month_offsets(stats.since + dt.timedelta(days=1), 1,
+                                             stats.as_of)[0]) + 1)
+            month = np.minimum(month, n_m - 1)
         ev, ex = stats.grouped(kind + n_k * month, n_k * n_m)
         y = ev[moves.source, :, :, :, :, moves.dest]  # [move, band, g, r, group]
         exposure, exits = ex[sources], ev.sum(-1)[sources]

@@ -53,6 +53,23 @@ def _switched(model, params, new_hazards):
     return sufficient_statistics(log, model, START + dt.timedelta(days=DAYS - 1))
 
 
+def test_a_window_s_walk_spans_the_window_s_months_only(two_stage, two_stage_params):
+    """With a trailing window the walk has a month for each month the window reaches and no
+    more: months before it have no data, so their multipliers were the prior alone, and `fit`
+    and `describe` printed them among the measured ones."""
+    from forecast.fit import build_model
+
+    frame = simulate_history(two_stage, two_stage_params, START, DAYS, seed=4)
+    frame["entered_at"] = frame["entered_at"].astype("datetime64[ns]")
+    log = EventLog(frame=frame, path="simulated", as_of=None, sha256="sim")
+    as_of = START + dt.timedelta(days=DAYS - 1)  # 2024-06-24
+    months = {}
+    for since in (None, as_of - dt.timedelta(days=180)):  # the window from 2023-12-28 on
+        stats = sufficient_statistics(log, two_stage, as_of, since=since)
+        with build_model(stats, two_stage, drift=True) as pm_model:
+            months[since] = len(pm_model.coords["months_back"])
+    assert months == {None: 17, as_of - dt.timedelta(days=180): 6}  # back to 2023-01 / 2023-12
+
 def _a_to_b(params, model):
     """Posterior draws of the hazard a -> b in the last age band, segment x, fresh leads."""
     return params.hazards[:, model.state_index("a"), -1, 0, 0, model.state_index("b")]
