@@ -123,14 +123,21 @@ def import_options(kwargs: dict) -> dict:
 
 def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
                          options: dict, as_of: dt.date | None,
-                         flag: str = "--history-format", *, stale: bool = True, note=None):
+                         flag: str = "--history-format", *, stale: bool = True, note=None,
+                         past: bool = False):
     """Read a history in the given layout; any problem is a one-line error and exit code 1.
-    A row after ``as_of`` is such a problem; with ``stale``, a history that ends well before
-    ``as_of`` is warned about (:func:`warn_stale`). ``note``, when given, is called with each
-    of the importer's notes (rows folded or skipped, closes undone) as ``"note: ..."``."""
+    A row after ``as_of`` is such a problem, unless ``past``: then the history is read whole
+    and cut to what was known at the end of ``as_of`` (:func:`forecast.backtest.truncate`: a
+    deal closed later is open then), with a note of how much was left out; that is what an
+    ``--as-of`` in the past asks of ``run``, ``fit`` and the others (a one-row-per-deal
+    export cannot be cut by dropping rows: its deals open then and closed later would go).
+    With ``stale``, a history that ends well before ``as_of`` is warned about
+    (:func:`warn_stale`). ``note``, when given, is called with each of the importer's notes
+    (rows folded or skipped, closes undone) as ``"note: ..."``."""
     import inspect
 
     from forecast import importers
+    from forecast.backtest import truncate
     from forecast.eventlog import InputError, read_event_log
 
     reader = {"eventlog": read_event_log, "hubspot": importers.read_hubspot,
@@ -141,12 +148,24 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
     if unknown:
         fail(f"{', '.join('--' + k.replace('_', '-') for k in unknown)}: not an option of "
              f"{flag} {history_format}")
+    cut = past and as_of is not None
     try:
-        log = reader(path, model, as_of=as_of, **options)
+        log = reader(path, model, as_of=None if cut else as_of, **options)
     except InputError as exc:
         fail(str(exc))
     for line in log.notes if note is not None else ():
         note(f"note: {line}")
+    if cut:
+        n = len(log.frame)
+        first = log.frame["entered_at"].min().date()
+        if first > as_of:
+            fail(f"{path}: every row is after --as-of {as_of} (the history starts on {first})")
+        log = truncate(log, as_of)
+        left = n - len(log.frame)
+        if left and note is not None:
+            note(f"note: left out {left:,} event{'s' if left != 1 else ''} of {path.name} dated "
+                 f"after --as-of {as_of}: the history as it was known at the end of that day "
+                 "(a deal closed later is open on it)")
     if stale:
         warn_stale(log, as_of)
     return log
@@ -338,7 +357,8 @@ def forecast_inputs(model_name, history, history_format, options: dict, as_of_te
             conv, arr = np.median(params.walk_sd, axis=0)
             parameters_text += (f"; drift walk continued by {period} (median step "
                                 f"{conv:.0%} conversion, {arr:.0%} arrivals)")
-    log = read_history_or_fail(history_path, model, history_format, options, as_of, note=note)
+    log = read_history_or_fail(history_path, model, history_format, options, as_of, note=note,
+                               past=True)
     if as_of is None:
         as_of = last_date_as_of(log)
         note(f"as of {as_of} (the last date in {history_path.name})")
@@ -863,7 +883,7 @@ def fit(history, model_name, out_path, as_of_text, window_text, drift, undeclare
         fail(f"{out_path}: directory {out_path.parent} does not exist")
     t0 = time.perf_counter()
     log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format",
-                               note=note)
+                               note=note, past=True)
     if as_of is None:
         as_of = last_date_as_of(log)
         note(f"as of {as_of} (the last date in {history.name})")
@@ -967,7 +987,7 @@ def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, hist
 
         as_of = parse_date(as_of_text, "--as-of")
         log = read_history_or_fail(history, model, history_format, import_options(kwargs),
-                                   as_of, note=lambda text: click.echo(text, err=True))
+                                   as_of, note=notes(False), past=True)
         as_of = as_of or last_date_as_of(log)
         stale = describe_mod.stale_deals(model, params, open_pipeline(log, model, as_of), as_of,
                                          horizon=horizon)

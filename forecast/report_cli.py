@@ -109,7 +109,7 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
         parameters = (f"posterior {posterior_path} ({info['draws']:,} draws, fitted as of "
                       f"{info['as_of']})")
     log = read_history_or_fail(history_path, model, history_format, options, as_of,
-                               note=notes(False))  # on stderr too, not only in the page
+                               note=notes(False), past=True)  # notes on stderr too
     if as_of is None:
         as_of = last_date_as_of(log)
     forecast = None

@@ -77,3 +77,29 @@ def test_the_report_header_gives_the_history_last_date_not_the_as_of(tmp_path):
     page = out.read_text()
     assert "2016-10-20 to 2016-11-03</p>" in page
     assert "The history ends on 2016-11-03, 89 days before the as-of date" in page
+
+
+def test_a_past_as_of_cuts_a_deal_export_to_what_was_known_then(tmp_path):
+    """`--as-of` before the export's end asks for the history as it was known then. On a
+    one-row-per-deal export that cannot be done by dropping rows (D1 and D2, open on
+    2016-10-30, close later, and their rows would go): the deals closed later are open on
+    the as-of date, with a note of what was left out, for run, describe and fit alike. It
+    used to stop with advice to filter the file, which loses those deals."""
+    path = tmp_path / "deals.csv"
+    path.write_text(DEALS)
+    base = ["--model", "opportunities", "--history", str(path), "--history-format",
+            "opportunities", "--segment-column", "product"]
+    out = CliRunner().invoke(main, ["run", *base, "--as-of", "2016-10-30", "--paths", "50",
+                                    "--horizon", "30", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["open_leads"] == 4 and summary["as_of"] == "2016-10-30"  # D1-D4 open then
+    assert ("note: left out 2 events of deals.csv dated after --as-of 2016-10-30: the history "
+            "as it was known at the end of that day") in out.stderr
+    out = CliRunner().invoke(main, ["describe", *base, "--as-of", "2016-10-22"])
+    assert out.exit_code == 0, out.output
+    assert "left out 4 events" in out.stderr  # D1 and D2's closes, D3 and D4's entries
+    out = CliRunner().invoke(main, ["run", *base, "--as-of", "2016-10-01"])
+    assert out.exit_code == 1
+    assert out.stderr.strip().endswith(
+        "deals.csv: every row is after --as-of 2016-10-01 (the history starts on 2016-10-20)")
