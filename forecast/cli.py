@@ -121,6 +121,20 @@ def import_options(kwargs: dict) -> dict:
     return out
 
 
+def write_file_or_fail(path: Path, write) -> None:
+    """Write ``path`` by ``write(tmp)`` on a temporary file beside it, moved into place only
+    once written: a failure (a directory without write permission, a full disk) is a
+    one-line error, and ``path`` is as it was."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        fail(f"{path}: could not write ({exc}); nothing was changed")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
                          options: dict, as_of: dt.date | None,
                          flag: str = "--history-format", *, stale: bool = True, note=None,
@@ -588,17 +602,8 @@ def bands_cmd(ledger_file, run_ref, as_of_text, model_name, by, quantiles, metri
     if out_path is None:
         click.echo(text, nl=False)
         return
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    try:
-        if fmt == "parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            tmp.write_text(text)
-        os.replace(tmp, out_path)
-    except OSError as exc:
-        fail(f"{out_path}: could not write ({exc})")
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file_or_fail(out_path, (lambda tmp: frame.to_parquet(tmp, index=False))
+                       if fmt == "parquet" else (lambda tmp: tmp.write_text(text)))
     click.echo(f"wrote {len(frame)} rows to {out_path}", err=True)
 
 
@@ -1095,8 +1100,8 @@ def simulate_history_cmd(model_name, start_text, days, seed, out_path, scenario_
         model, params, set_index, switch = _planted(model, params, scenario_paths, start, days)
     log = simulate_history(model, params, start, days, seed, set_index=set_index,
                            switch_days=switch)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         if suffix == ".parquet":
             log.to_parquet(tmp, index=False)
         elif suffix == ".csv.gz":  # no name and no time in the gzip header: the same bytes
@@ -1104,9 +1109,8 @@ def simulate_history_cmd(model_name, start_text, days, seed, out_path, scenario_
                                           .encode(), mtime=0))
         else:
             log.to_csv(tmp, index=False, float_format="%.2f")
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_file_or_fail(out_path, write)
     click.echo(f"wrote {len(log):,} rows for {log['lead_id'].nunique():,} leads to {out_path}",
                err=True)
 

@@ -166,3 +166,30 @@ def test_expired_column_reads_well_for_any_stage_name():
 
     assert expired_label("sql") == "expired SQLs"
     assert expired_label("opportunity") == "expired from opportunity"
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.csv.gz", "log.parquet"])
+def test_simulate_history_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, name):
+    """A directory it may not write to, or a full disk: one line and exit 1, the file as it
+    was and no temporary left (it was a traceback)."""
+    out = tmp_path / name
+    out.write_bytes(b"old")
+
+    def broken(path, *args, **kwargs):
+        with open(path, "wb") as fh:
+            fh.write(b"partial")
+        raise PermissionError(13, "Permission denied")
+
+    if name.endswith(".gz"):  # the CSV text is made in memory, then written
+        import pathlib
+
+        monkeypatch.setattr(pathlib.Path, "write_bytes", broken)
+    else:
+        monkeypatch.setattr(pd.DataFrame, "to_csv", lambda self, path, **kw: broken(path))
+        monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda self, path, **kw: broken(path))
+    res = CliRunner().invoke(main, ["simulate-history", "--start", "2026-01-01", "--days", "5",
+                                    "--out", str(out)])
+    assert res.exit_code == 1
+    assert res.output.strip() == (f"forecast: error: {out}: could not write ([Errno 13] "
+                                  "Permission denied); nothing was changed")
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [name]
