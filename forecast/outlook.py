@@ -67,10 +67,10 @@ def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np
     each stage's (row's) by a walk of its own, as in the fit (``fit._drift_walks``);
     ``conversion_sd`` and ``arrivals_sd`` are each set's step sizes (log scale, per period),
     ``nu`` its steps' degrees of freedom (Student-t; inf: normal). Path ``p`` uses set
-    ``set_index[p]`` (default ``p % n_sets``) and the ``p``-th row of steps drawn from
-    ``(seed, _STEP_KEY)`` (standard normals; for Student-t steps, the chi-square draws that
-    divide them from a second stream), so its walk does not depend on the path count, the
-    chunking or the thread count.
+    ``set_index[p]`` (default ``p % n_sets``) and, for its ``j``-th step, the ``p``-th row
+    drawn from ``(seed, _STEP_KEY, 2, j)`` (standard normals; for Student-t steps, the
+    chi-square draws that divide them from ``(seed, _STEP_KEY, 3, j)``), so its walk does
+    not depend on the path count, the horizon, the chunking or the thread count.
     """
     if period not in PERIOD_MONTHS:
         raise ValueError(f"period must be one of {sorted(PERIOD_MONTHS)}, got {period!r}")
@@ -94,20 +94,22 @@ def continue_walk(params: Parameters, towards_won: np.ndarray, conversion_sd: np
     mask = np.asarray(towards_won, dtype=bool)
     walk_rows = np.flatnonzero(mask.any(axis=1))  # the stages with a walk, in state order
     n_walks = max(len(walk_rows), 1)
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STEP_KEY,)))
-    # rows: the first stage's walk, arrivals, the other stages' walks (with one stage, the
-    # layout of the single shared walk before: the same draws)
-    shape = (n_paths, 1 + n_walks, max(n_steps, 1))
-    z = rng.standard_normal(shape)
+    # rows: the first stage's walk, arrivals, the other stages' walks. Step j of every path
+    # comes from a stream of its own, (seed, _STEP_KEY, 2, j), path by path, so a path's
+    # steps depend neither on the path count nor on the horizon: a longer run repeats a
+    # shorter one's periods (as the simulator does its days).
+    z = np.zeros((n_paths, 1 + n_walks, n_steps))
     nu_p = nu[set_index]
-    if np.isfinite(nu_p).any():  # Student-t: Z / sqrt(V / nu), V chi-square with nu d.o.f.
-        finite = np.isfinite(nu_p)
-        df = np.where(finite, nu_p, 1.0)[:, None, None]
-        # a stream of their own, so that a path's draws do not depend on the path count
-        chi = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STEP_KEY, 1)))
-        v = 2.0 * chi.standard_gamma(np.broadcast_to(df / 2.0, shape))
-        z = np.where(finite[:, None, None], z * np.sqrt(df / v), z)
-    z = z[:, :, :n_steps]
+    finite = np.isfinite(nu_p)
+    df = np.where(finite, nu_p, 1.0)[:, None]
+    for j in range(n_steps):
+        step = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STEP_KEY, 2, j)))
+        z[:, :, j] = step.standard_normal((n_paths, 1 + n_walks))
+        if finite.any():  # Student-t: Z / sqrt(V / nu), V chi-square with nu d.o.f.
+            chi = np.random.default_rng(np.random.SeedSequence(seed,
+                                                               spawn_key=(_STEP_KEY, 3, j)))
+            v = 2.0 * chi.standard_gamma(np.broadcast_to(df / 2.0, (n_paths, 1 + n_walks)))
+            z[:, :, j] = np.where(finite[:, None], z[:, :, j] * np.sqrt(df / v), z[:, :, j])
     walk = np.concatenate([np.zeros((n_paths, 1 + n_walks, 1)), np.cumsum(z, axis=2)], axis=2)
     walk = walk[:, [0, *range(2, 1 + n_walks), 1]]  # stages' walks in order, then arrivals
     sd = np.concatenate([np.repeat(conversion_sd[set_index][:, None], n_walks, axis=1),

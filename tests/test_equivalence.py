@@ -269,20 +269,20 @@ def test_b2b_model(b2b, b2b_params, b2b_pipeline):
 
 
 def test_b2b_large_cohorts(b2b, b2b_params, b2b_pipeline):
-    """Cohorts both sides of the cohort kernel's ``COHORT_DRAW``: arrivals at three times the
-    model's rates (tens a day per segment: how many leave is drawn at once, each leaver's exit
-    given that it leaves) and the open pipeline with 100 of its leads repeated 20 times
-    (groups of 20 next to groups of 1). Half the paths switch parameter sets on day 20, the
-    other half the other way, so cohorts' stretches are cut at an epoch start."""
+    """Large cohorts and small ones: arrivals at three times the model's rates (tens a day per
+    segment) and the open pipeline with 100 of its leads repeated 20 times (groups of 20 next
+    to groups of 1). (Cohorts of more than 16 leads used to draw how many leave at once, each
+    leaver's exit given that it leaves; every lead now draws its own.) Half the paths switch
+    parameter sets on day 20, the other half the other way, so cohorts' stretches are cut at
+    an epoch start."""
     from forecast.simulate.engine import Pipeline
-    from forecast.simulate.kernels import COHORT_DRAW
 
     pl = b2b_pipeline
     rep = np.concatenate([np.arange(len(pl.state)), np.repeat(np.arange(100), 19)])
     pipeline = Pipeline(pl.state[rep], pl.age[rep], pl.segment[rep], pl.recycle[rep],
                         pl.amount[rep])
     params = two_sets(b2b, b2b_params.with_arrivals_scaled(3.0))
-    assert params.arrivals_mean.max() > 2 * COHORT_DRAW > params.arrivals_mean.min()
+    assert params.arrivals_mean.max() > 32 > params.arrivals_mean.min()
     n_paths = 2000
     set_index = np.where(np.arange(n_paths)[:, None] % 2 == 0, [[0, 1]], [[1, 0]])
     fast, ref = _run_both(b2b, params, pipeline, 45, n_paths, [19, 44], set_index=set_index,
@@ -296,10 +296,9 @@ def test_b2b_large_cohorts(b2b, b2b_params, b2b_pipeline):
 
 def test_b2b_large_cohorts_one_epoch(b2b, b2b_params, b2b_pipeline):
     """The same cohorts in a run with one epoch, where the cohort kernel draws from its exit
-    tables: how many of a large cohort or group leave is drawn at once and each leaver's cell
-    given that it leaves, a small one's leads each draw; groups of the open pipeline read
-    their rows from their age on. Paths alternate between two parameter sets, so each path
-    rebuilds the rows it needs."""
+    tables: each lead a uniform, a stayer above the row's probability at the horizon, else
+    its cell; groups of the open pipeline read their rows from their age on. Paths alternate
+    between two parameter sets, so each path rebuilds the rows it needs."""
     from forecast.simulate.engine import Pipeline
 
     pl = b2b_pipeline

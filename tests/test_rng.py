@@ -16,7 +16,6 @@ from numba import njit
 from scipy import stats
 
 from forecast.simulate.rng import (
-    binomial,
     exponential,
     lognormal,
     negative_binomial,
@@ -49,8 +48,6 @@ def _draw(st, kind, a, b, n):
             out[i] = poisson(st, a)
         elif kind == 5:
             out[i] = negative_binomial(st, a, b)
-        elif kind == 7:
-            out[i] = binomial(st, int(a), b)
         else:
             out[i] = lognormal(st, a, b)
     return out
@@ -149,27 +146,6 @@ def test_negative_binomial(mean, size):
     _assert_moments(x, mean, var, dist.moment(4) - 4 * mean * dist.moment(3)
                     + 6 * mean**2 * dist.moment(2) - 3 * mean**4)
     assert _chi2_gof(x, dist.pmf) > ALPHA
-
-
-@pytest.mark.parametrize(("n", "p"), [(1, 0.3), (12, 0.5), (60, 0.35), (60, 0.93), (200, 0.02),
-                                      (130, 0.25), (1000, 0.3), (5000, 0.5), (100_000, 0.001),
-                                      (400, 0.97), (3000, 0.8)])
-def test_binomial(n, p):
-    """Inversion where ``min(np, n(1-p)) <= 30``, BTPE above (its four regions and both of
-    its acceptance tests are reached at these sizes), with ``p > 1/2`` mirrored."""
-    x = draw(7, n, p, seed=8)
-    assert np.all(x == np.floor(x)) and x.min() >= 0 and x.max() <= n
-    dist = stats.binom(n, p)
-    mu4 = dist.moment(4) - 4 * dist.mean() * dist.moment(3) \
-        + 6 * dist.mean()**2 * dist.moment(2) - 3 * dist.mean()**4
-    _assert_moments(x, dist.mean(), dist.var(), mu4)
-    assert _chi2_gof(x, dist.pmf) > ALPHA
-
-
-def test_binomial_edges():
-    assert np.all(draw(7, 0, 0.5, n=100) == 0)
-    assert np.all(draw(7, 50, 0.0, n=100) == 0)
-    assert np.all(draw(7, 50, 1.0, n=100) == 50)
 
 
 def test_negative_binomial_of_zero_mean_is_zero():

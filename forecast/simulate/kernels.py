@@ -12,8 +12,9 @@ day-by-day kernel and ``tests/test_equivalence.py`` compares):
   day-by-day survival. Used for runs with calendar effects and for event logs.
 - **By cohorts** (:func:`simulate_path_cohorts`): leads that entered the same state on the same
   day with the same segment and recycle level, with no amount and nothing pending, are
-  exchangeable; a cohort draws how many of them leave before the horizon at all and only the
-  leavers' days and destinations, and the leavers form the next states' cohorts. Leads with an
+  exchangeable; a cohort's leads draw their exits one after the other from the cohort's
+  substream (a stayer costs one number), and the leavers of a day form the next states'
+  cohorts. Leads with an
   amount or a pending "lost to expiry" value go on alone (:func:`run_alone`). Used for every
   other run: about 1.7 times faster per thread on the reference workload (README). In a run
   with one epoch (no scenario dates) a cohort reads its leavers' days and destinations from
@@ -32,7 +33,6 @@ import numpy as np
 from numba import njit
 
 from forecast.simulate.rng import (
-    binomial,
     exponential,
     lognormal,
     negative_binomial,
@@ -466,7 +466,6 @@ def table_cell(tab_c, tab_guide, tab_ginv, row, u):
 
 
 QUEUE = 4096  # leads queued for run_alone before each call
-COHORT_DRAW = 16  # cohorts larger than this draw how many leave; smaller, each lead's exit
 
 
 @njit(cache=True)
@@ -634,25 +633,23 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
 
     A cohort is ``n`` exchangeable leads: the same state, age, segment and recycle level, no
     amount, nothing pending. Ahead of it lie stretches of constant hazard (age bands cut at
-    epoch starts and at the horizon) with cumulative hazard ``H`` in all. A lead leaves before
-    the horizon when its ``E ~ Exp(1)`` falls below ``H``: a cohort of more than
-    ``COHORT_DRAW`` leads draws ``Binomial(n, 1 - e^{-H})`` leavers (one binomial per epoch,
-    with that epoch's ``H``, when parameters change on dates) and gives each an ``E`` drawn
-    given ``E < H`` (``E mod H``, exact because the exponential is memoryless); a smaller one
-    draws every lead's ``E``. The stretch where ``E`` falls, the day in it and the
-    destination follow as for a single lead. Leavers for another transient state join the
+    epoch starts and at the horizon) with cumulative hazard ``H`` in all. Each lead, in
+    turn, draws its ``E ~ Exp(1)`` and leaves before the horizon when it falls below ``H``;
+    the stretch where ``E`` falls, the day in it and the destination follow as for a single
+    lead. (Until 2026-12-05 a cohort of more than 16 leads drew a binomial count of leavers
+    before the horizon: the same law, but every draw then depended on the horizon, and a
+    longer run did not repeat a shorter one's days.) Leavers for another transient state join the
     cohort of that state, day, segment and recycle level (``cohort``, flat, ordered by state,
     segment, recycle level and day), the lost are counted in that table too; those that
     win, take an amount or go cold with a value pending are queued to go on alone
-    (:func:`run_alone`, each from its own substream, keyed by its cohort and its rank among
-    the cohort's leavers). Stayers cost one draw, or nothing.
+    (:func:`run_alone`, each from its own substream, keyed by its cohort and its rank in
+    it). A stayer costs one draw.
 
     In a run with one epoch the stretches are not needed: the row of :func:`exit_tables` for
     the cohort's state, segment and recycle level holds the probability of every (day,
-    destination) cell, cumulated, so ``c_hi``, the cumulative probability at the horizon, is
-    how likely a lead leaves at all (``Binomial(n, c_hi)`` leavers in a large cohort, each
-    drawing ``u`` uniform below ``c_hi``; in a small one each lead a uniform, a stayer when
-    above ``c_hi``) and the cell holding ``u`` is its day and destination. A group of the open
+    destination) cell, cumulated: each lead draws ``u`` uniform, a stayer when above
+    ``c_hi``, the cumulative probability at the horizon, and otherwise the cell holding ``u``
+    is its day and destination. A group of the open
     pipeline aged ``a`` uses the row from ``a`` on: ``u`` uniform in ``[c_lo, 1)``, ``c_lo``
     the row's cumulative probability at age ``a`` (the exit given that the group lasted to
     ``a``); groups so old that ``1 - c_lo`` is below ``1e-6`` go by the
@@ -701,7 +698,6 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     n_xmax = n_bands + ep_start.shape[0]
     x_start = np.empty(n_xmax, dtype=np.int64)
     x_span = np.empty(n_xmax, dtype=np.int64)
-    x_ep = np.empty(n_xmax, dtype=np.int64)
     x_dest = np.empty(n_xmax, dtype=np.int64)
     dest_flat = cumdest.reshape(-1)
     x_inv = np.empty(n_xmax)
@@ -818,7 +814,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                 if b < n_bands - 1:
                     end = min(end, t + band_lo[b + 1] - age)
                 lam = lam_flat[(((k * n_st + s) * n_seg + g) * n_rec + r) * n_bands + b]
-                x_start[n_x], x_span[n_x], x_ep[n_x] = t, end - t, ep
+                x_start[n_x], x_span[n_x] = t, end - t
                 x_dest[n_x] = (((((k * n_st + s) * n_bands + b) * n_seg + g) * n_rec + r)
                                * n_states)
                 x_inv[n_x] = 1.0 / lam if lam > 0.0 else 0.0
@@ -834,90 +830,58 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
         if cum <= 0.0:
             continue
         seed_substream(rs, st, KEY_COHORT + ident)
-        i_leaver = 0
         srow = (s * n_seg + g) * n_rec + r
         us, usrow = np.uint64(s), np.uint64(srow)
-        # Each lead leaves when its Exp(1) draw E falls below the cumulative hazard `cum`. A
-        # large cohort draws how many leave in each epoch (in one go when there is one epoch),
-        # then each leaver's E given that it falls there (E mod H: exact, the exponential
-        # being memoryless), so the draws of the days before a scenario's date do not depend
-        # on what comes after it; in a small cohort every lead draws its E, which is cheaper
-        # than the binomial. The leaver's stretch, day and destination are found by
+        # expiries are counted by active stage: nurture has no column (and no expiry)
+        ue = np.uint64(min(s, n_active - 1))
+        # Every lead draws its exit, leavers and stayers alike, in the cohort's order: a lead
+        # leaves before the horizon when its draw falls below `cum`, and the same draw gives
+        # the same exit for any horizon that reaches it, so a longer run repeats a shorter
+        # one's days bit for bit (a binomial count of the leavers, drawn to the horizon,
+        # would not). Likewise the i-th lead of a cohort that goes on alone draws from its
+        # own substream keyed by i. The leaver's stretch, day and destination are found by
         # counting, without data-dependent branches.
-        big = n > COHORT_DRAW
-        lo = 0
-        while lo < n_x and n > 0:
-            if big and use_tab:
-                hi = 1
-                m = binomial(rs, n, cum)
-                n -= m
-            elif big:
-                hi = lo + 1
-                while hi < n_x and x_ep[hi] == x_ep[lo]:
-                    hi += 1
-                base = x_cum[lo]
-                h_run = (x_cum[hi] if hi < n_x else cum) - base
-                m = binomial(rs, n, -math.expm1(-h_run))
-                n -= m
+        for i in range(n):
+            if use_tab:  # one uniform: below `c_hi`, a leaver, and its cell in the row
+                u = c_lo + uniform(rs) * (1.0 - c_lo)
+                if u >= c_hi:
+                    continue  # stays to the end of the horizon
+                c = table_cell(tab_c, tab_guide, tab_ginv, row, u)
+                day_out = t_off + (c >> shift)
+                d = dests[us, np.uint64(c & (width - 1))]
             else:
-                hi = n_x
-                base = 0.0
-                h_run = cum
-                m = n
-                n = 0
-            for _ in range(m):
-                if use_tab:  # one uniform: below `cum`, a leaver, and its cell in the row
-                    if big:
-                        u = c_lo + uniform(rs) * (c_hi - c_lo)
-                        if u >= c_hi:  # rounding at the edge
-                            u = c_lo
-                    else:
-                        u = c_lo + uniform(rs) * (1.0 - c_lo)
-                        if u >= c_hi:
-                            continue  # stays to the end of the horizon
-                    c = table_cell(tab_c, tab_guide, tab_ginv, row, u)
-                    day_out = t_off + (c >> shift)
-                    d = dests[us, np.uint64(c & (width - 1))]
-                else:
-                    e = exponential(rs)
-                    if e >= h_run:
-                        if not big:
-                            continue  # stays to the end of the horizon
-                        e -= h_run * math.floor(e / h_run)
-                        if not 0.0 <= e < h_run:  # rounding at the edges
-                            e = 0.0
-                    e += base
-                    j = lo
-                    for i in range(lo + 1, hi):
-                        j += e >= x_cum[i]
-                    day_out = x_start[j] + min(int((e - x_cum[j]) * x_inv[j]), x_span[j] - 1)
-                    u = uniform(rs)
-                    d = 0
-                    for i in range(x_dest[j], x_dest[j] + n_states):
-                        d += u >= dest_flat[i]
-                # Unsigned indices from here: numba wraps negative signed indices around,
-                # which costs a few instructions per index (10-15% of a b2b run, here).
-                ut, ud = np.uint64(day_out), np.uint64(d)
-                occ_diff[ut, us] -= 1
-                i_leaver += 1
-                if alone[us, ud]:  # won, takes an amount, or went cold with a value pending
-                    q_key[nq] = KEY_ALONE + (ident << 24) + i_leaver
-                    q_state[nq], q_dest[nq], q_day[nq] = s, d, day_out
-                    q_seg[nq], q_rec[nq] = g, r
-                    nq += 1
-                    if nq == QUEUE:
-                        run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg,
-                                  q_rec, q_amount, ks, ep_start, total, cumdest, band_lo,
-                                  kinds, winprob, deal_mean, deal_mu, deal_sigma, amount_stage,
-                                  qual, hazards, close_class, close_total, close_mult, cmax,
-                                  lam_flat, plain, occ_diff, bookings, won, expired, recaptured,
-                                  lost_value, entered, no_events, no_amounts, no_count)
-                        nq = 0
-                else:  # joins the cohort of its new state and day (lost: counted there)
-                    expired[ut, us] += is_expiry[us, ud]
-                    recaptured[ut] += is_recapture[us, ud]
-                    cohort[np.uint64(to_row[usrow, ud] + day_out)] += 1
-            lo = hi
+                e = exponential(rs)
+                u = uniform(rs)  # drawn by stayers too: the next lead's draws do not move
+                if e >= cum:
+                    continue  # stays to the end of the horizon
+                j = 0
+                for x in range(1, n_x):
+                    j += e >= x_cum[x]
+                day_out = x_start[j] + min(int((e - x_cum[j]) * x_inv[j]), x_span[j] - 1)
+                d = 0
+                for x in range(x_dest[j], x_dest[j] + n_states):
+                    d += u >= dest_flat[x]
+            # Unsigned indices from here: numba wraps negative signed indices around,
+            # which costs a few instructions per index (10-15% of a b2b run, here).
+            ut, ud = np.uint64(day_out), np.uint64(d)
+            occ_diff[ut, us] -= 1
+            if alone[us, ud]:  # won, takes an amount, or went cold with a value pending
+                q_key[nq] = KEY_ALONE + (ident << 24) + i
+                q_state[nq], q_dest[nq], q_day[nq] = s, d, day_out
+                q_seg[nq], q_rec[nq] = g, r
+                nq += 1
+                if nq == QUEUE:
+                    run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg,
+                              q_rec, q_amount, ks, ep_start, total, cumdest, band_lo,
+                              kinds, winprob, deal_mean, deal_mu, deal_sigma, amount_stage,
+                              qual, hazards, close_class, close_total, close_mult, cmax,
+                              lam_flat, plain, occ_diff, bookings, won, expired, recaptured,
+                              lost_value, entered, no_events, no_amounts, no_count)
+                    nq = 0
+            else:  # joins the cohort of its new state and day (lost: counted there)
+                expired[ut, ue] += is_expiry[us, ud]
+                recaptured[ut] += is_recapture[us, ud]
+                cohort[np.uint64(to_row[usrow, ud] + day_out)] += 1
     run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount, ks,
               ep_start, total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
               amount_stage, qual, hazards, close_class, close_total, close_mult, cmax, lam_flat,
