@@ -507,7 +507,7 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
 @click.option("--cumulative", is_flag=True,
               help="From the as-of date to each period's end instead of within each period "
                    "(occupancy in_<state> is a level either way).")
-@click.option("--target", type=float, default=None, metavar="AMOUNT",
+@click.option("--target", type=click.FloatRange(0, None), default=None, metavar="AMOUNT",
               help="Add the probability that the metric reaches AMOUNT by each period's end "
                    "(cumulative from the as-of date; interpolated from the stored quantiles).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),

@@ -113,9 +113,16 @@ def _header(inp, what: str, horizon: int, paths: int, seed: int) -> list[str]:
 
 
 def _show(x: float, metric: str, currency: str) -> str:
+    x = x + 0.0  # -0.0 (a mean difference of nothing) shows as 0.0
     if metric in ("bookings", "lost_to_expiry"):
         return money(x, currency)
-    return f"{x:,.1f}" if abs(x) < 100 else f"{x:,.0f}"
+    text = f"{x:,.1f}" if abs(x) < 100 else f"{x:,.0f}"
+    return "0.0" if text == "-0.0" else text  # a difference that rounds to nothing
+
+
+def _cac(x: float, currency: str) -> str:
+    """The cost of acquiring a customer; with no customer won in the window, it has none."""
+    return money(x, currency) if math.isfinite(x) else "no wins"
 
 
 def _emit_frame(frame: pd.DataFrame, fmt: str, table: str, meta: dict) -> None:
@@ -528,7 +535,7 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
         if target is not None:
             row += [f"{r['p_target_helpful']:.0%}", f"{r['delta_p_target_helpful']:+.1%}"]
         if spend is not None:
-            row += [money(r["cac_helpful"], cur), f"{r['ltv_cac_helpful']:.2f}"]
+            row += [_cac(r["cac_helpful"], cur), f"{r['ltv_cac_helpful']:.2f}"]
         rows.append(row)
     lines = _header(inp, f"Sensitivity of bookings in {w.label}, each lever moved {pct}",
                     horizon, paths, seed) + _under_way(w, inp.as_of)
@@ -538,7 +545,7 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
                      f"{money(base['p50_base'], cur)}"
                      + (f"; P(>= {money(target, cur)}) {base['p_target_base']:.0%}"
                         if target is not None else "")
-                     + (f"; CAC {money(base['cac_base'], cur)}, LTV:CAC "
+                     + (f"; CAC {_cac(base['cac_base'], cur)}, LTV:CAC "
                         f"{base['ltv_cac_base']:.2f}" if spend is not None else ""))
     lines += ["", _render(rows, head) if rows else "(no lever can move this much)", "",
               f"helpful: each lever moved {pct} the way that raises mean bookings "

@@ -1165,8 +1165,10 @@ def _days_section(r: Report, png: dict) -> str:
     rows = [[_e(row["stage"]), _num(row["stays"]), _num(row["finished"]),
              _days(row["median_days"])] for row in r.days.to_dict("records")]
     sh = r.shelf
-    key = (f'<p class="key">{_e(sh["stage"].upper())} shelf life: {_days(sh["median_days"])} '
-           f"days ({sh['expired']:,} of {sh['stays']:,} stays went cold).</p>")
+    life = _days(sh["median_days"])
+    life += " days" if life[0].isdigit() else ""  # "not reached" or a dash: no unit
+    key = (f'<p class="key">{_e(sh["stage"].upper())} shelf life: {life} '
+           f"({sh['expired']:,} of {sh['stays']:,} stays went cold).</p>")
     return _section(
         "days", f"Median days in stage and {stage_label(sh['stage'])} shelf life",
         "Median whole days a lead stays in each stage, whatever the way out (Kaplan-Meier: "

@@ -77,6 +77,8 @@ def test_the_report_header_gives_the_history_last_date_not_the_as_of(tmp_path):
     page = out.read_text()
     assert "2016-10-20 to 2016-11-03</p>" in page
     assert "The history ends on 2016-11-03, 89 days before the as-of date" in page
+    # deals here never go cold: the shelf life is not reached, and has no unit
+    assert "OPPORTUNITY shelf life: not reached (0 of 4 stays went cold)" in page
 
 
 def test_a_past_as_of_cuts_a_deal_export_to_what_was_known_then(tmp_path):

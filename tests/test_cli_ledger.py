@@ -52,6 +52,11 @@ def test_run_json_names_the_recorded_run(recorded):
     assert runs["model_name"].eq("b2b").all() and runs["horizon_days"].eq(100).all()
 
 
+def test_bands_target_is_not_negative(recorded):
+    res = invoke("bands", "--ledger", recorded[0], "--target", "-5")
+    assert res.exit_code == 2 and "-5.0 is not in the range x>=0" in res.output
+
+
 def test_bands_csv_equals_the_runs_own_bands(recorded):
     path, run_csv, _ = recorded
     own = pd.read_csv(io.StringIO(run_csv))

@@ -249,6 +249,17 @@ def test_sensitivity_command_with_spend(tmp_path):
     assert chart.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_shown_differences_and_costs_read_right():
+    """A mean difference of nothing is "0.0", never "-0.0"; a CAC with no deal won in the
+    window is "no wins", not "$inf"."""
+    from forecast.planning_cli import _cac, _show
+
+    assert [_show(x, "won_deals", "USD") for x in (-0.0, -0.04, 0.04, -1.25, -250.0)] == [
+        "0.0", "0.0", "0.0", "-1.2", "-250"]
+    assert _show(-0.0, "bookings", "USD") == "$0"
+    assert _cac(float("inf"), "USD") == "no wins" and _cac(1234.0, "EUR") == "1.23k EUR"
+
+
 def _table_rows(output: str, first_column: str) -> dict[str, dict[str, str]]:
     """A `_render` table in ``output`` (columns separated by 2+ spaces): {first cell: {header:
     cell}}."""
