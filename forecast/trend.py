@@ -295,6 +295,26 @@ def _save_png(fig, path: Path) -> None:
 FAN_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
+_PERIOD_FREQ = {"month": "M", "quarter": "Q", "year": "Y"}
+
+
+def partial_periods(frame: pd.DataFrame, by: str) -> tuple[np.ndarray, np.ndarray]:
+    """For the rows of a per-period fan (columns ``end`` and ``days``): the calendar length of
+    each row's period, and whether to draw it within each period. A period the horizon covers
+    only in part (the as-of one, or the last) is drawn, labelled with its days; a last period
+    covered for less than a quarter of its days is left out: its few days would read as a
+    collapse of the metric (a 370-day horizon leaves 5 days of a quarter), and they are in
+    the cumulative panel anyway."""
+    periods = [pd.Period(e, freq=_PERIOD_FREQ[by]) for e in pd.to_datetime(frame["end"])]
+    full = np.array([(q.end_time.normalize() - q.start_time).days + 1 for q in periods],
+                    dtype=np.int64)
+    days = frame["days"].to_numpy(dtype=np.int64)
+    keep = np.ones(len(frame), dtype=bool)
+    if len(frame) > 1 and 4 * days[-1] < full[-1]:
+        keep[-1] = False
+    return full, keep
+
+
 def fan_chart_png(path: Path, per_period: pd.DataFrame, cumulative: pd.DataFrame | None, *,
                   run: dict, metric: str, by: str, target: float | None = None) -> None:
     """A fan chart of one metric from a run's stored bands, as a PNG (atomically).
@@ -345,6 +365,17 @@ def fan_chart_png(path: Path, per_period: pd.DataFrame, cumulative: pd.DataFrame
                              constrained_layout=True)
     unit = f" ({currency})" if is_money else ""
     for ax, (frame, cum) in zip(axes[0], panels, strict=True):
+        dropped = ""
+        if not cum and "days" in frame.columns and by in _PERIOD_FREQ and len(frame):
+            full, keep = partial_periods(frame, by)
+            if not keep.all():
+                last = frame.iloc[-1]
+                dropped = (f" ({last['period']}: {int(last['days'])} of {full[-1]} days, "
+                           "not shown)")
+            short = (frame["days"].to_numpy() < full)[keep]
+            frame, full = frame[keep].reset_index(drop=True), full[keep]
+        else:
+            short = np.zeros(len(frame), dtype=bool)
         x = pd.to_datetime(frame["end"]).reset_index(drop=True)
         cols = {c: frame[c].to_numpy(dtype=float) for c in ("p10", "p25", "p50", "p75", "p90")}
         bx = x
@@ -360,6 +391,13 @@ def fan_chart_png(path: Path, per_period: pd.DataFrame, cumulative: pd.DataFrame
                         label="P25-P75")
         ax.plot(x, frame["p50"].to_numpy(dtype=float), color="tab:blue", lw=2, marker="o",
                 ms=5, label="P50")
+        for i in np.flatnonzero(short):  # a period the horizon covers in part: say so
+            ax.plot(x.iloc[i], frame["p50"].iloc[i], marker="o", ms=7, mfc="white",
+                    color="tab:blue", zorder=4)
+            ax.annotate(f"{int(frame['days'].iloc[i])} of {full[i]} d",
+                        (x.iloc[i], frame["p50"].iloc[i]), textcoords="offset points",
+                        xytext=(0, 8), fontsize=8, color="tab:blue",  # inside the axes:
+                        ha="left" if i == 0 else "right" if i == len(x) - 1 else "center")
         if ACTUAL_COLUMN in frame.columns:
             actual = frame[ACTUAL_COLUMN].to_numpy(dtype=float)
             known = np.isfinite(actual)
@@ -380,7 +418,7 @@ def fan_chart_png(path: Path, per_period: pd.DataFrame, cumulative: pd.DataFrame
             level = metric.startswith("in_")
             ax.set_ylabel(f"{metric} {'at' if level else 'per'} {by}{' end' if level else ''}"
                           f"{unit}")
-            ax.set_title(f"{'at each' if level else 'within each'} {by}", loc="left",
+            ax.set_title(f"{'at each' if level else 'within each'} {by}{dropped}", loc="left",
                          fontsize=10)
         ax.set_xlabel(f"{by} end" if not cum else f"as of, then {by} end")
         if is_money:
@@ -389,8 +427,11 @@ def fan_chart_png(path: Path, per_period: pd.DataFrame, cumulative: pd.DataFrame
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ticks = [as_of, *x] if cum else list(x)
         step = max(1, -(-len(ticks) // 12))  # at most 12 labelled dates
-        ax.set_xticks(ticks[::step], [f"{t:%Y-%m-%d}" for t in ticks[::step]], rotation=30,
-                      ha="right", fontsize=8)
+        shown = ticks[::step]
+        if len(shown) > 2 and (shown[-1] - shown[-2]) * 15 < shown[-1] - shown[0]:
+            shown = [*shown[:-2], shown[-1]]  # a short last period: its end's label alone
+        ax.set_xticks(shown, [f"{t:%Y-%m-%d}" for t in shown], rotation=30, ha="right",
+                      fontsize=8)
         ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
         ax.grid(alpha=0.3)
         ax.legend(loc="best", frameon=False, fontsize=9)

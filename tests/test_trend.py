@@ -348,3 +348,20 @@ def test_an_older_shorter_export_does_not_replace_what_a_longer_one_recorded(tmp
     assert invoke("actuals", shorter, "--ledger", path2).exit_code == 0
     assert invoke("actuals", longer, "--ledger", path2).exit_code == 0
     assert by_key(actuals_rows(path2), "month", "bookings")["2026-02"] == (150.0, False)
+
+
+def test_a_short_last_period_is_labelled_or_left_out_of_the_fan():
+    """A 370-day horizon from 2026-09-30 leaves 5 days of 2027Q4: within each quarter its P50
+    read as a collapse of bookings. A period covered in part is drawn with its days; a last
+    one covered for under a quarter of its days is left out (it is in the cumulative panel)."""
+    frame = pd.DataFrame({"period": ["2026Q4", "2027Q1", "2027Q4"],
+                          "end": ["2026-12-31", "2027-03-31", "2027-10-05"],
+                          "days": [92, 90, 5]})
+    full, keep = trend.partial_periods(frame, "quarter")
+    assert full.tolist() == [92, 90, 92] and keep.tolist() == [True, True, False]
+    frame = pd.DataFrame({"period": ["2026-10", "2026-11"], "end": ["2026-10-31", "2026-11-14"],
+                          "days": [17, 14]})  # as of 2026-10-14, 31 days
+    full, keep = trend.partial_periods(frame, "month")
+    assert full.tolist() == [31, 30] and keep.tolist() == [True, True]
+    full, keep = trend.partial_periods(pd.DataFrame({"end": ["2028-02-29"], "days": [3]}), "year")
+    assert full.tolist() == [366] and keep.tolist() == [True]  # a lone period stays
