@@ -479,7 +479,7 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
     if fmt == "table":
         click.echo(outputs.render_table(bands, header, model.currency, model.qualified_stage))
     elif fmt == "csv":
-        click.echo(outputs.wide_bands(bands).to_csv(index=False), nl=False)
+        click.echo(outputs.wide_bands(bands, model.currency).to_csv(index=False), nl=False)
     else:
         click.echo(outputs.summary_json(meta, bands))
 
@@ -526,6 +526,7 @@ def bands_cmd(ledger_file, run_ref, as_of_text, model_name, by, quantiles, metri
     import json
 
     from forecast import ledger as ledger_mod
+    from forecast.outputs import with_units
     from forecast.summarize import parse_quantiles
 
     try:
@@ -579,6 +580,8 @@ def bands_cmd(ledger_file, run_ref, as_of_text, model_name, by, quantiles, metri
             header.append(f"what-if run: scenario {run['scenario']!r} (recorded by "
                           "`forecast scenario`), not the forecast")
         text = ledger_mod.render_table(frame, header, run["currency"], target) + "\n"
+    if fmt != "table":
+        frame = with_units(frame, run["currency"])
     if run.get("scenario") and fmt != "table":  # every row says it is a what-if, not a forecast
         frame.insert(0, "scenario", run["scenario"])
     if fmt == "csv":
@@ -766,8 +769,9 @@ def trend_cmd(period, metric, last, model_name, quantiles, ledger_file, fmt, cha
         line = "  ".join(f"{{:{'<' if i < 3 else '>'}{w}}}" for i, w in enumerate(widths))
         out = [*header, "", line.format(*cols), "  ".join("-" * w for w in widths)]
         click.echo("\n".join(out + [line.format(*r) for r in rows]))
-    elif fmt == "csv":
-        click.echo(frame.to_csv(index=False), nl=False)
+    elif fmt == "csv":  # each row its unit, as the bands' CSV
+        click.echo(frame.assign(unit=currency if is_money else "count").to_csv(index=False),
+                   nl=False)
     else:
         records = json.loads(frame.to_json(orient="records", date_format="iso",
                                              double_precision=15))
@@ -791,10 +795,10 @@ def _write_run_outputs(out_dir, result, bands, meta, qs, model) -> None:
     from forecast import outputs
 
     def csv(path):
-        outputs.wide_bands(bands).to_csv(path, index=False)
+        outputs.wide_bands(bands, model.currency).to_csv(path, index=False)
 
     def parquet(path):
-        outputs.wide_bands(bands).to_parquet(path, index=False)
+        outputs.wide_bands(bands, model.currency).to_parquet(path, index=False)
 
     def summary(path):
         path.write_text(outputs.summary_json(meta, bands))

@@ -63,6 +63,7 @@ import numpy as np
 import pandas as pd
 
 from forecast import __version__
+from forecast.outputs import MONEY_METRICS  # amounts, not counts (here and re-exported)
 
 DEFAULT_FILE = "forecasts.duckdb"
 ENV_VAR = "FORECAST_LEDGER"
@@ -1031,7 +1032,6 @@ def probability_at_least(target: float, values: np.ndarray, grid: Iterable[float
 
 # ---- what `forecast bands` shows -------------------------------------------------------------
 
-MONEY_METRICS = ("bookings", "lost_to_expiry")
 TARGET_COLUMN = "p_reach_target"
 
 

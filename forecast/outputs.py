@@ -125,9 +125,24 @@ def render_table(bands: pd.DataFrame, header: list[str], currency: str,
     return "\n".join(lines)
 
 
-def wide_bands(bands: pd.DataFrame) -> pd.DataFrame:
-    """Bands as they are written to CSV / Parquet: one row per period and metric."""
-    out = bands.copy()
+#: The metrics that are amounts of money (in the model's currency); the others are counts.
+MONEY_METRICS = ("bookings", "lost_to_expiry")
+
+
+def with_units(frame: pd.DataFrame, currency: str) -> pd.DataFrame:
+    """``frame`` with a ``unit`` column after its ``metric`` column: the currency for amounts
+    of money (:data:`MONEY_METRICS`), ``count`` for the rest (deals, leads), so that a file
+    read without its run's metadata still says what its numbers are."""
+    out = frame.copy()
+    unit = np.where(out["metric"].isin(MONEY_METRICS), currency, "count")
+    out.insert(out.columns.get_loc("metric") + 1, "unit", unit)
+    return out
+
+
+def wide_bands(bands: pd.DataFrame, currency: str) -> pd.DataFrame:
+    """Bands as they are written to CSV / Parquet: one row per period and metric, with its
+    unit (:func:`with_units`)."""
+    out = with_units(bands, currency)
     out["start"] = pd.to_datetime(out["start"]).dt.date.astype(str)
     out["end"] = pd.to_datetime(out["end"]).dt.date.astype(str)
     return out
@@ -135,7 +150,7 @@ def wide_bands(bands: pd.DataFrame) -> pd.DataFrame:
 
 def summary_json(meta: dict, bands: pd.DataFrame) -> str:
     """Run metadata plus the bands, as JSON (NaN written as null)."""
-    records = wide_bands(bands).to_dict(orient="records")
+    records = wide_bands(bands, meta["currency"]).to_dict(orient="records")
 
     def clean(v):
         if isinstance(v, float) and not math.isfinite(v):

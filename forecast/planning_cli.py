@@ -28,7 +28,7 @@ from forecast.cli import (
     ledger_or_fail,
     notes,
 )
-from forecast.outputs import money
+from forecast.outputs import money, with_units
 
 _METRICS = ("bookings", "won_deals", "lost_to_expiry", "expired_all", "recaptured", "arrivals")
 
@@ -125,11 +125,17 @@ def _cac(x: float, currency: str) -> str:
     return money(x, currency) if math.isfinite(x) else "no wins"
 
 
-def _emit_frame(frame: pd.DataFrame, fmt: str, table: str, meta: dict) -> None:
+def _emit_frame(frame: pd.DataFrame, fmt: str, table: str, meta: dict,
+                currency: str | None = None) -> None:
+    """The command's table, or its frame as CSV or JSON; with ``currency`` (the frame's
+    amounts are money), a ``currency`` column in the CSV and a field in the JSON."""
+    if currency is not None:
+        meta = {**meta, "currency": currency}
     if fmt == "table":
         click.echo(table)
     elif fmt == "csv":
-        click.echo(frame.to_csv(index=False), nl=False)
+        out = frame.assign(currency=currency) if currency is not None else frame
+        click.echo(out.to_csv(index=False), nl=False)
     else:
         click.echo(json.dumps({**meta, "rows": json.loads(frame.to_json(orient="records"))},
                               indent=2, default=str))
@@ -215,8 +221,9 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
         f = compare(results[0], res, per, metric, qs)
         f.insert(0, "scenario", sc.name)
         frames.append(f)
-    frame = pd.concat(frames, ignore_index=True)
-    meta = {"model": inp.model.name, "as_of": inp.as_of.isoformat(), "horizon_days": horizon,
+    frame = with_units(pd.concat(frames, ignore_index=True), inp.model.currency)
+    meta = {"model": inp.model.name, "currency": inp.model.currency,
+            "as_of": inp.as_of.isoformat(), "horizon_days": horizon,
             "paths": paths, "seed": seed, "metric": metric, "history": str(inp.history_path),
             "parameters": inp.parameters_text,
             "scenarios": [{"name": s.name, "file": s.path, "sha256": s.sha256,
@@ -402,7 +409,7 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
     _emit_frame(frame, fmt, table, {"lever": lever, "op": op, "stage": stage,
                                     "segment": segment, "period": w.label,
                                     "as_of": inp.as_of.isoformat(), "paths": paths,
-                                    "seed": seed})
+                                    "seed": seed}, currency=cur)
 
 
 def _plt():
@@ -560,7 +567,7 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
     _emit_frame(frame, fmt, "\n".join(lines), {"period": w.label, "change": change,
                                                "as_of": inp.as_of.isoformat(),
                                                "paths": paths, "seed": seed,
-                                               "skipped": skipped})
+                                               "skipped": skipped}, currency=cur)
 
 
 def _tornado(path, frame, pct, period, currency) -> None:
@@ -639,7 +646,7 @@ def plan_cmd(target, period_label, confidence, fmt, model_name, history, as_of_t
         monthly.append(row)
     booked = planning.in_window(res.bookings, w)
     summary = {
-        "target": target, "period": w.label, "confidence": confidence,
+        "target": target, "currency": cur, "period": w.label, "confidence": confidence,
         "as_of": inp.as_of.isoformat(), "paths": paths, "seed": seed,
         "arrivals_factor": p.factor, "probability": p.probability,
         "probability_at_current_arrivals": p.current_probability,

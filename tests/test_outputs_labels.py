@@ -165,3 +165,42 @@ def test_run_out_files_are_byte_identical_for_the_same_seed(tmp_path):
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["seed"] == 7
     assert not [k for k in summary if "second" in k or "elapsed" in k or "time" in k]
+
+
+# ---- units ----------------------------------------------------------------------------------
+
+def test_machine_readable_outputs_say_their_currency(tmp_path):
+    """CSV, Parquet and JSON outputs name what their numbers are: a `unit` column (the
+    model's currency for bookings and money lost to expiry, `count` for the rest) where rows
+    are metrics, a `currency` column and field where every amount is money. A file passed on
+    without its run's metadata still says EUR, not an implied dollar."""
+    from pathlib import Path
+
+    model = tmp_path / "eur.toml"
+    b2b = Path(__file__).resolve().parents[1] / "models" / "b2b.toml"
+    model.write_text(b2b.read_text().replace('currency = "USD"', 'currency = "EUR"'))
+    run = ["--model", model, *FAST, "--horizon", 40]
+    frame = pd.read_csv(io.StringIO(invoke("run", *run, "--format", "csv").output))
+    units = dict(zip(frame["metric"], frame["unit"], strict=False))
+    assert units["bookings"] == units["lost_to_expiry"] == "EUR"
+    assert units["won_deals"] == units["arrivals"] == "count"
+    assert list(frame.columns[:6]) == ["period", "start", "end", "days", "metric", "unit"]
+    ledger = tmp_path / "l.duckdb"
+    assert invoke("run", *run, "--out", tmp_path / "out", "--ledger", ledger).exit_code == 0
+    parquet = pd.read_parquet(tmp_path / "out" / "bands.parquet")
+    assert set(parquet.loc[parquet["metric"] == "bookings", "unit"]) == {"EUR"}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["currency"] == "EUR" and summary["bands"][0]["unit"] == "EUR"
+    bands = pd.read_csv(io.StringIO(invoke("bands", "--ledger", ledger, "--format",
+                                           "csv").output))
+    assert set(bands["unit"]) == {"EUR"}
+    res = invoke("sweep", *run, "--lever", "win_rate", "--from", 0, "--to", 0.1, "--steps", 2,
+                 "--format", "csv")
+    assert set(pd.read_csv(io.StringIO(res.output))["currency"]) == {"EUR"}
+    res = invoke("sweep", *run, "--lever", "win_rate", "--from", 0, "--to", 0.1, "--steps", 2,
+                 "--format", "json")
+    assert json.loads(res.output)["currency"] == "EUR"
+    sc = tmp_path / "more.toml"
+    sc.write_text('name = "more"\n[[change]]\nlever = "arrivals"\nmultiply = 1.2\n')
+    payload = json.loads(invoke("scenario", sc, *run, "--format", "json").output)
+    assert payload["currency"] == "EUR" and payload["rows"][0]["unit"] == "EUR"
