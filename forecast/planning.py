@@ -304,13 +304,18 @@ def sensitivity(setting: Setting, change: float, w: Window, target: float | None
     direction alone would be a half row the others cannot be ranked against."""
     all_levers = levers(setting.model)
     scenarios, skipped, factors = [], [], {}
+    # The sets the runs will change: with a drift posterior, its walk's (a lever that fits the
+    # as-of rates may not fit a path's walked ones: a win rate pushed past 1).
+    ahead = walk_ahead(setting.model, setting.params, setting.as_of, setting.horizon,
+                       setting.paths, setting.seed)
+    sets = setting.params if ahead is None else ahead.params
     for lv in all_levers:
         try:
             up, down = lv.make(change), lv.make(-change)
             # A move the parameters cannot take fails here, before any simulation (as
             # run_scenarios would apply it, on every parameter set).
             for c in (up, down):
-                apply_changes(setting.model, setting.params, [c])
+                apply_changes(setting.model, sets, [c])
         except ScenarioError as exc:
             skipped.append(f"{exc}; left out at a change of {change:.0%}")
             continue

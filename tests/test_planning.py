@@ -538,3 +538,15 @@ def test_a_drift_posterior_s_scenarios_keep_common_random_numbers(walking, b2b):
     for name in ("bookings", "won", "entered", "arrivals"):
         np.testing.assert_array_equal(getattr(base, name)[:, :day], getattr(cut, name)[:, :day])
     assert cut.arrivals[:, day:].sum() == 0 < base.arrivals[:, day:].sum()
+
+
+def test_sensitivity_with_a_walk_leaves_out_levers_the_walked_rates_cannot_take(walking):
+    """A lever is checked on the sets the runs change: with a drift posterior, each path's
+    walked rates. The check used the as-of rates, so a win rate that fits them but not a
+    path's walked one (pushed past 1) stopped the whole command after the baseline ran."""
+    w = planning.window("the horizon", AS_OF + dt.timedelta(days=1),
+                        AS_OF + dt.timedelta(days=walking.horizon), AS_OF)
+    frame = planning.sensitivity(walking, 0.5, w, None)
+    skipped = frame.attrs["skipped"]
+    assert any(text.startswith("win rate") for text in skipped), skipped
+    assert "win rate" not in set(frame["lever"]) and "deal size" in set(frame["lever"])
