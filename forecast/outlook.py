@@ -196,4 +196,5 @@ def simulate_ahead(model: FunnelModel, params: Parameters, pipeline, as_of: dt.d
     if ahead is None:
         return simulate(model, params, pipeline, as_of, horizon, n_paths, seed, **options)
     return simulate(model, ahead.params, pipeline, as_of, horizon, n_paths, seed,
-                    set_index=ahead.set_index, switch_days=ahead.switch_days, **options)
+                    set_index=ahead.set_index, switch_days=ahead.switch_days, epochs=True,
+                    **options)

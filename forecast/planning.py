@@ -96,7 +96,8 @@ def run_scenarios(setting: Setting, scenarios: Sequence[Scenario],
         out.append(simulate(model, plan.params, plan.pipeline, setting.as_of, setting.horizon,
                             setting.paths, setting.seed,
                             set_index=plan.set_index[:, block] + walk_set,
-                            switch_days=days, occupancy_days=setting.occupancy_days))
+                            switch_days=days, occupancy_days=setting.occupancy_days,
+                            epochs=ahead is not None))  # a walk draws as `run` does
         if progress is not None:
             progress(i + 1, len(todo))
     return out

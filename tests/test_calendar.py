@@ -178,3 +178,21 @@ def test_fit_recovers_planted_calendar_effects(tmp_path, two_stage_params):
     cal = posterior_parameters(old, model).close_calendar
     np.testing.assert_array_equal(cal[:, 0], cal[:, 1])
     np.testing.assert_allclose(cal[:, 0], params.close_calendar[:, 0], rtol=1e-12)
+
+
+def test_a_calendar_that_only_slows_closing_is_applied(b2b, b2b_params, b2b_pipeline):
+    """Won deals closed at month ends x0 (every other multiplier 1): no multiplier is above 1,
+    and the run went by cohorts, which have no calendar, so deals still closed on month ends.
+    Any multiplier other than 1 now sends the run lead by lead."""
+    from dataclasses import replace
+
+    from forecast.calendar import day_types
+    from forecast.simulate import simulate
+    from tests.conftest import AS_OF
+
+    cal = b2b_params.close_calendar.copy()
+    cal[:, 0, 10] = 0.0  # won (CLOSES[0]), on the month's last days
+    params = replace(b2b_params, close_calendar=cal)
+    res = simulate(b2b, params, b2b_pipeline, AS_OF, 90, 200, seed=1)
+    _, _, month_end = day_types(AS_OF + dt.timedelta(days=1), 90, b2b.calendar.month_end_days)
+    assert res.won[:, month_end].sum() == 0 and res.won[:, ~month_end].sum() > 100

@@ -16,7 +16,12 @@ import numba
 import numpy as np
 import pandas as pd
 
-from forecast.calendar import CLOSES, arrival_multipliers, close_multipliers
+from forecast.calendar import (
+    CLOSES,
+    arrival_multipliers,
+    close_multipliers,
+    close_vector_multipliers,
+)
 from forecast.hazards import absorption, transition_tables
 from forecast.model import MAX_ARRIVALS_PER_DAY, FunnelModel
 from forecast.parameters import Parameters
@@ -128,15 +133,28 @@ class KernelTables:
     arrivals_calendar: np.ndarray
     month_end_days: int
 
+    @property
+    def closing_calendar(self) -> bool:
+        """Whether any set's won or lost hazard has a multiplier other than 1 on any kind of
+        day: then the run goes lead by lead (the cohort kernel has no calendar). A multiplier
+        below 1 counts too (with every multiplier at most 1, a month-end slowdown alone, the
+        run went by cohorts and ignored it)."""
+        return bool(np.any(close_vector_multipliers(self.close_calendar) != 1.0))
+
     def calendar(self, start: dt.date, days: int):
         """``(total, close_mult, cmax, arr_cal)`` for the days from ``start``: the dominating
         total hazard the kernels sample with, the multiplier of each closing move
-        (``close_class``) for each set and day, its largest value per set (at least 1), and the
-        arrivals multiplier of each set and day."""
+        (``close_class``) for each set and day, its largest value per set on any kind of day
+        (at least 1), and the arrivals multiplier of each set and day.
+
+        ``cmax`` is the largest on any of the 42 kinds of day, not on the horizon's days: the
+        thinning's candidates (and the choice of kernel) then do not depend on the horizon,
+        and a longer run repeats a shorter one's days (a month-end effect that only the
+        longer horizon reached used to change both)."""
         close_mult = np.ascontiguousarray(close_multipliers(
             self.close_calendar, start, days, self.month_end_days))  # [set, day, close]
-        cmax = np.maximum(close_mult.max(axis=1), 1.0) if days \
-            else np.ones(close_mult.shape[::2])
+        cmax = np.ascontiguousarray(np.maximum(
+            close_vector_multipliers(self.close_calendar).max(axis=2), 1.0))  # [set, close]
         extra = np.einsum("kc,ksbgrc->ksbgr", cmax - 1.0, self.close_total)
         total = np.where(np.all(cmax == 1.0, axis=1)[:, None, None, None, None], self.total,
                          self.total + extra)  # the plain total wherever nothing changes
@@ -145,11 +163,12 @@ class KernelTables:
         return np.ascontiguousarray(total), close_mult, np.ascontiguousarray(cmax), arr_cal
 
 
-def plain_tables(total: np.ndarray, cmax: np.ndarray, n_epochs: int) -> tuple[np.ndarray, bool]:
+def plain_tables(total: np.ndarray, closing: bool, n_epochs: int) -> tuple[np.ndarray, bool]:
     """The kernels' fast path: ``total`` as ``[set, state, segment, recycle, band]``,
-    flattened, and whether the run can use it (one epoch, no calendar effect on any set)."""
+    flattened, and whether the run can use it (one epoch, no closing calendar on any set:
+    ``KernelTables.closing_calendar``)."""
     return (np.ascontiguousarray(np.moveaxis(total, 2, 4)).ravel(),
-            bool(n_epochs == 1 and np.all(cmax == 1.0)))
+            bool(n_epochs == 1 and not closing))
 
 
 def open_groups(pipeline: Pipeline) -> tuple[np.ndarray, ...]:
@@ -211,7 +230,8 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
              horizon: int, n_paths: int, seed: int, *, set_index: np.ndarray | None = None,
              switch_days=(), occupancy_days: np.ndarray | None = None,
              chunk_size: int | None = None, parallel: bool = True,
-             progress: Callable[[int, int], None] | None = None) -> SimulationResult:
+             progress: Callable[[int, int], None] | None = None,
+             epochs: bool = False) -> SimulationResult:
     """Run ``n_paths`` Monte Carlo paths of the funnel over ``horizon`` days after ``as_of``.
 
     Path ``p`` uses parameter set ``set_index[p]`` (default: ``p % n_sets``) and its own
@@ -223,6 +243,12 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     day indices inside the horizon) start new epochs, and ``set_index[p, e]`` is then the set
     path ``p`` uses in epoch ``e`` (days from ``0`` or ``switch_days[e - 1]`` on). Hazards
     switch for the leads already in a stage too, from that day on.
+
+    A run with one epoch draws its cohorts' exits from exit tables, one with several from
+    stretches of constant hazard: the same law, other draws. ``epochs=True`` draws as a run
+    with several epochs even when the horizon holds one, so that a run whose parameters
+    change by period (a drift fit's walk) repeats the days of a longer one exactly whatever
+    its horizon reaches.
     """
     if horizon < 1:
         raise ValueError(f"horizon must be at least 1 day, got {horizon}")
@@ -267,9 +293,9 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
     weekday0 = (as_of + dt.timedelta(days=1)).weekday()
     total, close_mult, cmax, arr_cal = tab.calendar(as_of + dt.timedelta(days=1), horizon)
-    lam_flat, plain = plain_tables(total, cmax, n_epochs)
-    # Without calendar effects, the cohort kernel; with them, lead by lead.
-    if np.all(cmax == 1.0):
+    lam_flat, plain = plain_tables(total, tab.closing_calendar, 2 if epochs else n_epochs)
+    # Without calendar effects on closing, the cohort kernel; with them, lead by lead.
+    if not tab.closing_calendar:
         run = kernels.forecast_cohorts
         lead_args = open_groups(pipeline)
     else:
@@ -342,7 +368,7 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
             e.amount, total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
             np.array([h - 1], dtype=np.int64), tab.hazards, tab.close_class, tab.close_total,
-            close_mult, cmax, arr_cal, *plain_tables(total, cmax, len(ks)),
+            close_mult, cmax, arr_cal, *plain_tables(total, tab.closing_calendar, len(ks)),
             np.zeros(h), np.zeros(h, np.int64),
             np.zeros((h, n_active), np.int64), np.zeros(h, np.int64), np.zeros(h),
             np.zeros((h, n_states), np.int32), np.zeros(h, np.int64),
