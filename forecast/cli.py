@@ -163,12 +163,16 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
         fail(f"{', '.join('--' + k.replace('_', '-') for k in unknown)}: not an option of "
              f"{flag} {history_format}")
     cut = past and as_of is not None
+    if cut and "known_at" in accepted:  # a history of changes: only those recorded by then
+        options = {**options, "known_at": as_of}
     try:
         log = reader(path, model, as_of=None if cut else as_of, **options)
     except InputError as exc:
         fail(str(exc))
     for line in log.notes if note is not None else ():
         note(f"note: {line}")
+    if stale and not log.recorded_after:  # on the whole file: rows after a past as-of
+        warn_stale(log, as_of)  # (left out by the importer or cut below) show it is not stale
     if cut:
         n = len(log.frame)
         first = log.frame["entered_at"].min().date()
@@ -180,8 +184,6 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
             note(f"note: left out {left:,} event{'s' if left != 1 else ''} of {path.name} dated "
                  f"after --as-of {as_of}: the history as it was known at the end of that day "
                  "(a deal closed later is open on it)")
-    if stale:
-        warn_stale(log, as_of)
     return log
 
 
@@ -378,6 +380,10 @@ def forecast_inputs(model_name, history, history_format, options: dict, as_of_te
         note(f"as of {as_of} (the last date in {history_path.name})")
     if fitted is not None and fitted["history_sha256"] != log.sha256:
         note(f"note: the posterior was fitted on {fitted['history_path']}, not on this history")
+    if fitted is not None and fitted.get("as_of_date") and fitted["as_of_date"] > as_of:
+        note(f"note: the posterior was fitted as of {fitted['as_of_date']}, after --as-of "
+             f"{as_of}: its rates know what happened in between (fit as of {as_of} for a "
+             "forecast that does not)")
     if threads is not None:
         import numba
 

@@ -107,6 +107,9 @@ class EventLog:
         ``at(pos[i], column)`` -> ``"file, row 14, column stage"`` for a contract column: the
         file's row (or Parquet record) and column, as the reader's own errors name them; for a
         log read through an importer, the export's row and original column (see :meth:`where`).
+    recorded_after : int
+        Rows an importer of a history of changes left out as recorded after the day it was
+        asked to read the history as of (``known_at``): the file runs past that day.
     """
 
     frame: pd.DataFrame
@@ -116,6 +119,7 @@ class EventLog:
     notes: tuple[str, ...] = ()
     pos: np.ndarray | None = None
     at: Locator | None = None
+    recorded_after: int = 0
 
     @property
     def located(self) -> bool:

@@ -75,7 +75,7 @@ import datetime as dt
 import hashlib
 import unicodedata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -345,7 +345,8 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
                     date_column: str | None = None, amount_column: str | None = AUTO,
                     close_column: str | None = AUTO,
                     segment_column: str | None = None,
-                    date_order: str = "month-first") -> EventLog:
+                    date_order: str = "month-first",
+                    known_at: dt.date | None = None) -> EventLog:
     """Read Salesforce opportunity stage history: one row per stage change of a deal.
 
     Stage names (``Prospecting``, ..., ``Closed Won``, ``Closed Lost``) are mapped through the
@@ -371,12 +372,18 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
     date_order : {"month-first", "day-first"}, optional
         How dates that are not ISO 8601 read: ``3/1/2017`` is 1 March (US, the default) or,
         day-first, 3 January (also ``03.01.2017``, ``03-01-2017``).
+    known_at : datetime.date, optional
+        The history as the CRM held it at the end of this day: rows recorded (``CreatedDate``)
+        after it are left out before anything else, so a reopening recorded later does not
+        undo a close made by then, and a close recorded later but dated back (``CloseDate``)
+        is not known yet. (``forecast run --as-of`` in the past; the events dated after it
+        are then cut as for any history.)
 
     Returns
     -------
     EventLog
         ``notes`` counts the folded history rows, the closes a later row undid (a reopened
-        deal) and the re-closes dated by CreatedDate.
+        deal), the re-closes dated by CreatedDate and the rows recorded after ``known_at``.
 
     Raises
     ------
@@ -391,8 +398,21 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
         _want("close", close_column, _SF_CLOSE, "close_column", "the close date"),
         _want("segment", segment_column, (), "segment_column", "the segment"),
     ) if w is not None])
-    at, pos, columns = table.at, table.pos, table.columns
     day_first = _day_first(path, date_order)
+    later_rows = 0
+    if known_at is not None:  # the rows the CRM had recorded by then, and no others
+        known_at = _as_date(known_at)
+        recorded, _ = _parse_when(table.columns["created"], table.pos, table.at, "created",
+                                  required=True, day_first=day_first)
+        keep = recorded <= np.datetime64(known_at, "D")
+        if not keep.any():
+            raise InputError(f"{table.label}: every row is after --as-of {known_at} (the "
+                             f"history starts on {recorded.min()})")
+        later_rows = int((~keep).sum())
+        mask = pa.array(keep)
+        table = replace(table, columns={k: v.filter(mask) for k, v in table.columns.items()},
+                        pos=table.pos[keep])
+    at, pos, columns = table.at, table.pos, table.columns
     as_of = _as_date(as_of) if as_of is not None else None
     ids = _ids(table, "opportunity")
     state = _stage_codes(columns["stage"], model, pos, at)
@@ -468,6 +488,10 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
     days = np.where(by_close, close[starts], created[starts])
     folded = n - starts.size
     notes = _date_order_notes(table, ["created", "close"], day_first)
+    if later_rows:
+        notes.append(f"left out {later_rows} history row{'s' if later_rows != 1 else ''} "
+                     f"recorded ({table.names['created']}) after {known_at}: the CRM did not "
+                     "have them then (a reopening or a close recorded later)")
     if folded:
         notes.append(f"folded {folded} history row{'s' if folded != 1 else ''} that stay in "
                      "the same model state without a new amount")
@@ -482,10 +506,11 @@ def read_salesforce(path: str | Path, model: FunnelModel, *, as_of: dt.date | No
     date_column = np.where(by_close, keys.index("close") if "close" in keys else 0,
                            keys.index("created"))
     row = order[starts]
-    return _finish(table, model, as_of, row=row, state=state[starts], days=days,
-                   amount=g_amount, amount_row=np.where(amount_row >= 0, order[amount_row], row),
-                   segment=segment[starts], date_column=date_column,
-                   stage_column=np.full(row.size, keys.index("stage")), ids=ids, notes=notes)
+    log = _finish(table, model, as_of, row=row, state=state[starts], days=days,
+                  amount=g_amount, amount_row=np.where(amount_row >= 0, order[amount_row], row),
+                  segment=segment[starts], date_column=date_column,
+                  stage_column=np.full(row.size, keys.index("stage")), ids=ids, notes=notes)
+    return replace(log, recorded_after=later_rows)
 
 
 def _carry_amounts(amount: np.ndarray, lead: np.ndarray, dropped: np.ndarray) -> np.ndarray:

@@ -93,6 +93,11 @@ def test_run_with_the_posterior_carries_parameter_uncertainty(posterior, history
     defaults = json.loads(invoke(*args).stdout)
     assert defaults["parameters"] == "model defaults"
     assert summary["bands"] != defaults["bands"]
+    # a look back from an earlier as-of date with this posterior: its rates know the future
+    back = invoke(*args[:-1], "--posterior", path, "--as-of", "2023-11-30")
+    assert back.exit_code == 0, back.output
+    assert ("note: the posterior was fitted as of 2023-12-31, after --as-of 2023-11-30: its "
+            "rates know what happened in between") in back.stderr
 
 
 def test_run_refuses_a_posterior_of_another_model(posterior):

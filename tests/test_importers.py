@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import math
 import os
 import textwrap
@@ -819,3 +820,46 @@ def test_real_crm_sample(deals):
     days = (f.groupby("lead_id")["entered_at"].agg(["first", "last"]).diff(axis=1)["last"]
             .dt.days[last == "won"])
     assert days.median() == 57
+
+
+def test_a_past_as_of_reads_salesforce_history_as_the_crm_had_it(b2b):
+    """`run --as-of` before the export's end: a Salesforce history is read as the CRM held it
+    that day, rows recorded (CreatedDate) after it left out before the reopening logic. A
+    win made by then and reopened later is still a win (it was dropped as undone and the deal
+    shown open); a close recorded later but dated back by its CloseDate is not known yet (it
+    leaked into the past, amount and all); and the file running past the as-of date is no
+    stale export (the warning looked at the cut history)."""
+    from click.testing import CliRunner
+
+    from forecast.cli import main
+    write(SF_HEADER + textwrap.dedent("""\
+        A,Prospecting,2024-01-02,1000,
+        A,Closed Won,2024-02-01,1000,2024-02-01
+        A,Prospecting,2024-04-10,1000,
+        A,Closed Won,2024-05-01,1000,2024-05-01
+        B,Prospecting,2024-01-05,2000,
+        B,Closed Won,2024-04-20,2500,2024-02-15
+        C,Prospecting,2024-01-03,500,
+        C,Closed Lost,2024-03-01,,2024-03-01
+        D,Prospecting,2024-03-20,700,
+        """))
+    log = read_salesforce("crm.csv", b2b, known_at=dt.date(2024, 3, 31))
+    assert rows(log) == [
+        ("A", "opportunity", "2024-01-02", 1000.0, "organic"),
+        ("A", "won", "2024-02-01", 1000.0, "organic"),  # won then, whatever came later
+        ("B", "opportunity", "2024-01-05", 2000.0, "organic"),  # open then, at 2,000
+        ("C", "opportunity", "2024-01-03", 500.0, "organic"),
+        ("C", "lost", "2024-03-01", None, "organic"),
+        ("D", "opportunity", "2024-03-20", 700.0, "organic"),
+    ]
+    assert log.notes[-1] == ("left out 3 history rows recorded (CreatedDate) after 2024-03-31: "
+                             "the CRM did not have them then (a reopening or a close recorded "
+                             "later)")
+    result = CliRunner().invoke(main, ["run", "--history", "crm.csv", "--history-format",
+                                       "salesforce", "--as-of", "2024-03-31", "--paths", "50",
+                                       "--horizon", "30", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["open_leads"] == 2  # B and D
+    assert "stale" not in result.stderr and "left out 3 history rows" in result.stderr
+    assert error("crm.csv", b2b, "salesforce", known_at=dt.date(2023, 12, 31)) == (
+        "crm.csv: every row is after --as-of 2023-12-31 (the history starts on 2024-01-02)")
