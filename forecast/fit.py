@@ -272,6 +272,13 @@ def build_model(stats: Statistics, model: FunnelModel, *, drift: bool = False):
         # With the calendar, the walk steps once a quarter (see ``_drift_walks``).
         walk_quarter = quarters_back(stats.as_of, n_m) if calendar \
             else np.arange(n_m, dtype=np.int64)
+        if drift and int(walk_quarter.max()) < 1:  # nothing before the as-of period
+            period = "quarter" if calendar else "month"
+            raise PosteriorError(
+                f"--drift needs history before the as-of {period} for the rates to move from; "
+                + (f"the window from {stats.since + dt.timedelta(days=1)} lies inside it: "
+                   "widen --window or drop --drift" if stats.since is not None else
+                   "the history lies inside it: drop --drift"))
         if calendar and drift:
             coords["quarters_back"] = [str(q) for q in range(1, int(walk_quarter.max()) + 1)]
         # A walk per stage the moves towards won leave (each its own path, one step size):

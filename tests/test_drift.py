@@ -69,6 +69,13 @@ def test_a_window_s_walk_spans_the_window_s_months_only(two_stage, two_stage_par
         with build_model(stats, two_stage, drift=True) as pm_model:
             months[since] = len(pm_model.coords["months_back"])
     assert months == {None: 17, as_of - dt.timedelta(days=180): 6}  # back to 2023-01 / 2023-12
+    # a window inside the as-of month leaves the walk nothing to move from: an error (it gave a
+    # posterior without a walk, which `fit` still called a drift fit)
+    from forecast.fit import PosteriorError
+
+    stats = sufficient_statistics(log, two_stage, as_of, since=as_of - dt.timedelta(days=10))
+    with pytest.raises(PosteriorError, match="the window from 2024-06-15 lies inside it"):
+        build_model(stats, two_stage, drift=True)
 
 def _a_to_b(params, model):
     """Posterior draws of the hazard a -> b in the last age band, segment x, fresh leads."""

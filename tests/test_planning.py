@@ -550,3 +550,18 @@ def test_sensitivity_with_a_walk_leaves_out_levers_the_walked_rates_cannot_take(
     skipped = frame.attrs["skipped"]
     assert any(text.startswith("win rate") for text in skipped), skipped
     assert "win rate" not in set(frame["lever"]) and "deal size" in set(frame["lever"])
+
+
+def test_a_walk_and_a_scenario_s_dates_together_are_bounded(walking, b2b):
+    """The walk's sets (paths x months) are copied once per block of a scenario's changes:
+    too many is a clear error before any run, not memory and minutes."""
+    from dataclasses import replace
+
+    from forecast.scenario import ScenarioError
+
+    dates = [parse_change({"lever": "arrivals", "multiply": 1.1,
+                           "from": (AS_OF + dt.timedelta(days=d)).isoformat()}, b2b, "t")
+             for d in (20, 40, 60)]
+    with pytest.raises(ScenarioError, match=r"copies them 4 times: 30,000 sets, more than "
+                                            r"25,000; use --paths 2,083 or fewer"):
+        planning.run_scenarios(replace(walking, paths=2500), [Scenario("d", "", tuple(dates))])
