@@ -21,7 +21,7 @@ import pandas as pd
 
 from forecast.hazards import reach_probability
 from forecast.model import WON, FunnelModel
-from forecast.outlook import walk_ahead
+from forecast.outlook import MAX_SETS, walk_ahead
 from forecast.parameters import Parameters
 from forecast.scenario import (
     Change,
@@ -79,19 +79,16 @@ def run_scenarios(setting: Setting, scenarios: Sequence[Scenario],
     else:  # one set per path and period of the walk
         params, walk_index, walk_days = ahead.params, ahead.set_index, ahead.switch_days
     todo = [Scenario.empty(), *scenarios] if baseline else list(scenarios)
+    dated = [switch_days(sc, setting.as_of, setting.horizon) for sc in todo]
     if ahead is not None:  # each block of changes copies every walked set
-        from forecast.outlook import MAX_SETS
-
-        blocks = max(1 + len(switch_days(sc, setting.as_of, setting.horizon)) for sc in todo)
+        blocks = max(1 + len(d) for d in dated)
         if params.n_sets * blocks > MAX_SETS:
             per_path = params.n_sets // setting.paths * blocks
             raise ScenarioError(
                 f"a drift fit's walk makes a parameter set per path and period, and a scenario "
                 f"with {blocks - 1} dates copies them {blocks} times: {params.n_sets * blocks:,} "
                 f"sets, more than {MAX_SETS:,}; use --paths {MAX_SETS // per_path:,} or fewer")
-    days = np.array(sorted({*walk_days.tolist(),
-                            *(d for sc in todo
-                              for d in switch_days(sc, setting.as_of, setting.horizon))}),
+    days = np.array(sorted({*walk_days.tolist(), *(d for ds in dated for d in ds)}),
                     dtype=np.int64)
     starts = np.concatenate([[0], days])  # the first day of each epoch of the common cut
     walk_set = walk_index[:, np.searchsorted(walk_days, starts, side="right")]
