@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -180,11 +180,24 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
             fail(f"{path}: every row is after --as-of {as_of} (the history starts on {first})")
         log = truncate(log, as_of)
         left = n - len(log.frame)
-        if left and note is not None:
-            note(f"note: left out {left:,} event{'s' if left != 1 else ''} of {path.name} dated "
-                 f"after --as-of {as_of}: the history as it was known at the end of that day "
-                 "(a deal closed later is open on it)")
+        if left:  # said now, and kept with the log's notes (the report's page shows them)
+            text = (f"left out {left:,} event{'s' if left != 1 else ''} of {path.name} dated "
+                    f"after --as-of {as_of}: the history as it was known at the end of that "
+                    "day (a deal closed later is open on it)")
+            if note is not None:
+                note(f"note: {text}")
+            log = replace(log, notes=(*log.notes, text),
+                          recorded_after=max(log.recorded_after, left))
     return log
+
+
+def note_posterior_after(fitted: dict | None, as_of: dt.date, note) -> None:
+    """Note a posterior fitted as of a later date than ``as_of``: a look back with it uses
+    rates learned from what happened in between."""
+    if fitted is not None and fitted.get("as_of_date") and fitted["as_of_date"] > as_of:
+        note(f"note: the posterior was fitted as of {fitted['as_of_date']}, after --as-of "
+             f"{as_of}: its rates know what happened in between (fit as of {as_of} for a "
+             "forecast that does not)")
 
 
 def warn_stale(log, as_of: dt.date | None) -> None:
@@ -380,10 +393,7 @@ def forecast_inputs(model_name, history, history_format, options: dict, as_of_te
         note(f"as of {as_of} (the last date in {history_path.name})")
     if fitted is not None and fitted["history_sha256"] != log.sha256:
         note(f"note: the posterior was fitted on {fitted['history_path']}, not on this history")
-    if fitted is not None and fitted.get("as_of_date") and fitted["as_of_date"] > as_of:
-        note(f"note: the posterior was fitted as of {fitted['as_of_date']}, after --as-of "
-             f"{as_of}: its rates know what happened in between (fit as of {as_of} for a "
-             "forecast that does not)")
+    note_posterior_after(fitted, as_of, note)
     if threads is not None:
         import numba
 
@@ -1004,6 +1014,8 @@ def describe(posterior_path, model_name, fmt, history, as_of_text, horizon, hist
         log = read_history_or_fail(history, model, history_format, import_options(kwargs),
                                    as_of, note=notes(False), past=True)
         as_of = as_of or last_date_as_of(log)
+        if posterior_path is not None:
+            note_posterior_after(info, as_of, notes(False))
         stale = describe_mod.stale_deals(model, params, open_pipeline(log, model, as_of), as_of,
                                          horizon=horizon)
     if fmt == "table":

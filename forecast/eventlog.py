@@ -108,8 +108,9 @@ class EventLog:
         file's row (or Parquet record) and column, as the reader's own errors name them; for a
         log read through an importer, the export's row and original column (see :meth:`where`).
     recorded_after : int
-        Rows an importer of a history of changes left out as recorded after the day it was
-        asked to read the history as of (``known_at``): the file runs past that day.
+        Rows or events of the file left out as after the day the history was read as of (an
+        importer's ``known_at``, or the cut of a past ``--as-of``): the file runs past that
+        day, so it is no stale export.
     """
 
     frame: pd.DataFrame

@@ -897,8 +897,9 @@ def _check_as_of(days: np.ndarray, pos: np.ndarray, at: Locator, key: str,
         return
     i = _first(days > np.datetime64(as_of, "D"))
     if i is not None:
-        raise InputError(f"{at(pos[i], key)}: {days[i]} is after --as-of {as_of}; pass a later "
-                         "--as-of or export the history up to it")
+        raise InputError(f"{at(pos[i], key)}: {days[i]} is after --as-of {as_of}; a typo in "
+                         "the date? Otherwise pass a later --as-of (cutting the export there "
+                         "would lose the deals open then and closed later)")
 
 
 def _day_first(path: str | Path, date_order: str) -> bool:

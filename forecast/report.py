@@ -951,7 +951,7 @@ def build(log: EventLog, model: FunnelModel, as_of: dt.date | None = None, *,
         mature_days=mature_days, parameters=parameters, spend_path=spend_path,
         forecast=forecast, described=described, notes=list(log.notes))
     gap = (report.as_of - report.last_day).days
-    if gap > STALE_DAYS:
+    if gap > STALE_DAYS and not log.recorded_after:  # (rows after a past as-of: not stale)
         report.notes.append(f"The history ends on {report.last_day}, {gap:,} days before the "
                             f"as-of date: the months after it show no activity, and the leads "
                             f"open then are taken as still open. Is the export stale?")

@@ -78,6 +78,7 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
         import_options,
         last_date_as_of,
         model_and_history_or_fail,
+        note_posterior_after,
         notes,
         parse_date,
         posterior_or_fail,
@@ -112,6 +113,8 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
                                note=notes(False), past=True)  # notes on stderr too
     if as_of is None:
         as_of = last_date_as_of(log)
+    if posterior_path is not None:
+        note_posterior_after(info, as_of, notes(False))
     forecast = None
     if ledger_file is not None:
         from forecast.ledger import LedgerError

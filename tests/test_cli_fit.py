@@ -98,6 +98,10 @@ def test_run_with_the_posterior_carries_parameter_uncertainty(posterior, history
     assert back.exit_code == 0, back.output
     assert ("note: the posterior was fitted as of 2023-12-31, after --as-of 2023-11-30: its "
             "rates know what happened in between") in back.stderr
+    described = invoke("describe", path, "--history", history, "--as-of", "2023-11-30")
+    assert described.exit_code == 0, described.output
+    assert "the posterior was fitted as of 2023-12-31, after --as-of 2023-11-30" in \
+        described.stderr
 
 
 def test_run_refuses_a_posterior_of_another_model(posterior):

@@ -105,3 +105,20 @@ def test_a_past_as_of_cuts_a_deal_export_to_what_was_known_then(tmp_path):
     assert out.exit_code == 1
     assert out.stderr.strip().endswith(
         "deals.csv: every row is after --as-of 2016-10-01 (the history starts on 2016-10-20)")
+
+
+def test_a_report_as_of_a_past_day_is_not_called_stale(tmp_path):
+    """A past --as-of cuts the history; the events left out after it show the file is no stale
+    export, so neither stderr nor the page asks whether it is (the page checked the cut
+    history's last date), and the page says what was left out."""
+    path = tmp_path / "deals.csv"
+    path.write_text(DEALS + "D6,GTX Basic,Engaging,12/20/2016,,\n")
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(main, [
+        "report", "--model", "opportunities", "--history", str(path), "--history-format",
+        "opportunities", "--segment-column", "product", "--no-forecast", "--as-of",
+        "2016-12-15", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    assert "left out 1 event of deals.csv dated after --as-of 2016-12-15" in page
+    assert "stale" not in page.lower() and "stale" not in res.stderr
