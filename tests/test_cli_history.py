@@ -65,16 +65,21 @@ def test_an_as_of_well_after_the_history_warns_that_it_may_be_stale(tmp_path):
     assert soon.exit_code == 0 and "warning" not in soon.stderr
 
 
-def test_the_report_header_gives_the_history_last_date_not_the_as_of(tmp_path):
+def _report(tmp_path, deals: str, as_of: str):
+    """`forecast report` of a deal table as of a day: (the result, the page)."""
     path = tmp_path / "deals.csv"
-    path.write_text(DEALS)
+    path.write_text(deals)
     out = tmp_path / "report.html"
     res = CliRunner().invoke(main, [
         "report", "--model", "opportunities", "--history", str(path), "--history-format",
-        "opportunities", "--segment-column", "product", "--no-forecast", "--as-of",
-        "2017-01-31", "--out", str(out)])
+        "opportunities", "--segment-column", "product", "--no-forecast", "--as-of", as_of,
+        "--out", str(out)])
     assert res.exit_code == 0, res.output
-    page = out.read_text()
+    return res, out.read_text()
+
+
+def test_the_report_header_gives_the_history_last_date_not_the_as_of(tmp_path):
+    _, page = _report(tmp_path, DEALS, "2017-01-31")
     assert "2016-10-20 to 2016-11-03</p>" in page
     assert "The history ends on 2016-11-03, 89 days before the as-of date" in page
     # deals here never go cold: the shelf life is not reached, and has no unit
@@ -111,14 +116,6 @@ def test_a_report_as_of_a_past_day_is_not_called_stale(tmp_path):
     """A past --as-of cuts the history; the events left out after it show the file is no stale
     export, so neither stderr nor the page asks whether it is (the page checked the cut
     history's last date), and the page says what was left out."""
-    path = tmp_path / "deals.csv"
-    path.write_text(DEALS + "D6,GTX Basic,Engaging,12/20/2016,,\n")
-    out = tmp_path / "report.html"
-    res = CliRunner().invoke(main, [
-        "report", "--model", "opportunities", "--history", str(path), "--history-format",
-        "opportunities", "--segment-column", "product", "--no-forecast", "--as-of",
-        "2016-12-15", "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    page = out.read_text()
+    res, page = _report(tmp_path, DEALS + "D6,GTX Basic,Engaging,12/20/2016,,\n", "2016-12-15")
     assert "left out 1 event of deals.csv dated after --as-of 2016-12-15" in page
     assert "stale" not in page.lower() and "stale" not in res.stderr
