@@ -113,7 +113,6 @@ def _header(inp, what: str, horizon: int, paths: int, seed: int) -> list[str]:
 
 
 def _show(x: float, metric: str, currency: str) -> str:
-    x = x + 0.0  # -0.0 (a mean difference of nothing) shows as 0.0
     if metric in ("bookings", "lost_to_expiry"):
         return money(x, currency)
     text = f"{x:,.1f}" if abs(x) < 100 else f"{x:,.0f}"

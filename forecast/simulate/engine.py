@@ -163,12 +163,13 @@ class KernelTables:
         return np.ascontiguousarray(total), close_mult, np.ascontiguousarray(cmax), arr_cal
 
 
-def plain_tables(total: np.ndarray, closing: bool, n_epochs: int) -> tuple[np.ndarray, bool]:
+def plain_tables(total: np.ndarray, closing: bool, one_epoch: bool
+                 ) -> tuple[np.ndarray, bool]:
     """The kernels' fast path: ``total`` as ``[set, state, segment, recycle, band]``,
     flattened, and whether the run can use it (one epoch, no closing calendar on any set:
     ``KernelTables.closing_calendar``)."""
     return (np.ascontiguousarray(np.moveaxis(total, 2, 4)).ravel(),
-            bool(n_epochs == 1 and not closing))
+            bool(one_epoch and not closing))
 
 
 def open_groups(pipeline: Pipeline) -> tuple[np.ndarray, ...]:
@@ -293,9 +294,10 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     occupancy = np.zeros((n_paths, len(occupancy_days), n_states), dtype=np.int64)
     weekday0 = (as_of + dt.timedelta(days=1)).weekday()
     total, close_mult, cmax, arr_cal = tab.calendar(as_of + dt.timedelta(days=1), horizon)
-    lam_flat, plain = plain_tables(total, tab.closing_calendar, 2 if epochs else n_epochs)
+    closing = tab.closing_calendar
+    lam_flat, plain = plain_tables(total, closing, n_epochs == 1 and not epochs)
     # Without calendar effects on closing, the cohort kernel; with them, lead by lead.
-    if not tab.closing_calendar:
+    if not closing:
         run = kernels.forecast_cohorts
         lead_args = open_groups(pipeline)
     else:
@@ -368,7 +370,7 @@ def simulate_history(model: FunnelModel, params: Parameters, start: dt.date, day
             e.amount, total, tab.cumdest, tab.band_lo, tab.kinds, tab.winprob, tab.deal_mean,
             tab.deal_mu, tab.deal_sigma, tab.amount_stage, tab.arr_mean, tab.arr_size, tab.dow,
             np.array([h - 1], dtype=np.int64), tab.hazards, tab.close_class, tab.close_total,
-            close_mult, cmax, arr_cal, *plain_tables(total, tab.closing_calendar, len(ks)),
+            close_mult, cmax, arr_cal, *plain_tables(total, tab.closing_calendar, len(ks) == 1),
             np.zeros(h), np.zeros(h, np.int64),
             np.zeros((h, n_active), np.int64), np.zeros(h, np.int64), np.zeros(h),
             np.zeros((h, n_states), np.int32), np.zeros(h, np.int64),
