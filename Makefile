@@ -16,6 +16,12 @@ unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test test-fast bench lint clean browser
 
+# Each change of the simulator's sources starts a new cache directory under .numba_cache/; the
+# ones of earlier sources are never read again, so they go (only when the location is ours).
+ifeq ($(origin NUMBA_CACHE_DIR),file)
+$(shell find .numba_cache -mindepth 1 -maxdepth 1 -type d ! -name '$(KERNEL_HASH)' -exec rm -rf {} + 2>/dev/null)
+endif
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
