@@ -245,7 +245,7 @@ def b2b_exit_tables(b2b, b2b_params):
     total = hazards.sum(-1)
     band_lo = np.asarray(b2b.age_bands, dtype=np.int64)
     n_seg, n_rec = hazards.shape[3], hazards.shape[4]
-    tables = exit_tables(400, b2b.move_kinds(), n_seg, n_rec)
+    tables = exit_tables(400, b2b.move_kinds(), n_seg, n_rec, 1)
     tab_c, tab_guide, tab_ginv, _, dests = tables
     for s in range(b2b.n_transient):
         for g in range(n_seg):
@@ -327,7 +327,7 @@ def test_exit_table_rows_never_decrease():
         hazards = np.zeros((1, 1, 2, 1, 1, 4))
         hazards[..., 1] = real
         hazards[..., 2] = real * 10.0 ** rng.uniform(-19, -15)
-        tables = exit_tables(50, kinds, 1, 1)
+        tables = exit_tables(50, kinds, 1, 1, 1)
         tab_c, tab_guide, tab_ginv, _, dests = tables
         exit_table_row(tab_c, tab_guide, tab_ginv, 0, hazards, hazards.sum(-1), band_lo, dests,
                        0, 0, 0, 0)

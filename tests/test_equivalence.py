@@ -254,6 +254,30 @@ def test_parameters_switching_on_a_date(two_stage, two_stage_params, two_stage_p
     assert after[up].mean() > 1.2 * after[~up].mean()
 
 
+def test_a_drastic_change_on_a_date(b2b, b2b_params, b2b_pipeline):
+    """From day 15 every move out of the SQL and opportunity stages runs 20 times faster on
+    half the paths, 20 times slower on the other half. A cohort's leads still there on the
+    date go on from their own draw, rescaled: exit tables before it, stretches after it,
+    where the faster stage leaves almost nobody for a table's rounding to matter; the
+    position inside the day of leaving picks the destination. The law is the day-by-day
+    process's."""
+    from dataclasses import replace
+
+    p = b2b_params.with_arrivals_scaled(0.1)
+    h = p.hazards.copy()
+    for s in ("sql", "opportunity"):
+        h[:, b2b.state_index(s)] *= 20.0
+    params = Parameters.concat([p, replace(p, hazards=h)])
+    n_paths = 2000
+    set_index = np.where(np.arange(n_paths)[:, None] % 2 == 0, [[0, 1]], [[1, 0]])
+    fast, ref = _run_both(b2b, params, b2b_pipeline, 40, n_paths, [14, 39],
+                          set_index=set_index, switch_days=[15])
+    pvalues = compare(fast, ref, b2b, by_set=True, pooled=False)
+    assert_same_distribution(pvalues)
+    faster = fast.set_index[:, 1] == 1
+    assert fast.won[faster, 15:].sum() > 2 * fast.won[~faster, 15:].sum()
+
+
 def test_b2b_model(b2b, b2b_params, b2b_pipeline):
     """The bundled model: 4 stages, 5 segments, NB arrivals (scaled down), an open pipeline
     with leads in every state at ages in every band, all recycle levels, some known amounts."""

@@ -173,7 +173,7 @@ def test_simulate_ahead_is_simulate_without_a_walk_and_walks_with_one(b2b):
     ahead = continue_walk(walking, towards_won(b2b), 0.2, 0.3, as_of, 120, 50, seed=4,
                           period="quarter")
     want = simulate(b2b, ahead.params, Pipeline.empty(), as_of, 120, 50, seed=4,
-                    set_index=ahead.set_index, switch_days=ahead.switch_days)
+                    set_index=ahead.set_index, switch_days=ahead.switch_days, epochs=True)
     np.testing.assert_array_equal(got.entered, want.entered)
     np.testing.assert_array_equal(got.switch_days, [92])  # 2027-01-01: the next quarter
     assert not ahead.params.has_walk  # the walked sets are not walked again

@@ -53,9 +53,9 @@ def test_common_random_numbers_keep_untouched_leads_identical(small, b2b):
 
 @pytest.mark.parametrize("scale", [0.1, 3.0])
 def test_common_random_numbers_hold_for_a_dated_change_of_rates(small, b2b, scale):
-    """SQLs go cold half as fast from day 30: the simulator's cohorts draw per epoch and every
-    run of the family is cut on that date, so the days before it are identical path by path,
-    with small cohorts (each lead's own draw) and large ones (a binomial per epoch)."""
+    """SQLs go cold half as fast from day 30: a lead still there on that date goes on from its
+    own draw, rescaled, so the days before it are identical path by path, with small cohorts
+    and large ones."""
     from dataclasses import replace
 
     setting = replace(small, params=small.params.with_arrivals_scaled(scale), paths=200)
@@ -66,6 +66,22 @@ def test_common_random_numbers_hold_for_a_dated_change_of_rates(small, b2b, scal
         np.testing.assert_array_equal(getattr(base, name)[:, :30], getattr(slow, name)[:, :30])
     sql = b2b.state_index("sql")
     assert slow.expired[:, 30:, sql].sum() < 0.8 * base.expired[:, 30:, sql].sum()
+
+
+def test_the_baseline_beside_a_dated_scenario_is_run_s_forecast(small, b2b):
+    """A scenario's date cuts every run of the family, the baseline included, and moves none
+    of its draws: the baseline is `forecast run`'s forecast path by path, with or without
+    dated scenarios beside it (it used to be drawn by another scheme when one had a date)."""
+    from forecast.outlook import simulate_ahead
+
+    c = parse_change({"lever": "win_rate", "add": 0.05,
+                      "from": (AS_OF + dt.timedelta(days=41)).isoformat()}, b2b, "t")
+    base, _ = planning.run_scenarios(small, [Scenario("later", "", (c,))])
+    run = simulate_ahead(small.model, small.params, small.pipeline, small.as_of, small.horizon,
+                         small.paths, small.seed, occupancy_days=small.occupancy_days)
+    for name in ("bookings", "won", "expired", "recaptured", "lost_to_expiry", "entered",
+                 "arrivals", "occupancy"):
+        np.testing.assert_array_equal(getattr(base, name), getattr(run, name), err_msg=name)
 
 
 def test_compare_bands_and_probability_of_doing_better(small, b2b):

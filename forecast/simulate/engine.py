@@ -28,6 +28,7 @@ from forecast.parameters import Parameters
 from forecast.simulate import kernels
 from forecast.simulate.rng import path_states
 
+MAX_TABLE_EPOCHS = 8  # a run cut at more scenario dates draws its cohorts by stretches
 MIN_CHUNK = 256  # paths per kernel call at least; about 20 calls per run otherwise
 EPOCH_END = 2**62  # the start of the epoch after the last: never reached
 
@@ -163,13 +164,13 @@ class KernelTables:
         return np.ascontiguousarray(total), close_mult, np.ascontiguousarray(cmax), arr_cal
 
 
-def plain_tables(total: np.ndarray, closing: bool, one_epoch: bool
+def plain_tables(total: np.ndarray, closing: bool, plain: bool
                  ) -> tuple[np.ndarray, bool]:
     """The kernels' fast path: ``total`` as ``[set, state, segment, recycle, band]``,
-    flattened, and whether the run can use it (one epoch, no closing calendar on any set:
-    ``KernelTables.closing_calendar``)."""
+    flattened, and whether the run can use it (``plain``, and no closing calendar on any
+    set: ``KernelTables.closing_calendar``)."""
     return (np.ascontiguousarray(np.moveaxis(total, 2, 4)).ravel(),
-            bool(one_epoch and not closing))
+            bool(plain and not closing))
 
 
 def open_groups(pipeline: Pipeline) -> tuple[np.ndarray, ...]:
@@ -245,11 +246,13 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     path ``p`` uses in epoch ``e`` (days from ``0`` or ``switch_days[e - 1]`` on). Hazards
     switch for the leads already in a stage too, from that day on.
 
-    A run with one epoch draws its cohorts' exits from exit tables, one with several from
-    stretches of constant hazard: the same law, other draws. ``epochs=True`` draws as a run
-    with several epochs even when the horizon holds one, so that a run whose parameters
-    change by period (a drift fit's walk) repeats the days of a longer one exactly whatever
-    its horizon reaches.
+    The cohorts draw their exits from exit tables, one per epoch (epochs in a row with the
+    same set count as one): a lead still there when the set changes goes on from the same
+    draw, so the days before a date are those of the run without it, path by path.
+    ``epochs=True`` (a drift fit's walk: a set per path and period) and runs with more than
+    :data:`MAX_TABLE_EPOCHS` epochs draw by stretches of constant hazard instead: the same
+    law, other draws; with ``epochs=True`` even when the horizon holds one epoch, so that a
+    walk's run repeats the days of a longer one exactly whatever its horizon reaches.
     """
     if horizon < 1:
         raise ValueError(f"horizon must be at least 1 day, got {horizon}")
@@ -295,7 +298,11 @@ def simulate(model: FunnelModel, params: Parameters, pipeline: Pipeline, as_of: 
     weekday0 = (as_of + dt.timedelta(days=1)).weekday()
     total, close_mult, cmax, arr_cal = tab.calendar(as_of + dt.timedelta(days=1), horizon)
     closing = tab.closing_calendar
-    lam_flat, plain = plain_tables(total, closing, n_epochs == 1 and not epochs)
+    # Exit tables for the cohorts (a slot per epoch) unless the run's sets change by period
+    # (a drift walk: tables per path and period would cost more than they save) or it has
+    # more epochs than slots are kept for. (With a closing calendar, lead by lead: not plain.)
+    lam_flat, plain = plain_tables(total, closing,
+                                   not epochs and n_epochs <= MAX_TABLE_EPOCHS)
     # Without calendar effects on closing, the cohort kernel; with them, lead by lead.
     if not closing:
         run = kernels.forecast_cohorts

@@ -16,10 +16,12 @@ day-by-day kernel and ``tests/test_equivalence.py`` compares):
   substream (a stayer costs one number), and the leavers of a day form the next states'
   cohorts. Leads with an
   amount or a pending "lost to expiry" value go on alone (:func:`run_alone`). Used for every
-  other run: about 1.7 times faster per thread on the reference workload (README). In a run
-  with one epoch (no scenario dates) a cohort reads its leavers' days and destinations from
-  a table of the exact exit distribution (:func:`exit_tables`): one uniform draw and a
-  lookup per leaver instead of an exponential, a uniform and two searches.
+  other run: about 1.7 times faster per thread on the reference workload (README). A cohort
+  reads its leavers' days and destinations from a table of the exact exit distribution
+  (:func:`exit_tables`, one per epoch): one uniform draw and a lookup per leaver instead of
+  an exponential, a uniform and two searches; a leaver still there when a scenario's date
+  brings other parameters goes on from the same draw (so the days before the date do not
+  move). A drift walk's runs draw by stretches of constant hazard.
 
 State numbering: active stages ``0..S-1``, nurture ``S``, won ``S+1``, lost ``S+2``.
 Move kinds (``kinds[s, d]``): 1 advance/skip, 2 expiry, 3 recapture, 4 lost.
@@ -350,11 +352,12 @@ def run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec
 
 
 @njit(cache=True)
-def exit_tables(horizon, kinds, n_seg, n_rec):
+def exit_tables(horizon, kinds, n_seg, n_rec, n_slots):
     """A thread's tables of where and when a lead entering a state at age 0 leaves it, for
-    :func:`simulate_path_cohorts` in runs with one epoch: one row per ``(state, segment,
-    recycle level)``, filled by :func:`exit_table_row` the first time a path of another
-    parameter set needs it (``tab_k``: the set each row holds, -1 none).
+    :func:`simulate_path_cohorts`: one row per epoch slot and ``(state, segment, recycle
+    level)`` (row ``(slot * S + s) * G * R + g * R + r``; a run with scenario dates has a slot
+    per epoch), filled by :func:`exit_table_row` the first time a path of another parameter
+    set needs it (``tab_k``: the set each row holds, -1 none).
 
     Row ``(s, g, r)`` has ``horizon * W`` cells, ``W`` a power of two at least the number of
     moves out of any state: cell ``j * W + i`` is "leaves on the ``j``-th day at risk for the
@@ -378,7 +381,7 @@ def exit_tables(horizon, kinds, n_seg, n_rec):
             if kinds[s, d] != 0:
                 dests[s, i] = d
                 i += 1
-    rows = n_trans * n_seg * n_rec
+    rows = n_slots * n_trans * n_seg * n_rec
     return (np.zeros((rows, horizon * width)), np.zeros((rows, horizon * width), dtype=np.int32),
             np.zeros(rows), np.full(rows, -1, dtype=np.int64), dests)
 
@@ -466,6 +469,7 @@ def table_cell(tab_c, tab_guide, tab_ginv, row, u):
 
 
 QUEUE = 4096  # leads queued for run_alone before each call
+ONE_BELOW = 1.0 - 2.0 ** -53  # the largest double below 1
 
 
 @njit(cache=True)
@@ -645,15 +649,23 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     (:func:`run_alone`, each from its own substream, keyed by its cohort and its rank in
     it). A stayer costs one draw.
 
-    In a run with one epoch the stretches are not needed: the row of :func:`exit_tables` for
-    the cohort's state, segment and recycle level holds the probability of every (day,
-    destination) cell, cumulated: each lead draws ``u`` uniform, a stayer when above
-    ``c_hi``, the cumulative probability at the horizon, and otherwise the cell holding ``u``
-    is its day and destination. A group of the open
-    pipeline aged ``a`` uses the row from ``a`` on: ``u`` uniform in ``[c_lo, 1)``, ``c_lo``
-    the row's cumulative probability at age ``a`` (the exit given that the group lasted to
-    ``a``); groups so old that ``1 - c_lo`` is below ``1e-6`` go by the
-    stretches, where rounding cannot show.
+    With ``plain`` (no calendar, no drift walk) the stretches are mostly not needed: the row
+    of :func:`exit_tables` for the cohort's state, segment and recycle level, under the
+    parameter set of its first day at risk, holds the probability of every (day,
+    destination) cell, cumulated: each lead draws ``u`` uniform, a leaver when below
+    ``c_hi``, the cumulative probability at ``seg_end`` (the horizon, or the first day
+    another set takes over), and then the cell holding ``u`` is its day and destination. A
+    group of the open pipeline aged ``a`` uses the row from ``a`` on: ``u`` uniform in
+    ``[c_lo, 1)``, ``c_lo`` the row's cumulative probability at age ``a`` (the exit given that
+    the group lasted to ``a``); groups so old that ``1 - c_lo`` is below ``1e-6`` go by the
+    stretches, where rounding cannot show. A lead with ``u >= c_hi`` before the horizon is
+    still there on ``seg_end``: ``v = (u - c_hi) / (1 - c_hi)`` is uniform given that, and
+    ``-log(1 - v)`` finds its exit in the stretches from ``seg_end`` on, as an exponential
+    draw would; given the day, the position inside it through its distribution function
+    (``(1 - e^{-Λx}) / (1 - e^{-Λ})``, uniform and independent of the day) picks the
+    destination. One draw a lead either way: the days before ``seg_end`` are those of a run
+    without the date. Epochs in a row with the same set are merged first (``mks``, ``mst``),
+    so a run cut where nothing changes draws as the run without the cut.
 
     Order: the open pipeline's leads with a known amount alone (``open_*``, substreams
     ``open_key``), the arrivals of every day into the entry stage's cohorts, the open
@@ -678,6 +690,19 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     n_active = n_trans - 1
     won_state = n_active + 1
     lost_state = n_active + 2
+    # Epochs in a row with the same parameter set are one: a run cut at a date where its
+    # parameters do not change (a scenario's baseline) draws as the run without the date.
+    n_ep = ep_start.shape[0] - 1
+    # (``mst`` from ``nm`` on all the sentinel, ``mks`` the last set: as ``ks``, ``ep_start``)
+    mks = np.full(n_ep, ks[n_ep - 1], dtype=np.int64)
+    mst = np.full(n_ep + 1, ep_start[n_ep], dtype=np.int64)
+    nm = 0
+    for e in range(n_ep):
+        if e == 0 or ks[e] != ks[e - 1]:
+            mks[nm], mst[nm] = ks[e], ep_start[e]
+            nm += 1
+    alone_plain = plain and nm == 1  # run_alone's fast path: one epoch
+    n_nodes = n_trans * n_seg * n_rec  # rows of an exit-table slot
     occ_diff[:] = 0
     cohort[:] = 0
     no_events = np.zeros((0, 4), dtype=np.int64)
@@ -702,6 +727,7 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     dest_flat = cumdest.reshape(-1)
     x_inv = np.empty(n_xmax)
     x_cum = np.empty(n_xmax)
+    x_lam = np.empty(n_xmax)
     # What a cohort leaver's move from s to d does: go on alone, count an expiry (and raise
     # the recycle level), count a recapture.
     alone = np.zeros((n_trans, n_states), dtype=np.bool_)
@@ -730,16 +756,16 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
         nq += 1
         if nq == QUEUE or j == n_open - 1:
             run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec,
-                      q_amount, ks, ep_start, total, cumdest, band_lo, kinds, winprob, deal_mean,
+                      q_amount, mks, mst, total, cumdest, band_lo, kinds, winprob, deal_mean,
                       deal_mu, deal_sigma, amount_stage, qual, hazards, close_class, close_total,
-                      close_mult, cmax, lam_flat, plain, occ_diff, bookings, won, expired,
+                      close_mult, cmax, lam_flat, alone_plain, occ_diff, bookings, won, expired,
                       recaptured, lost_value, entered, no_events, no_amounts, no_count)
             nq = 0
     q_age[:] = 0  # the leavers queued below: age 0, no amount
     q_amount[:] = np.nan
     for day in range(horizon):  # the arrivals join the entry stage's cohorts
         wd = (weekday0 + day) % 7
-        k = ks[epoch_of(day, ep_start)]
+        k = mks[epoch_of(day, mst)]
         for g in range(n_seg):
             n = draw_arrivals(rs, st, day, g, k, wd, arr_mean, arr_size, dow, arr_cal)
             arrivals[day] += n
@@ -778,56 +804,70 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             occ_diff[day, s] += n
             age = 0
             t = day + 1
-        # In a run with one epoch: the cohort's (or group's) exit table row, built the first
-        # time a path of this parameter set needs it, read from the group's age on; `cum` is
-        # then the probability of leaving before the horizon. Otherwise, and for groups too
-        # old for the table, the stretches of constant hazard ahead (age bands cut at epoch
-        # starts and at the horizon): their start day, length, epoch, row of destination
-        # shares, inverse rate and the cumulative hazard at their start; `cum` is then the
-        # cumulative hazard to the horizon.
+        # Without a calendar: the cohort's (or group's) exit table row for the parameter set
+        # in force on its first day at risk, built the first time a path of this set needs
+        # it, read from the group's age on, up to `seg_end` (the horizon, or the first day a
+        # scenario's date brings another set); `cum` is then the probability of leaving
+        # before `seg_end`. Otherwise, for groups too old for the table, and for what lies
+        # past `seg_end` (`tail`), the stretches of constant hazard ahead (age bands cut at
+        # epoch starts and at the horizon): their start day, length, epoch, row of
+        # destination shares, rate, inverse rate and the cumulative hazard at their start;
+        # `cum` (`cum_tail` past `seg_end`) is then the cumulative hazard to the horizon.
         row = -1
+        tail = False
+        seg_end = horizon
         if plain:
-            row = (s * n_seg + g) * n_rec + r
-            if tab_k[row] != ks[0]:
+            e0 = epoch_of(t, mst) if t < horizon else 0
+            row = e0 * n_nodes + (s * n_seg + g) * n_rec + r
+            if tab_k[row] != mks[e0]:
                 exit_table_row(tab_c, tab_guide, tab_ginv, row, hazards, total, band_lo, dests,
-                               ks[0], s, g, r)
-                tab_k[row] = ks[0]
+                               mks[e0], s, g, r)
+                tab_k[row] = mks[e0]
             a_eff = min(age, band_lo[n_bands - 1])
             c_lo = tab_c[row, a_eff * width - 1] if a_eff > 0 else 0.0
             if 1.0 - c_lo >= 1e-6:
-                c_hi = tab_c[row, (a_eff + horizon - t) * width - 1] if t < horizon else c_lo
+                seg_end = min(horizon, mst[e0 + 1]) if t < horizon else horizon
+                c_hi = tab_c[row, (a_eff + seg_end - t) * width - 1] if t < horizon else c_lo
                 t_off = t - a_eff
+                tail = seg_end < horizon
             else:
                 row = -1
         use_tab = row >= 0
+        cum = cum_tail = 0.0
         if use_tab:
             cum = (c_hi - c_lo) / (1.0 - c_lo)
-            n_x = 1
-        else:
-            b = _band_of(age, band_lo)
-            ep = epoch_of(t, ep_start)
-            n_x = 0
-            cum = 0.0
-            while t < horizon:
-                k = ks[ep]
-                end = min(horizon, ep_start[ep + 1])
+        n_x = 0
+        if not use_tab or tail:
+            tt = seg_end if use_tab else t
+            aa = age + (seg_end - t) if use_tab else age
+            b = _band_of(aa, band_lo)
+            ep = epoch_of(tt, mst)
+            xc = 0.0
+            while tt < horizon:
+                k = mks[ep]
+                end = min(horizon, mst[ep + 1])
                 if b < n_bands - 1:
-                    end = min(end, t + band_lo[b + 1] - age)
+                    end = min(end, tt + band_lo[b + 1] - aa)
                 lam = lam_flat[(((k * n_st + s) * n_seg + g) * n_rec + r) * n_bands + b]
-                x_start[n_x], x_span[n_x] = t, end - t
+                x_start[n_x], x_span[n_x] = tt, end - tt
                 x_dest[n_x] = (((((k * n_st + s) * n_bands + b) * n_seg + g) * n_rec + r)
                                * n_states)
+                x_lam[n_x] = lam
                 x_inv[n_x] = 1.0 / lam if lam > 0.0 else 0.0
-                x_cum[n_x] = cum
-                cum += lam * (end - t)
+                x_cum[n_x] = xc
+                xc += lam * (end - tt)
                 n_x += 1
-                age += end - t
-                t = end
-                if b < n_bands - 1 and age >= band_lo[b + 1]:
+                aa += end - tt
+                tt = end
+                if b < n_bands - 1 and aa >= band_lo[b + 1]:
                     b += 1
-                if t >= ep_start[ep + 1]:
+                if tt >= mst[ep + 1]:
                     ep += 1
-        if cum <= 0.0:
+            if use_tab:
+                cum_tail = xc
+            else:
+                cum = xc
+        if cum <= 0.0 and cum_tail <= 0.0:
             continue
         seed_substream(rs, st, KEY_COHORT + ident)
         srow = (s * n_seg + g) * n_rec + r
@@ -844,11 +884,35 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
         for i in range(n):
             if use_tab:  # one uniform: below `c_hi`, a leaver, and its cell in the row
                 u = c_lo + uniform(rs) * (1.0 - c_lo)
-                if u >= c_hi:
+                if u < c_hi:
+                    c = table_cell(tab_c, tab_guide, tab_ginv, row, u)
+                    day_out = t_off + (c >> shift)
+                    d = dests[us, np.uint64(c & (width - 1))]
+                elif not tail:
                     continue  # stays to the end of the horizon
-                c = table_cell(tab_c, tab_guide, tab_ginv, row, u)
-                day_out = t_off + (c >> shift)
-                d = dests[us, np.uint64(c & (width - 1))]
+                else:
+                    # Still there on `seg_end`, where another parameter set takes over: the
+                    # same draw, rescaled, is uniform given that, and its exponential
+                    # `-log(1 - v)` finds the stretch and the day as above; given the day,
+                    # the position inside it, through its own distribution function, is
+                    # uniform and independent of the day, and picks the destination. No
+                    # other number is drawn, so the next lead's draws do not move: the days
+                    # before `seg_end` are those of a run whose parameters do not change.
+                    v = (u - c_hi) / (1.0 - c_hi)
+                    e = -math.log1p(-v)
+                    if e >= cum_tail:
+                        continue  # stays to the end of the horizon
+                    j = 0
+                    for x in range(1, n_x):
+                        j += e >= x_cum[x]
+                    pos = (e - x_cum[j]) * x_inv[j]
+                    off = min(int(pos), x_span[j] - 1)
+                    day_out = x_start[j] + off
+                    w = min(math.expm1(-x_lam[j] * (pos - off)) / math.expm1(-x_lam[j]),
+                            ONE_BELOW)
+                    d = 0
+                    for x in range(x_dest[j], x_dest[j] + n_states):
+                        d += w >= dest_flat[x]
             else:
                 e = exponential(rs)
                 u = uniform(rs)  # drawn by stayers too: the next lead's draws do not move
@@ -872,20 +936,20 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                 nq += 1
                 if nq == QUEUE:
                     run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg,
-                              q_rec, q_amount, ks, ep_start, total, cumdest, band_lo,
+                              q_rec, q_amount, mks, mst, total, cumdest, band_lo,
                               kinds, winprob, deal_mean, deal_mu, deal_sigma, amount_stage,
                               qual, hazards, close_class, close_total, close_mult, cmax,
-                              lam_flat, plain, occ_diff, bookings, won, expired, recaptured,
+                              lam_flat, alone_plain, occ_diff, bookings, won, expired, recaptured,
                               lost_value, entered, no_events, no_amounts, no_count)
                     nq = 0
             else:  # joins the cohort of its new state and day (lost: counted there)
                 expired[ut, ue] += is_expiry[us, ud]
                 recaptured[ut] += is_recapture[us, ud]
                 cohort[np.uint64(to_row[usrow, ud] + day_out)] += 1
-    run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount, ks,
-              ep_start, total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
+    run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec, q_amount, mks,
+              mst, total, cumdest, band_lo, kinds, winprob, deal_mean, deal_mu, deal_sigma,
               amount_stage, qual, hazards, close_class, close_total, close_mult, cmax, lam_flat,
-              plain, occ_diff, bookings, won, expired, recaptured, lost_value, entered,
+              alone_plain, occ_diff, bookings, won, expired, recaptured, lost_value, entered,
               no_events, no_amounts, no_count)
     for g in range(n_seg):  # the lost: counted, nothing more
         for r in range(n_rec):
@@ -925,7 +989,7 @@ def forecast_cohorts(rng_states, set_index, ep_start, weekday0, entry, qual, lea
     occ_diff, cohort, queue = work_buffers(bookings.shape[1], kinds.shape[1], arr_mean.shape[1],
                                            total.shape[4])
     tables = exit_tables(bookings.shape[1] + band_lo[-1] if plain else 0, kinds,
-                         arr_mean.shape[1], total.shape[4])
+                         arr_mean.shape[1], total.shape[4], ep_start.shape[0] - 1)
     schedule = cohort_schedule(kinds, total.shape[4])
     for p in range(rng_states.shape[0]):
         simulate_path_cohorts(
