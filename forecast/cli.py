@@ -191,11 +191,20 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
     return log
 
 
-def note_posterior_after(fitted: dict | None, as_of: dt.date, note) -> None:
-    """Note a posterior fitted as of a later date than ``as_of``: a look back with it uses
-    rates learned from what happened in between."""
+def fitted_after(fitted: dict | None, as_of: dt.date) -> dt.date | None:
+    """The as-of date of a posterior (its :func:`forecast.fit.provenance`) fitted as of a later
+    date than ``as_of``, else ``None``: a look back with it uses rates learned from what
+    happened in between."""
     if fitted is not None and fitted.get("as_of_date") and fitted["as_of_date"] > as_of:
-        note(f"note: the posterior was fitted as of {fitted['as_of_date']}, after --as-of "
+        return fitted["as_of_date"]
+    return None
+
+
+def note_posterior_after(fitted: dict | None, as_of: dt.date, note) -> None:
+    """Note a posterior fitted as of a later date than ``as_of`` (:func:`fitted_after`)."""
+    later = fitted_after(fitted, as_of)
+    if later is not None:
+        note(f"note: the posterior was fitted as of {later}, after --as-of "
              f"{as_of}: its rates know what happened in between (fit as of {as_of} for a "
              "forecast that does not)")
 

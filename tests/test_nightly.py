@@ -144,3 +144,29 @@ def test_nightly_refits_a_posterior_from_before_the_carry_of_unseen_bands(tmp_pa
     out = invoke(*args, "--posterior", old)
     assert out.exit_code == 0, out.output
     assert "refitted (the posterior predates the fit's rule for age bands" in out.stdout
+
+
+def test_nightly_refits_a_posterior_fitted_after_the_as_of_date(tmp_path, history, two_stage):
+    """A missed night run afterwards (--as-of in the past) must not forecast with rates fitted
+    on later data: a posterior fitted as of a later date is refitted, however young."""
+    from forecast.fit import load_posterior, provenance
+
+    ledger = tmp_path / "ledger.duckdb"
+    posterior = tmp_path / "two_stage.posterior.nc"
+    args = ["nightly", history, "--model", two_stage.path, "--ledger", ledger, "--paths", 40,
+            "--horizon", 60, "--draws", 40, "--tune", 60]
+    assert invoke(*args, "--as-of", "2024-07-18").exit_code == 0
+    # the night of 2024-07-10, run later from that night's export
+    rows = history.read_text().splitlines()
+    then = tmp_path / "export_2024-07-10.csv"
+    then.write_text("\n".join([rows[0], *(r for r in rows[1:]
+                                           if r.split(",")[2] <= "2024-07-10")]) + "\n")
+    args[1] = then
+    backfill = invoke(*args, "--as-of", "2024-07-10")
+    assert backfill.exit_code == 0, backfill.output
+    assert ("refitted (the posterior was fitted as of 2024-07-18, after --as-of 2024-07-10)"
+            in backfill.stdout)
+    assert provenance(load_posterior(posterior))["as_of"] == "2024-07-10"
+    after = invoke(*args, "--as-of", "2024-07-11")  # fitted as of an earlier date: reused
+    assert after.exit_code == 0, after.output
+    assert "posterior reused" in after.stdout
