@@ -87,7 +87,7 @@ def _options(func):
                      type=click.Path(dir_okay=False, path_type=Path),
                      help="The ledger. Default: $FORECAST_LEDGER, else ./forecasts.duckdb."),
         click.option("--as-of", "as_of_text", default=None, metavar="DATE",
-                     help="Forecast as of this day. Default: today."),
+                     help="Forecast as of this day. Default: today (the local date)."),
         click.option("--horizon", type=click.IntRange(1, 3660), default=370,
                      show_default=True, help="Days to simulate (the default covers the "
                                              "current quarter and the next three)."),
@@ -134,13 +134,14 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
     from forecast.statistics import sufficient_statistics
 
     started = time.perf_counter()
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC)  # for the posterior's age (its fitted_at is in UTC)
     try:
         max_age = parse_age(refit_every)
     except ValueError as exc:
         _fail(str(exc))
     try:
-        as_of = dt.date.fromisoformat(as_of_text) if as_of_text else now.date()
+        # today where the job runs, as for run, actuals and the checks of the history's dates
+        as_of = dt.date.fromisoformat(as_of_text) if as_of_text else dt.date.today()
     except ValueError:
         _fail(f"--as-of {as_of_text!r} is not a date (expected YYYY-MM-DD)")
     try:

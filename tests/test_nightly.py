@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import duckdb
 import pytest
@@ -170,3 +171,30 @@ def test_nightly_refits_a_posterior_fitted_after_the_as_of_date(tmp_path, histor
     after = invoke(*args, "--as-of", "2024-07-11")  # fitted as of an earlier date: reused
     assert after.exit_code == 0, after.output
     assert "posterior reused" in after.stdout
+
+
+@pytest.fixture(params=["east", "west"])
+def zone_off_utc(request, monkeypatch):
+    """A local time zone whose date is not UTC's now: east of UTC already tomorrow (1 a.m.),
+    west of it still yesterday (10 p.m.). POSIX TZ strings: no tz database needed."""
+    hour = dt.datetime.now(dt.UTC).hour
+    monkeypatch.setenv("TZ", f"LOC-{min(24, 25 - hour)}" if request.param == "east"
+                       else f"LOC+{min(24, hour + 2)}")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_nightly_forecasts_as_of_the_local_date(tmp_path, history, two_stage, zone_off_utc):
+    """Without --as-of, nightly forecasts as of today where it runs, as run and actuals date
+    things: east of UTC an export with a row of the local day failed as after --as-of, west
+    of UTC an evening job forecast as of tomorrow."""
+    today = dt.date.today()
+    assert today != dt.datetime.now(dt.UTC).date()
+    export = tmp_path / "today.csv"
+    export.write_text(history.read_text() + f"TODAY,a,{today},,x\n")
+    out = invoke("nightly", export, "--model", two_stage.path, "--ledger",
+                 tmp_path / "l.duckdb", "--paths", 20, "--horizon", 30, "--draws", 20)
+    assert out.exit_code == 0, out.output
+    assert f"as of {today}," in out.stdout
