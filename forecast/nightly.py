@@ -93,7 +93,9 @@ def _options(func):
                                              "current quarter and the next three)."),
         click.option("--paths", type=click.IntRange(1, 10_000_000), default=4000,
                      show_default=True),
-        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+                     help="Root seed of the forecast (and the sampler's when refitting); the "
+                          "same seed gives the same numbers."),
         click.option("--window", type=click.IntRange(1, 36600), default=None, metavar="DAYS",
                      help="Fit on the last DAYS days only."),
         undeclared_option,

@@ -198,3 +198,17 @@ def test_nightly_forecasts_as_of_the_local_date(tmp_path, history, two_stage, zo
                  tmp_path / "l.duckdb", "--paths", 20, "--horizon", 30, "--draws", 20)
     assert out.exit_code == 0, out.output
     assert f"as of {today}," in out.stdout
+
+
+def test_nightly_takes_the_seeds_run_takes(tmp_path, history, two_stage):
+    """--seed up to 2**63 - 1, as `run`: the fit and the forecast both take it."""
+    from forecast.fit import load_posterior, provenance
+
+    seed = 2**63 - 1
+    out = invoke("nightly", history, "--model", two_stage.path, "--ledger",
+                 tmp_path / "l.duckdb", "--as-of", "2024-07-18", "--paths", 20, "--horizon", 30,
+                 "--draws", 20, "--seed", seed)
+    assert out.exit_code == 0, out.output
+    assert provenance(load_posterior(tmp_path / "two_stage.posterior.nc"))["seed"] == seed
+    with duckdb.connect(str(tmp_path / "l.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT seed FROM runs").fetchone()[0] == seed
