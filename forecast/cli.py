@@ -817,13 +817,18 @@ def trend_cmd(period, metric, last, model_name, quantiles, ledger_file, fmt, cha
 
 
 def _write_run_outputs(out_dir, result, bands, meta, qs, model) -> None:
+    import pandas as pd
+
     from forecast import outputs
 
     def csv(path):
         outputs.wide_bands(bands, model.currency).to_csv(path, index=False)
 
-    def parquet(path):
-        outputs.wide_bands(bands, model.currency).to_parquet(path, index=False)
+    def parquet(path):  # dates as dates (date32), as `forecast bands --format parquet` has them
+        frame = outputs.wide_bands(bands, model.currency)
+        for col in ("start", "end"):
+            frame[col] = pd.to_datetime(frame[col]).dt.date
+        frame.to_parquet(path, index=False)
 
     def summary(path):
         path.write_text(outputs.summary_json(meta, bands))

@@ -106,6 +106,25 @@ def test_bands_json_and_parquet_agree(recorded, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_run_out_and_bands_write_parquet_dates_alike(recorded, tmp_path):
+    """`run --out` and `bands --format parquet` both write start and end as date32 (run's
+    were strings); CSV and JSON keep ISO text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path, run_csv, _ = recorded
+    assert invoke("run", *FAST, "--out", tmp_path / "out").exit_code == 0
+    res = invoke("bands", "--ledger", path, "--run", "1", "--format", "parquet", "--out",
+                 tmp_path / "b.parquet")
+    assert res.exit_code == 0, res.output
+    for name in ("out/bands.parquet", "b.parquet"):
+        schema = pq.read_schema(tmp_path / name)
+        assert schema.field("start").type == schema.field("end").type == pa.date32(), name
+    assert "2026-10-01,2026-10-31" in (tmp_path / "out" / "bands.csv").read_text()
+    assert "2026-10-01,2026-10-31" in run_csv
+    assert '"start": "2026-10-01"' in (tmp_path / "out" / "summary.json").read_text()
+
+
 def test_bands_occupancy_is_a_level(recorded):
     path, _, _ = recorded
     plain = invoke("bands", "--ledger", path, "--metric", "in_sql", "--format", "csv")
