@@ -687,7 +687,8 @@ def actuals_cmd(history, model_name, ledger_file, as_of_text, quiet, ledger_time
     frame = trend_mod.actuals_frame(real)
     try:
         counts = ledger_mod.record_actuals(path, model.name, frame, history_path=str(history),
-                                           history_sha256=log.sha256, timeout=ledger_timeout)
+                                           history_sha256=log.sha256, timeout=ledger_timeout,
+                                           currency=model.currency)
     except ledger_mod.LedgerError as exc:
         fail(str(exc))
     if real.unpriced:

@@ -741,9 +741,14 @@ ACTUAL_COLUMN = "actual"
 
 
 def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFrame, *,
-                   history_path: str, history_sha256: str, timeout: float = DEFAULT_TIMEOUT
-                   ) -> dict:
+                   history_path: str, history_sha256: str, timeout: float = DEFAULT_TIMEOUT,
+                   currency: str | None = None) -> dict:
     """Record a history's actuals in one transaction, replacing those of the same periods.
+
+    ``actuals`` has no currency column (a schema change would stop older forecasts still
+    writing to the ledger): with ``currency`` (the model's), actuals are refused when runs of
+    ``model_name`` in another currency are recorded, since they would be shown beside those
+    forecasts as if comparable.
 
     Parameters
     ----------
@@ -768,7 +773,8 @@ def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFra
     Raises
     ------
     LedgerError
-        The ledger could not be opened, migrated or written; it is unchanged.
+        The ledger could not be opened, migrated or written, or holds runs of the model name
+        in another currency; it is unchanged.
     """
     import pyarrow as pa
 
@@ -790,19 +796,30 @@ def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFra
     })
     key = ("a.model_name = n.model_name AND a.grain = n.grain AND a.period = n.period "
            "AND a.metric = n.metric")
-    return _retrying(path, timeout, lambda: _record_actuals_once(path, table, key, first, last,
-                                                                 history_path, history_sha256,
-                                                                 timeout))
+    return _retrying(path, timeout, lambda: _record_actuals_once(
+        path, table, key, first, last, history_path, history_sha256, timeout,
+        model_name, currency))
 
 
 def _record_actuals_once(path: Path, table, key: str, first, last, history_path: str,
-                         history_sha256: str, timeout: float) -> dict:
+                         history_sha256: str, timeout: float, model_name: str,
+                         currency: str | None) -> dict:
     con = connect(path, timeout=timeout)
     try:
         migrate(con)
         con.register("_new_actuals", table)
         con.execute("BEGIN TRANSACTION")
         try:
+            others = [] if currency is None else [r[0] for r in con.execute(
+                "SELECT DISTINCT currency FROM runs WHERE model_name = ? AND currency <> ? "
+                "ORDER BY currency", [model_name, currency]).fetchall()]
+            if others:
+                raise LedgerError(
+                    f"{path}: the recorded runs of model {model_name} are in "
+                    f"{', '.join(others)}, and this model's currency is {currency}: its actuals "
+                    "would be shown beside those forecasts as if comparable (actuals carry no "
+                    "currency); give this model another name (`name` in its [funnel] table) "
+                    "to record its actuals; nothing was recorded")
             before = con.execute("SELECT count(*) FROM actuals").fetchone()[0]
             # An incomplete period is replaced only by a complete one or by one the new
             # history covers at least as many days of (an older, shorter export must not
