@@ -569,8 +569,7 @@ def bands_cmd(ledger_file, run_ref, as_of_text, model_name, by, quantiles, metri
         check_png(chart_path)
     path = ledger_mod.ledger_path(ledger_file)
     try:
-        con = ledger_mod.open_for_reading(path, timeout=ledger_timeout)
-        try:
+        with ledger_mod.reading(path, timeout=ledger_timeout) as con:
             run = ledger_mod.find_run(con, run_ref, as_of, model=model_name)
             stored = ledger_mod.read_bands(con, run["run_id"], by, metric=metric)
             if stored.empty:  # say which metrics there are
@@ -578,8 +577,6 @@ def bands_cmd(ledger_file, run_ref, as_of_text, model_name, by, quantiles, metri
             actual_days = ledger_mod.read_actual_days(
                 con, run["model_name"], metric, run["as_of"],
                 run["as_of"] + dt.timedelta(days=int(run["horizon_days"])))
-        finally:
-            con.close()
         frame = ledger_mod.select_bands(stored, run, metric, qs, cumulative, target,
                                         actual_days=actual_days)
         if chart_path is not None:
@@ -757,12 +754,9 @@ def trend_cmd(period, metric, last, model_name, quantiles, ledger_file, fmt, cha
         fail(str(exc))
     path = ledger_mod.ledger_path(ledger_file)
     try:
-        con = ledger_mod.open_for_reading(path, timeout=ledger_timeout)
-        try:
+        with ledger_mod.reading(path, timeout=ledger_timeout) as con:
             frame, info = ledger_mod.trend(con, period, metric, quantiles=qs, last=last,
                                            model_name=model_name)
-        finally:
-            con.close()
     except ledger_mod.LedgerError as exc:
         fail(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc))
     period = period.strip()

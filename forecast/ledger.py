@@ -51,11 +51,12 @@ until a timeout (default 30 s), then raises :class:`LedgerLockedError` naming th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -220,13 +221,28 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
-                raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
+                raise LedgerError(f"{path}: cannot open the ledger ({db_error(exc)})") \
+                    from None
             if not backoff.wait():
                 raise LedgerLockedError(
                     f"{path}: the ledger is locked by another forecast process; waited "
                     f"{timeout:g} s (set a longer --ledger-timeout, or retry later)") from None
         except duckdb.Error as exc:
-            raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
+            raise LedgerError(f"{path}: cannot open the ledger ({db_error(exc)})") from None
+
+
+def db_error(exc: BaseException) -> str:
+    """A DuckDB error in one line: a fatal error's text spans lines (the database invalidated,
+    the rollback that failed, the original error): the innermost original error is kept. A
+    checksum that does not match says the file is damaged."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    for line in lines:
+        if line.lower().startswith("original error:"):
+            text = line.split(":", 1)[1].strip().strip('"')
+    if "Corrupt database file" in text:
+        text += "; the file is damaged: restore it from a backup"
+    return text
 
 
 class _Backoff:
@@ -487,7 +503,7 @@ def _record_once(path: Path, run: RunRecord, bands: pd.DataFrame, timeout: float
     except LedgerError:
         raise
     except Exception as exc:
-        raise LedgerError(f"{path}: could not record the run ({exc}); nothing was "
+        raise LedgerError(f"{path}: could not record the run ({db_error(exc)}); nothing was "
                           "recorded") from exc
     finally:
         con.close()
@@ -651,13 +667,31 @@ def _read_older(path: Path, version: int, timeout: float):
     return con
 
 
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) -> Iterator:
+    """``with reading(path) as con:`` the ledger opened by :func:`open_for_reading`, closed on
+    leaving; a DuckDB error while opening or reading it (a damaged file: a block whose checksum
+    does not match) is raised as a :class:`LedgerError` naming the file, in one line."""
+    import duckdb
+
+    path = Path(path)
+    try:
+        con = open_for_reading(path, timeout=timeout)
+    except duckdb.Error as exc:
+        raise LedgerError(f"{path}: cannot read the ledger ({db_error(exc)})") from None
+    try:
+        yield con
+    except duckdb.Error as exc:
+        raise LedgerError(f"{path}: cannot read the ledger ({db_error(exc)})") from None
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+
+
 def list_runs(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) -> pd.DataFrame:
     """All recorded runs, oldest first (without their bands)."""
-    con = open_for_reading(path, timeout=timeout)
-    try:
+    with reading(path, timeout=timeout) as con:
         return con.execute("SELECT * FROM runs ORDER BY run_id").df()
-    finally:
-        con.close()
 
 
 def find_run(con, run: str | int = "latest", as_of: dt.date | None = None,
@@ -850,7 +884,7 @@ def _record_actuals_once(path: Path, table, key: str, first, last, history_path:
     except LedgerError:
         raise
     except Exception as exc:
-        raise LedgerError(f"{path}: could not record the actuals ({exc}); nothing was "
+        raise LedgerError(f"{path}: could not record the actuals ({db_error(exc)}); nothing was "
                           "recorded") from exc
     finally:
         con.close()

@@ -629,8 +629,7 @@ def ledger_forecast(path: str | Path, model_name: str, as_of: dt.date | None = N
     """
     from forecast import ledger as ledger_mod
 
-    con = ledger_mod.open_for_reading(path, timeout=timeout)
-    try:
+    with ledger_mod.reading(path, timeout=timeout) as con:
         where, args = "model_name = ? AND scenario IS NULL", [model_name]
         latest = con.execute(f"SELECT max(run_id) FROM runs WHERE {where}", args).fetchone()[0]
         if latest is None:
@@ -660,8 +659,6 @@ def ledger_forecast(path: str | Path, model_name: str, as_of: dt.date | None = N
             latest = row[0]
         run = ledger_mod.find_run(con, int(latest))
         bands = {g: ledger_mod.read_bands(con, run["run_id"], g) for g in ("month", "quarter")}
-    finally:
-        con.close()
     run_as_of = pd.Timestamp(run["as_of"]).date()
     which = f"the latest of model {model_name}" + (f" as of {as_of}" if as_of else "")
     note = ""
