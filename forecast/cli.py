@@ -533,8 +533,9 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
               help="From the as-of date to each period's end instead of within each period "
                    "(occupancy in_<state> is a level either way).")
 @click.option("--target", type=click.FloatRange(0, None), default=None, metavar="AMOUNT",
-              help="Add the probability that the metric reaches AMOUNT by each period's end "
-                   "(cumulative from the as-of date; interpolated from the stored quantiles).")
+              help="Add the probability that the metric reaches AMOUNT over each row's days, "
+                   "as the bands: within the period, or with --cumulative from the as-of date "
+                   "to the period's end (interpolated from the stored quantiles).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
               default="table", show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),

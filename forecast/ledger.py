@@ -1105,8 +1105,9 @@ def select_bands(stored: pd.DataFrame, run: dict, metric: str, quantiles: Iterab
         From the as-of date to each period's end instead of within the period (flows only:
         occupancy is a level and is shown as stored).
     target : float, optional
-        Adds :data:`TARGET_COLUMN`: P(metric >= target) by each period's end, from the
-        cumulative bands (levels for occupancy).
+        Adds :data:`TARGET_COLUMN`: P(metric >= target) over each row's span, as the bands
+        shown: within the period, or with ``cumulative`` from the horizon's first day to the
+        period's end (occupancy: the level at the period's end).
     actual_days : pandas.Series, optional
         The metric's recorded daily actuals (:func:`read_actual_days`), indexed by date. For
         the metrics of :data:`ACTUAL_METRICS` adds :data:`ACTUAL_COLUMN`: the actual over each
@@ -1148,11 +1149,10 @@ def select_bands(stored: pd.DataFrame, run: dict, metric: str, quantiles: Iterab
         days_known = actual_days if actual_days is not None else pd.Series(dtype=float)
         out[ACTUAL_COLUMN] = [span_actual(days_known, a, b)
                               for a, b in zip(out["start"], out["end"], strict=True)]
-    if target is not None:
-        by_end = mine[mine["cumulative"] == (not level)].set_index("period")
+    if target is not None:  # over the row's own span, as its quantiles and its actual
         out[TARGET_COLUMN] = [
-            probability_at_least(target, by_end.at[p, "quantiles"], grid, by_end.at[p, "min"],
-                                 by_end.at[p, "max"]) for p in shown["period"]]
+            probability_at_least(target, q, grid, lo, hi)
+            for q, lo, hi in zip(shown["quantiles"], shown["min"], shown["max"], strict=True)]
     return out
 
 
@@ -1174,11 +1174,13 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
     has_actual = ACTUAL_COLUMN in frame.columns
     if has_actual:
         cols.append("actual")
-    # the target's probability: cumulative from the as-of date, whatever the bands are; for
-    # occupancy (a level, not a sum) at the period's end
+    # the target's probability is over the row's span, as the bands: within the period, or
+    # cumulative from the as-of date; for occupancy (a level, not a sum) at the period's end
     level = metric.startswith("in_")
+    cumulative = bool(len(frame)) and bool(frame["cumulative"].iloc[0])
     if target is not None:
-        target_col = f"P({'end' if level else 'cum.'} >= {fmt(target)})"
+        over = "end" if level else "cum." if cumulative else "in period"
+        target_col = f"P({over} >= {fmt(target)})"
         cols.append(target_col)
     rows = []
     for d in frame.to_dict("records"):
@@ -1196,8 +1198,12 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
     if target is not None and level:
         out += ["", f"{target_col}: the probability that the leads in {metric[3:]} at the "
                     f"period's end number {fmt(target)} or more."]
-    elif target is not None:
+    elif target is not None and cumulative:
         out += ["", f"{target_col}: the probability that the "
                     f"{metric.replace('_', ' ')} from the "
                     f"as-of date to the period's end reach {fmt(target)}."]
+    elif target is not None:
+        out += ["", f"{target_col}: the probability that the {metric.replace('_', ' ')} "
+                    f"within the period (its days in the horizon, as the bands) reach "
+                    f"{fmt(target)}; --cumulative: from the as-of date to the period's end."]
     return "\n".join(out)
