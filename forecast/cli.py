@@ -191,11 +191,20 @@ def read_history_or_fail(path: Path, model: FunnelModel, history_format: str,
     return log
 
 
-def note_posterior_after(fitted: dict | None, as_of: dt.date, note) -> None:
-    """Note a posterior fitted as of a later date than ``as_of``: a look back with it uses
-    rates learned from what happened in between."""
+def fitted_after(fitted: dict | None, as_of: dt.date) -> dt.date | None:
+    """The as-of date of a posterior (its :func:`forecast.fit.provenance`) fitted as of a later
+    date than ``as_of``, else ``None``: a look back with it uses rates learned from what
+    happened in between."""
     if fitted is not None and fitted.get("as_of_date") and fitted["as_of_date"] > as_of:
-        note(f"note: the posterior was fitted as of {fitted['as_of_date']}, after --as-of "
+        return fitted["as_of_date"]
+    return None
+
+
+def note_posterior_after(fitted: dict | None, as_of: dt.date, note) -> None:
+    """Note a posterior fitted as of a later date than ``as_of`` (:func:`fitted_after`)."""
+    later = fitted_after(fitted, as_of)
+    if later is not None:
+        note(f"note: the posterior was fitted as of {later}, after --as-of "
              f"{as_of}: its rates know what happened in between (fit as of {as_of} for a "
              "forecast that does not)")
 
@@ -524,8 +533,9 @@ def run(model_name, history, as_of_text, horizon, paths, seed, by, quantiles, ou
               help="From the as-of date to each period's end instead of within each period "
                    "(occupancy in_<state> is a level either way).")
 @click.option("--target", type=click.FloatRange(0, None), default=None, metavar="AMOUNT",
-              help="Add the probability that the metric reaches AMOUNT by each period's end "
-                   "(cumulative from the as-of date; interpolated from the stored quantiles).")
+              help="Add the probability that the metric reaches AMOUNT over each row's days, "
+                   "as the bands: within the period, or with --cumulative from the as-of date "
+                   "to the period's end (interpolated from the stored quantiles).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
               default="table", show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -560,8 +570,7 @@ def bands_cmd(ledger_file, run_ref, as_of_text, model_name, by, quantiles, metri
         check_png(chart_path)
     path = ledger_mod.ledger_path(ledger_file)
     try:
-        con = ledger_mod.open_for_reading(path, timeout=ledger_timeout)
-        try:
+        with ledger_mod.reading(path, timeout=ledger_timeout) as con:
             run = ledger_mod.find_run(con, run_ref, as_of, model=model_name)
             stored = ledger_mod.read_bands(con, run["run_id"], by, metric=metric)
             if stored.empty:  # say which metrics there are
@@ -569,8 +578,6 @@ def bands_cmd(ledger_file, run_ref, as_of_text, model_name, by, quantiles, metri
             actual_days = ledger_mod.read_actual_days(
                 con, run["model_name"], metric, run["as_of"],
                 run["as_of"] + dt.timedelta(days=int(run["horizon_days"])))
-        finally:
-            con.close()
         frame = ledger_mod.select_bands(stored, run, metric, qs, cumulative, target,
                                         actual_days=actual_days)
         if chart_path is not None:
@@ -678,7 +685,8 @@ def actuals_cmd(history, model_name, ledger_file, as_of_text, quiet, ledger_time
     frame = trend_mod.actuals_frame(real)
     try:
         counts = ledger_mod.record_actuals(path, model.name, frame, history_path=str(history),
-                                           history_sha256=log.sha256, timeout=ledger_timeout)
+                                           history_sha256=log.sha256, timeout=ledger_timeout,
+                                           currency=model.currency)
     except ledger_mod.LedgerError as exc:
         fail(str(exc))
     if real.unpriced:
@@ -747,12 +755,9 @@ def trend_cmd(period, metric, last, model_name, quantiles, ledger_file, fmt, cha
         fail(str(exc))
     path = ledger_mod.ledger_path(ledger_file)
     try:
-        con = ledger_mod.open_for_reading(path, timeout=ledger_timeout)
-        try:
+        with ledger_mod.reading(path, timeout=ledger_timeout) as con:
             frame, info = ledger_mod.trend(con, period, metric, quantiles=qs, last=last,
                                            model_name=model_name)
-        finally:
-            con.close()
     except ledger_mod.LedgerError as exc:
         fail(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc))
     period = period.strip()
@@ -808,13 +813,18 @@ def trend_cmd(period, metric, last, model_name, quantiles, ledger_file, fmt, cha
 
 
 def _write_run_outputs(out_dir, result, bands, meta, qs, model) -> None:
+    import pandas as pd
+
     from forecast import outputs
 
     def csv(path):
         outputs.wide_bands(bands, model.currency).to_csv(path, index=False)
 
-    def parquet(path):
-        outputs.wide_bands(bands, model.currency).to_parquet(path, index=False)
+    def parquet(path):  # dates as dates (date32), as `forecast bands --format parquet` has them
+        frame = outputs.wide_bands(bands, model.currency)
+        for col in ("start", "end"):
+            frame[col] = pd.to_datetime(frame[col]).dt.date
+        frame.to_parquet(path, index=False)
 
     def summary(path):
         path.write_text(outputs.summary_json(meta, bands))

@@ -51,11 +51,12 @@ until a timeout (default 30 s), then raises :class:`LedgerLockedError` naming th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -220,13 +221,28 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
-                raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
+                raise LedgerError(f"{path}: cannot open the ledger ({db_error(exc)})") \
+                    from None
             if not backoff.wait():
                 raise LedgerLockedError(
                     f"{path}: the ledger is locked by another forecast process; waited "
                     f"{timeout:g} s (set a longer --ledger-timeout, or retry later)") from None
         except duckdb.Error as exc:
-            raise LedgerError(f"{path}: cannot open the ledger ({exc})") from None
+            raise LedgerError(f"{path}: cannot open the ledger ({db_error(exc)})") from None
+
+
+def db_error(exc: BaseException) -> str:
+    """A DuckDB error in one line: a fatal error's text spans lines (the database invalidated,
+    the rollback that failed, the original error): the innermost original error is kept. A
+    checksum that does not match says the file is damaged."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    for line in lines:
+        if line.lower().startswith("original error:"):
+            text = line.split(":", 1)[1].strip().strip('"')
+    if "Corrupt database file" in text:
+        text += "; the file is damaged: restore it from a backup"
+    return text
 
 
 class _Backoff:
@@ -487,7 +503,7 @@ def _record_once(path: Path, run: RunRecord, bands: pd.DataFrame, timeout: float
     except LedgerError:
         raise
     except Exception as exc:
-        raise LedgerError(f"{path}: could not record the run ({exc}); nothing was "
+        raise LedgerError(f"{path}: could not record the run ({db_error(exc)}); nothing was "
                           "recorded") from exc
     finally:
         con.close()
@@ -651,13 +667,31 @@ def _read_older(path: Path, version: int, timeout: float):
     return con
 
 
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) -> Iterator:
+    """``with reading(path) as con:`` the ledger opened by :func:`open_for_reading`, closed on
+    leaving; a DuckDB error while opening or reading it (a damaged file: a block whose checksum
+    does not match) is raised as a :class:`LedgerError` naming the file, in one line."""
+    import duckdb
+
+    path = Path(path)
+    try:
+        con = open_for_reading(path, timeout=timeout)
+    except duckdb.Error as exc:
+        raise LedgerError(f"{path}: cannot read the ledger ({db_error(exc)})") from None
+    try:
+        yield con
+    except duckdb.Error as exc:
+        raise LedgerError(f"{path}: cannot read the ledger ({db_error(exc)})") from None
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+
+
 def list_runs(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) -> pd.DataFrame:
     """All recorded runs, oldest first (without their bands)."""
-    con = open_for_reading(path, timeout=timeout)
-    try:
+    with reading(path, timeout=timeout) as con:
         return con.execute("SELECT * FROM runs ORDER BY run_id").df()
-    finally:
-        con.close()
 
 
 def find_run(con, run: str | int = "latest", as_of: dt.date | None = None,
@@ -741,9 +775,14 @@ ACTUAL_COLUMN = "actual"
 
 
 def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFrame, *,
-                   history_path: str, history_sha256: str, timeout: float = DEFAULT_TIMEOUT
-                   ) -> dict:
+                   history_path: str, history_sha256: str, timeout: float = DEFAULT_TIMEOUT,
+                   currency: str | None = None) -> dict:
     """Record a history's actuals in one transaction, replacing those of the same periods.
+
+    ``actuals`` has no currency column (a schema change would stop older forecasts still
+    writing to the ledger): with ``currency`` (the model's), actuals are refused when runs of
+    ``model_name`` in another currency are recorded, since they would be shown beside those
+    forecasts as if comparable.
 
     Parameters
     ----------
@@ -768,7 +807,8 @@ def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFra
     Raises
     ------
     LedgerError
-        The ledger could not be opened, migrated or written; it is unchanged.
+        The ledger could not be opened, migrated or written, or holds runs of the model name
+        in another currency; it is unchanged.
     """
     import pyarrow as pa
 
@@ -790,19 +830,30 @@ def record_actuals(path: str | os.PathLike, model_name: str, actuals: pd.DataFra
     })
     key = ("a.model_name = n.model_name AND a.grain = n.grain AND a.period = n.period "
            "AND a.metric = n.metric")
-    return _retrying(path, timeout, lambda: _record_actuals_once(path, table, key, first, last,
-                                                                 history_path, history_sha256,
-                                                                 timeout))
+    return _retrying(path, timeout, lambda: _record_actuals_once(
+        path, table, key, first, last, history_path, history_sha256, timeout,
+        model_name, currency))
 
 
 def _record_actuals_once(path: Path, table, key: str, first, last, history_path: str,
-                         history_sha256: str, timeout: float) -> dict:
+                         history_sha256: str, timeout: float, model_name: str,
+                         currency: str | None) -> dict:
     con = connect(path, timeout=timeout)
     try:
         migrate(con)
         con.register("_new_actuals", table)
         con.execute("BEGIN TRANSACTION")
         try:
+            others = [] if currency is None else [r[0] for r in con.execute(
+                "SELECT DISTINCT currency FROM runs WHERE model_name = ? AND currency <> ? "
+                "ORDER BY currency", [model_name, currency]).fetchall()]
+            if others:
+                raise LedgerError(
+                    f"{path}: the recorded runs of model {model_name} are in "
+                    f"{', '.join(others)}, and this model's currency is {currency}: its actuals "
+                    "would be shown beside those forecasts as if comparable (actuals carry no "
+                    "currency); give this model another name (`name` in its [funnel] table) "
+                    "to record its actuals; nothing was recorded")
             before = con.execute("SELECT count(*) FROM actuals").fetchone()[0]
             # An incomplete period is replaced only by a complete one or by one the new
             # history covers at least as many days of (an older, shorter export must not
@@ -833,7 +884,7 @@ def _record_actuals_once(path: Path, table, key: str, first, last, history_path:
     except LedgerError:
         raise
     except Exception as exc:
-        raise LedgerError(f"{path}: could not record the actuals ({exc}); nothing was "
+        raise LedgerError(f"{path}: could not record the actuals ({db_error(exc)}); nothing was "
                           "recorded") from exc
     finally:
         con.close()
@@ -1054,8 +1105,9 @@ def select_bands(stored: pd.DataFrame, run: dict, metric: str, quantiles: Iterab
         From the as-of date to each period's end instead of within the period (flows only:
         occupancy is a level and is shown as stored).
     target : float, optional
-        Adds :data:`TARGET_COLUMN`: P(metric >= target) by each period's end, from the
-        cumulative bands (levels for occupancy).
+        Adds :data:`TARGET_COLUMN`: P(metric >= target) over each row's span, as the bands
+        shown: within the period, or with ``cumulative`` from the horizon's first day to the
+        period's end (occupancy: the level at the period's end).
     actual_days : pandas.Series, optional
         The metric's recorded daily actuals (:func:`read_actual_days`), indexed by date. For
         the metrics of :data:`ACTUAL_METRICS` adds :data:`ACTUAL_COLUMN`: the actual over each
@@ -1097,11 +1149,10 @@ def select_bands(stored: pd.DataFrame, run: dict, metric: str, quantiles: Iterab
         days_known = actual_days if actual_days is not None else pd.Series(dtype=float)
         out[ACTUAL_COLUMN] = [span_actual(days_known, a, b)
                               for a, b in zip(out["start"], out["end"], strict=True)]
-    if target is not None:
-        by_end = mine[mine["cumulative"] == (not level)].set_index("period")
+    if target is not None:  # over the row's own span, as its quantiles and its actual
         out[TARGET_COLUMN] = [
-            probability_at_least(target, by_end.at[p, "quantiles"], grid, by_end.at[p, "min"],
-                                 by_end.at[p, "max"]) for p in shown["period"]]
+            probability_at_least(target, q, grid, lo, hi)
+            for q, lo, hi in zip(shown["quantiles"], shown["min"], shown["max"], strict=True)]
     return out
 
 
@@ -1123,11 +1174,13 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
     has_actual = ACTUAL_COLUMN in frame.columns
     if has_actual:
         cols.append("actual")
-    # the target's probability: cumulative from the as-of date, whatever the bands are; for
-    # occupancy (a level, not a sum) at the period's end
+    # the target's probability is over the row's span, as the bands: within the period, or
+    # cumulative from the as-of date; for occupancy (a level, not a sum) at the period's end
     level = metric.startswith("in_")
+    cumulative = bool(len(frame)) and bool(frame["cumulative"].iloc[0])
     if target is not None:
-        target_col = f"P({'end' if level else 'cum.'} >= {fmt(target)})"
+        over = "end" if level else "cum." if cumulative else "in period"
+        target_col = f"P({over} >= {fmt(target)})"
         cols.append(target_col)
     rows = []
     for d in frame.to_dict("records"):
@@ -1145,8 +1198,12 @@ def render_table(frame: pd.DataFrame, header: list[str], currency: str,
     if target is not None and level:
         out += ["", f"{target_col}: the probability that the leads in {metric[3:]} at the "
                     f"period's end number {fmt(target)} or more."]
-    elif target is not None:
+    elif target is not None and cumulative:
         out += ["", f"{target_col}: the probability that the "
                     f"{metric.replace('_', ' ')} from the "
                     f"as-of date to the period's end reach {fmt(target)}."]
+    elif target is not None:
+        out += ["", f"{target_col}: the probability that the {metric.replace('_', ' ')} "
+                    f"within the period (its days in the horizon, as the bands) reach "
+                    f"{fmt(target)}; --cumulative: from the as-of date to the period's end."]
     return "\n".join(out)

@@ -5,7 +5,9 @@ Every night revenue-ops runs::
     forecast nightly crm_export.csv --model b2b --refit-every 7d
 
 which reads the history, refits the posterior when it is missing, older than ``--refit-every``
-(by the time it was fitted) or fitted with another model file, forecasts as of today (or
+(by the time it was fitted), fitted with another model file or fitted as of a later date than
+the forecast's (a missed night run afterwards: its forecast must not know what came later),
+forecasts as of today (or
 ``--as-of``) with the posterior, records the run and its bands in the ledger, and prints a short
 summary: the bookings P10 / P50 / P90 of the current quarter and of each later quarter the
 horizon covers in full. Any failure is one line on stderr (``forecast: error: ...``, as for
@@ -37,8 +39,10 @@ def parse_age(text: str) -> dt.timedelta:
 
 
 def refit_reason(posterior: Path, model: FunnelModel, max_age: dt.timedelta,
-                 now: dt.datetime) -> str | None:
-    """Why the posterior must be refitted (``None``: it can be used as it is)."""
+                 now: dt.datetime, as_of: dt.date) -> str | None:
+    """Why the posterior must be refitted (``None``: it can be used as it is) for a forecast
+    as of ``as_of``, at ``now`` (an aware datetime; the fit's ``fitted_at`` is in UTC)."""
+    from forecast.cli import fitted_after
     from forecast.fit import PosteriorError, load_posterior, provenance
 
     if not posterior.exists():
@@ -49,6 +53,9 @@ def refit_reason(posterior: Path, model: FunnelModel, max_age: dt.timedelta,
         return f"the posterior is unusable ({exc})"
     if info["model_sha256"] != model.sha256:
         return f"the model file changed since the fit ({model.path})"
+    later = fitted_after(info, as_of)
+    if later is not None:  # e.g. a night missed and run later: it must not use later data
+        return f"the posterior was fitted as of {later}, after --as-of {as_of}"
     if info["carried_bands"] is None:
         return ("the posterior predates the fit's rule for age bands the history never reached "
                 f"(fitted by forecast {info['forecast_version']})")
@@ -80,13 +87,15 @@ def _options(func):
                      type=click.Path(dir_okay=False, path_type=Path),
                      help="The ledger. Default: $FORECAST_LEDGER, else ./forecasts.duckdb."),
         click.option("--as-of", "as_of_text", default=None, metavar="DATE",
-                     help="Forecast as of this day. Default: today."),
+                     help="Forecast as of this day. Default: today (the local date)."),
         click.option("--horizon", type=click.IntRange(1, 3660), default=370,
                      show_default=True, help="Days to simulate (the default covers the "
                                              "current quarter and the next three)."),
         click.option("--paths", type=click.IntRange(1, 10_000_000), default=4000,
                      show_default=True),
-        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+                     help="Root seed of the forecast (and the sampler's when refitting); the "
+                          "same seed gives the same numbers."),
         click.option("--window", type=click.IntRange(1, 36600), default=None, metavar="DAYS",
                      help="Fit on the last DAYS days only."),
         undeclared_option,
@@ -127,13 +136,14 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
     from forecast.statistics import sufficient_statistics
 
     started = time.perf_counter()
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC)  # for the posterior's age (its fitted_at is in UTC)
     try:
         max_age = parse_age(refit_every)
     except ValueError as exc:
         _fail(str(exc))
     try:
-        as_of = dt.date.fromisoformat(as_of_text) if as_of_text else now.date()
+        # today where the job runs, as for run, actuals and the checks of the history's dates
+        as_of = dt.date.fromisoformat(as_of_text) if as_of_text else dt.date.today()
     except ValueError:
         _fail(f"--as-of {as_of_text!r} is not a date (expected YYYY-MM-DD)")
     try:
@@ -150,7 +160,7 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
                                note=lambda text: click.echo(f"forecast nightly: {text}",
                                                             err=True))
 
-    reason = refit_reason(posterior, model, max_age, now)
+    reason = refit_reason(posterior, model, max_age, now, as_of)
     if reason is not None:
         since = as_of - dt.timedelta(days=window) if window else None
         try:

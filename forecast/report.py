@@ -604,29 +604,34 @@ class ForecastBands:
     """A forecast's stored-form bands (``forecast.ledger`` layout) and where they came from.
 
     ``bands`` maps a grain (``month``, ``quarter``) to the rows of :func:`forecast.ledger.
-    read_bands`; ``run`` is the ``runs`` row (or its equivalent for a fresh run).
+    read_bands`; ``run`` is the ``runs`` row (or its equivalent for a fresh run); ``note``, when
+    set, is shown beside the forecast (a run of an earlier date than the page's).
     """
 
     run: dict
     bands: dict[str, pd.DataFrame]
     source: str
+    note: str = ""
 
 
-def ledger_forecast(path: str | Path, model_name: str, timeout: float = 30.0) -> ForecastBands:
-    """The latest forecast of model ``model_name`` recorded in a ledger (what-if runs of
-    ``forecast scenario``, whose ``scenario`` is set, are not forecasts and are skipped).
+def ledger_forecast(path: str | Path, model_name: str, as_of: dt.date | None = None,
+                    timeout: float = 30.0) -> ForecastBands:
+    """The forecast of model ``model_name`` recorded in a ledger for a page as of ``as_of``:
+    the latest-recorded run with that as-of date, else the latest one of an earlier date
+    (with a note saying so), never one of a later date (it would know what the page's date
+    does not). Without ``as_of``, the latest-recorded run. What-if runs of ``forecast
+    scenario``, whose ``scenario`` is set, are not forecasts and are skipped.
 
     Raises
     ------
     forecast.ledger.LedgerError
-        An unreadable ledger, or no forecast of that model in it.
+        An unreadable ledger, or no forecast of that model in it (as of ``as_of`` or before).
     """
     from forecast import ledger as ledger_mod
 
-    con = ledger_mod.open_for_reading(path, timeout=timeout)
-    try:
-        latest = con.execute("SELECT max(run_id) FROM runs WHERE model_name = ? "
-                             "AND scenario IS NULL", [model_name]).fetchone()[0]
+    with ledger_mod.reading(path, timeout=timeout) as con:
+        where, args = "model_name = ? AND scenario IS NULL", [model_name]
+        latest = con.execute(f"SELECT max(run_id) FROM runs WHERE {where}", args).fetchone()[0]
         if latest is None:
             models = [r[0] for r in con.execute(
                 "SELECT DISTINCT model_name FROM runs WHERE scenario IS NULL "
@@ -638,13 +643,32 @@ def ledger_forecast(path: str | Path, model_name: str, timeout: float = 30.0) ->
                 + (f" (runs of: {', '.join(models)})" if models else "")
                 + (f"; only {what_if} what-if runs of `forecast scenario`, which are not "
                    "the forecast" if what_if else ""))
+        if as_of is not None:
+            row = con.execute(f"SELECT run_id FROM runs WHERE {where} AND as_of <= ? "
+                              "ORDER BY as_of DESC, run_id DESC LIMIT 1",
+                              [*args, as_of]).fetchone()
+            if row is None:
+                n, first = con.execute(f"SELECT count(*), min(as_of) FROM runs WHERE {where}",
+                                       args).fetchone()
+                raise ledger_mod.LedgerError(
+                    f"no run of model {model_name} as of {as_of} or before (its {n} "
+                    f"run{'s are' if n != 1 else ' is'} as of {first} or later, and a forecast "
+                    "of a later date knows what the page's date does not); record one with "
+                    f"`forecast run --as-of {as_of} --ledger`, or leave --ledger out for a "
+                    "fresh forecast")
+            latest = row[0]
         run = ledger_mod.find_run(con, int(latest))
         bands = {g: ledger_mod.read_bands(con, run["run_id"], g) for g in ("month", "quarter")}
-    finally:
-        con.close()
-    return ForecastBands(run=run, bands=bands,
-                         source=f"run {run['run_id']} of the ledger {Path(path).name} (the "
-                                f"latest of model {model_name})")
+    run_as_of = pd.Timestamp(run["as_of"]).date()
+    which = f"the latest of model {model_name}" + (f" as of {as_of}" if as_of else "")
+    note = ""
+    if as_of is not None and run_as_of < as_of:
+        which = f"the latest of model {model_name} before {as_of}"
+        note = (f"No run of model {model_name} as of {as_of} in the ledger: the forecast "
+                f"shown is run {run['run_id']}, as of {run_as_of} ({(as_of - run_as_of).days} "
+                f"days earlier than this page).")
+    return ForecastBands(run=run, bands=bands, note=note,
+                         source=f"run {run['run_id']} of the ledger {Path(path).name} ({which})")
 
 
 def fresh_forecast(model: FunnelModel, params, log: EventLog, as_of: dt.date, *, horizon: int,
@@ -1279,6 +1303,8 @@ def _forecast_section(r: Report, png: dict, cur: str) -> str:
             ["period", "days", "bookings mean", "P10", "P50", "P90", "won deals P50 [P10-P90]"],
             rows))
     run = fc.run
+    if fc.note:
+        parts.insert(0, f'<p class="note">{_e(fc.note)}</p>')
     return _section(
         "forecast", "Latest forecast: bookings fan chart and bands",
         f"From {_e(fc.source)}: as of {_e(pd.Timestamp(run['as_of']).date())}, "

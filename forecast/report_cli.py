@@ -9,7 +9,9 @@
 
 The page is one file with everything inside (charts as data URIs, no scripts, nothing fetched),
 written atomically. Without ``--ledger`` the forecast is a fresh run from the history's open
-pipeline; with it, the ledger's latest run. Metric definitions are in ``forecast.report``.
+pipeline; with it, the ledger's latest run as of the page's as-of date (else the latest of an
+earlier date, noted on the page; never one of a later date). Metric definitions are in
+``forecast.report``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def _options(func):
         click.option("--ledger", "ledger_file", default=None,
                      type=click.Path(dir_okay=False, path_type=Path),
                      help="Show the latest forecast of the model recorded in this ledger "
-                          "(what-if runs of `forecast scenario` are skipped) instead of a "
+                          "as of --as-of (else the latest of an earlier date, with a note; "
+                          "what-if runs of `forecast scenario` are skipped) instead of a "
                           "fresh forecast."),
         click.option("--no-forecast", is_flag=True, help="Leave the forecast out."),
         click.option("--paths", type=click.IntRange(1, 1_000_000), default=1000,
@@ -120,10 +123,12 @@ def report(out_path, model_name, history, as_of_text, posterior_path, spend_path
         from forecast.ledger import LedgerError
 
         try:
-            forecast = rep.ledger_forecast(ledger_file, model.name)
+            forecast = rep.ledger_forecast(ledger_file, model.name, as_of)
         except LedgerError as exc:
             fail(f"{ledger_file}: {exc}" if not str(exc).startswith(str(ledger_file))
                  else str(exc))
+        if forecast.note:
+            notes(False)(f"note: {forecast.note}")
     elif not no_forecast:
         sim_params = params if params is not None else default_parameters(model)
         try:

@@ -6,11 +6,13 @@ import io
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -106,6 +108,25 @@ def test_bands_json_and_parquet_agree(recorded, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_run_out_and_bands_write_parquet_dates_alike(recorded, tmp_path):
+    """`run --out` and `bands --format parquet` both write start and end as date32 (run's
+    were strings); CSV and JSON keep ISO text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path, run_csv, _ = recorded
+    assert invoke("run", *FAST, "--out", tmp_path / "out").exit_code == 0
+    res = invoke("bands", "--ledger", path, "--run", "1", "--format", "parquet", "--out",
+                 tmp_path / "b.parquet")
+    assert res.exit_code == 0, res.output
+    for name in ("out/bands.parquet", "b.parquet"):
+        schema = pq.read_schema(tmp_path / name)
+        assert schema.field("start").type == schema.field("end").type == pa.date32(), name
+    assert "2026-10-01,2026-10-31" in (tmp_path / "out" / "bands.csv").read_text()
+    assert "2026-10-01,2026-10-31" in run_csv
+    assert '"start": "2026-10-01"' in (tmp_path / "out" / "summary.json").read_text()
+
+
 def test_bands_occupancy_is_a_level(recorded):
     path, _, _ = recorded
     plain = invoke("bands", "--ledger", path, "--metric", "in_sql", "--format", "csv")
@@ -193,3 +214,40 @@ def test_run_gives_up_on_a_locked_ledger(tmp_path):
     assert res.stderr == (f"forecast: error: {path}: the ledger is locked by another forecast "
                           "process; waited 0.5 s (set a longer --ledger-timeout, or retry "
                           "later)\n")
+
+
+def corrupt_block_of(source: Path, target: Path, table: str) -> None:
+    """Copy a ledger and overwrite 8 bytes inside a block of ``table``'s data (what a failing
+    disk or a bad copy does): DuckDB finds the block's checksum wrong when it reads it."""
+    shutil.copy(source, target)
+    with duckdb.connect(str(target), read_only=True) as con:
+        block = con.execute(f"SELECT min(block_id) FROM pragma_storage_info('{table}') "
+                            "WHERE block_id >= 0").fetchone()[0]
+        size = con.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0]
+    with open(target, "r+b") as fh:
+        fh.seek(3 * 4096 + block * size + 1000)  # after the file's three 4 KiB headers
+        fh.write(b"\xff" * 8)
+
+
+@pytest.mark.parametrize("table", ["runs", "bands"])
+def test_a_damaged_ledger_is_a_one_line_error_for_every_command(recorded, tmp_path, table):
+    path = tmp_path / "damaged.duckdb"
+    corrupt_block_of(recorded[0], path, table)
+    history = tmp_path / "history.csv"
+    history.write_text("lead_id,stage,entered_at,amount,segment\n"
+                       "A,lead,2026-09-01,,paid_search\nA,won,2026-09-20,500,paid_search\n")
+    commands = [["bands", "--ledger", path], ["bands", "--ledger", path, "--by", "quarter"],
+                ["trend", "--period", "2026Q4", "--ledger", path],
+                ["report", "--ledger", path, "--out", tmp_path / "r.html"]]
+    if table == "runs":  # the writers read the runs (actuals: the model's currencies)
+        commands += [["actuals", history, "--ledger", path, "--as-of", "2026-09-30"],
+                     ["run", *FAST, "--ledger", path]]  # DuckDB's error: five lines
+    for args in commands:
+        res = invoke(*args)
+        assert res.exit_code == 1, (args, res.output)
+        last = res.stderr.splitlines()[-1]  # (report notes the history's gap first)
+        assert res.stderr.endswith(last + "\n") and res.stdout == "", args
+        assert last.startswith(f"forecast: error: {path}: "), args
+        assert "Corrupt database file" in last and "restore it from a backup" in last, args
+        assert "Traceback" not in res.output, args
+    assert not (tmp_path / "r.html").exists()

@@ -262,6 +262,30 @@ def test_target_probability_matches_the_paths(result, stored):
     assert checked == 7 * len(rows)
 
 
+def test_target_probability_is_over_the_rows_days_as_the_bands(result, stored):
+    """Beside within-period bands, the probability that the period's own bookings reach the
+    target (it was the cumulative total's, beside a quarter's P10 / P50 / P90); with
+    cumulative bands, the cumulative total's."""
+    per = summarize.periods(result.as_of, result.horizon, "quarter")
+    within = summarize.per_period(result, per)["bookings"]
+    run = {"run_id": 1, "quantile_grid": list(ledger.GRID)}
+    quarters = stored[stored["grain"] == "quarter"].reset_index(drop=True).assign(run_id=1)
+    target = float(np.median(within[:, 1]))  # 2025Q1's own median: P about 0.5
+    for cumulative, paths in ((False, within), (True, np.cumsum(within, axis=1))):
+        shown = ledger.select_bands(quarters, run, "bookings", (0.1, 0.5, 0.9), cumulative,
+                                    target)
+        direct = np.mean(paths >= target, axis=0)
+        np.testing.assert_allclose(shown[ledger.TARGET_COLUMN], direct,
+                                   atol=0.01 + 1.0 / PATHS)
+    header = ["bookings by quarter"]
+    table = ledger.render_table(ledger.select_bands(quarters, run, "bookings", (0.5,),
+                                                    False, target), header, "USD", target)
+    from forecast.outputs import money
+
+    assert f"P(in period >= {money(target, 'USD')})" in table
+    assert "within the period (its days in the horizon, as the bands)" in table
+
+
 def test_quantiles_outside_the_grid_are_refused():
     with pytest.raises(ledger.LedgerError, match="outside the recorded grid"):
         ledger.interpolate_quantiles(np.zeros((1, 99)), ledger.GRID, [0.005])
@@ -518,7 +542,7 @@ def test_readme_sql_reads_the_forecast_not_a_what_if_run(tmp_path):
 
 def test_bands_target_on_a_level_reads_at_the_period_end(tmp_path):
     """Occupancy (`in_<state>`) is a level at the period's end, not a running total: its
-    target column and footnote say so; flows keep `P(cum. >= X)`."""
+    target column and footnote say so; flows say `P(in period >= X)`."""
     from click.testing import CliRunner
 
     from forecast.cli import main
@@ -533,7 +557,7 @@ def test_bands_target_on_a_level_reads_at_the_period_end(tmp_path):
     assert "the leads in sql at the period's end number 40 or more" in level
     flow = CliRunner().invoke(main, ["bands", "--ledger", str(path), "--by", "quarter",
                                      "--target", "1000000"]).stdout
-    assert "P(cum. >= $1M)" in flow
+    assert "P(in period >= $1M)" in flow and "cum." not in flow
 
 
 def test_a_lock_conflict_inside_the_transaction_is_retried(tmp_path, monkeypatch, result,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import duckdb
 import pytest
@@ -144,3 +145,70 @@ def test_nightly_refits_a_posterior_from_before_the_carry_of_unseen_bands(tmp_pa
     out = invoke(*args, "--posterior", old)
     assert out.exit_code == 0, out.output
     assert "refitted (the posterior predates the fit's rule for age bands" in out.stdout
+
+
+def test_nightly_refits_a_posterior_fitted_after_the_as_of_date(tmp_path, history, two_stage):
+    """A missed night run afterwards (--as-of in the past) must not forecast with rates fitted
+    on later data: a posterior fitted as of a later date is refitted, however young."""
+    from forecast.fit import load_posterior, provenance
+
+    ledger = tmp_path / "ledger.duckdb"
+    posterior = tmp_path / "two_stage.posterior.nc"
+    args = ["nightly", history, "--model", two_stage.path, "--ledger", ledger, "--paths", 40,
+            "--horizon", 60, "--draws", 40, "--tune", 60]
+    assert invoke(*args, "--as-of", "2024-07-18").exit_code == 0
+    # the night of 2024-07-10, run later from that night's export
+    rows = history.read_text().splitlines()
+    then = tmp_path / "export_2024-07-10.csv"
+    then.write_text("\n".join([rows[0], *(r for r in rows[1:]
+                                           if r.split(",")[2] <= "2024-07-10")]) + "\n")
+    args[1] = then
+    backfill = invoke(*args, "--as-of", "2024-07-10")
+    assert backfill.exit_code == 0, backfill.output
+    assert ("refitted (the posterior was fitted as of 2024-07-18, after --as-of 2024-07-10)"
+            in backfill.stdout)
+    assert provenance(load_posterior(posterior))["as_of"] == "2024-07-10"
+    after = invoke(*args, "--as-of", "2024-07-11")  # fitted as of an earlier date: reused
+    assert after.exit_code == 0, after.output
+    assert "posterior reused" in after.stdout
+
+
+@pytest.fixture(params=["east", "west"])
+def zone_off_utc(request, monkeypatch):
+    """A local time zone whose date is not UTC's now: east of UTC already tomorrow (1 a.m.),
+    west of it still yesterday (10 p.m.). POSIX TZ strings: no tz database needed."""
+    hour = dt.datetime.now(dt.UTC).hour
+    monkeypatch.setenv("TZ", f"LOC-{min(24, 25 - hour)}" if request.param == "east"
+                       else f"LOC+{min(24, hour + 2)}")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_nightly_forecasts_as_of_the_local_date(tmp_path, history, two_stage, zone_off_utc):
+    """Without --as-of, nightly forecasts as of today where it runs, as run and actuals date
+    things: east of UTC an export with a row of the local day failed as after --as-of, west
+    of UTC an evening job forecast as of tomorrow."""
+    today = dt.date.today()
+    assert today != dt.datetime.now(dt.UTC).date()
+    export = tmp_path / "today.csv"
+    export.write_text(history.read_text() + f"TODAY,a,{today},,x\n")
+    out = invoke("nightly", export, "--model", two_stage.path, "--ledger",
+                 tmp_path / "l.duckdb", "--paths", 20, "--horizon", 30, "--draws", 20)
+    assert out.exit_code == 0, out.output
+    assert f"as of {today}," in out.stdout
+
+
+def test_nightly_takes_the_seeds_run_takes(tmp_path, history, two_stage):
+    """--seed up to 2**63 - 1, as `run`: the fit and the forecast both take it."""
+    from forecast.fit import load_posterior, provenance
+
+    seed = 2**63 - 1
+    out = invoke("nightly", history, "--model", two_stage.path, "--ledger",
+                 tmp_path / "l.duckdb", "--as-of", "2024-07-18", "--paths", 20, "--horizon", 30,
+                 "--draws", 20, "--seed", seed)
+    assert out.exit_code == 0, out.output
+    assert provenance(load_posterior(tmp_path / "two_stage.posterior.nc"))["seed"] == seed
+    with duckdb.connect(str(tmp_path / "l.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT seed FROM runs").fetchone()[0] == seed

@@ -393,12 +393,47 @@ def test_cli_reads_the_latest_run_from_a_ledger(tiny, tmp_path):
                                     "--out", str(out)])
     assert res.exit_code == 0, res.output
     text = out.read_text()
-    assert "From run 1 of the ledger f.duckdb (the latest of model b2b)" in text
+    assert "From run 1 of the ledger f.duckdb (the latest of model b2b as of 2026-03-21)" in text
     assert 'data-chart="fan"' in text
     from forecast.ledger import LedgerError
 
     with pytest.raises(LedgerError, match=r"^no run of model consumer recorded \(runs of: b2b\)"):
         rep.ledger_forecast(ledger, "consumer")
+
+
+def test_cli_shows_the_ledgers_run_of_the_pages_as_of_date(tiny, tmp_path):
+    """The page's forecast is the latest-recorded run as of the page's date; else the latest
+    of an earlier date, said on the page; never one of a later date."""
+    ledger = tmp_path / "f.duckdb"
+    for as_of in ("2026-03-10", "2026-03-21", "2026-03-15"):  # runs 1, 2, 3
+        run = CliRunner().invoke(main, ["run", "--history", str(tiny), "--as-of", as_of,
+                                        "--paths", "30", "--horizon", "40", "--ledger",
+                                        str(ledger), "--quiet"])
+        assert run.exit_code == 0, run.output
+    out = tmp_path / "r.html"
+    args = ["report", "--history", str(tiny), "--ledger", str(ledger), "--out", str(out)]
+
+    res = CliRunner().invoke(main, args)  # as of the history's last date, 2026-03-21
+    assert res.exit_code == 0, res.output
+    assert "From run 2 of the ledger f.duckdb (the latest of model b2b as of 2026-03-21): " \
+           "as of 2026-03-21" in out.read_text()
+
+    res = CliRunner().invoke(main, [*args, "--as-of", "2026-03-18"])
+    assert res.exit_code == 0, res.output
+    note = ("No run of model b2b as of 2026-03-18 in the ledger: the forecast shown is run 3, "
+            "as of 2026-03-15 (3 days earlier than this page).")
+    text = out.read_text()
+    assert f'<p class="note">{note}</p>' in text and "As of 2026-03-18" in text
+    assert "run 3 of the ledger f.duckdb (the latest of model b2b before 2026-03-18)" in text
+    assert f"note: {note}" in res.stderr
+
+    before = out.read_bytes()
+    res = CliRunner().invoke(main, [*args, "--as-of", "2026-03-05"])
+    assert res.exit_code == 1
+    last = res.stderr.splitlines()[-1]  # after the note of the events left out
+    assert last.startswith(f"forecast: error: {ledger}: no run of model b2b as of 2026-03-05 "
+                           "or before (its 3 runs are as of 2026-03-10 or later")
+    assert out.read_bytes() == before
 
 
 @pytest.mark.skipif(not CRM.exists(), reason=f"the public CRM sample is not at {CRM}")

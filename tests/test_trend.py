@@ -113,6 +113,28 @@ def test_actuals_command_records_and_replaces(tiny, tmp_path):
     assert months["2026-03"] == (300.0, True)   # late ends 2026-03-05: March incomplete
 
 
+def test_actuals_refuse_a_model_whose_runs_are_in_another_currency(tiny, tmp_path):
+    """Actuals carry no currency: those of an EUR model named like the ledger's USD runs
+    would show beside USD forecasts. Refused, naming both currencies and the fix."""
+    from pathlib import Path
+
+    path = tmp_path / "l.duckdb"
+    assert invoke("run", "--paths", 20, "--horizon", 30, "--quiet", "--ledger",
+                  path).exit_code == 0  # b2b, USD
+    eur = tmp_path / "b2b_eur.toml"
+    b2b = Path(__file__).resolve().parents[1] / "models" / "b2b.toml"
+    eur.write_text(b2b.read_text().replace('currency = "USD"', 'currency = "EUR"'))
+    res = invoke("actuals", tiny, "--model", eur, "--ledger", path)
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr == (f"forecast: error: {path}: the recorded runs of model b2b are in "
+                          "USD, and this model's currency is EUR: its actuals would be shown "
+                          "beside those forecasts as if comparable (actuals carry no "
+                          "currency); give this model another name (`name` in its [funnel] "
+                          "table) to record its actuals; nothing was recorded\n")
+    assert actuals_rows(path).empty
+    assert invoke("actuals", tiny, "--ledger", path).exit_code == 0  # the USD model: fine
+
+
 def test_v1_ledger_is_read_as_it_is_and_migrated_by_a_writer(tmp_path, monkeypatch, tiny):
     path = tmp_path / "v1.duckdb"
     with monkeypatch.context() as m:  # write the file as the version 1 code did
