@@ -139,16 +139,22 @@ def lower_is_better(metric: str) -> bool:
 
 def compare(base: SimulationResult, other: SimulationResult, per: Periods, metric: str,
             quantiles: Sequence[float]) -> pd.DataFrame:
-    """Per period (and ``total``): bands of the baseline, of the scenario and of their per-path
-    difference, and the probability that the scenario does better (or worse) than the
-    baseline on the same path: strictly higher, or strictly lower for a metric where lower is
-    better (:func:`lower_is_better`; the ``better`` column says which)."""
+    """Per period (and ``total``), with its span inside the horizon (``start``, ``end``,
+    ``days``): bands of the baseline, of the scenario and of their per-path difference, and
+    the probability that the scenario does better (or worse) than the baseline on the same
+    path: strictly higher, or strictly lower for a metric where lower is better
+    (:func:`lower_is_better`; the ``better`` column says which)."""
     b, s = metric_values(base, per, metric), metric_values(other, per, metric)
     d = s - b
     gain = -d if lower_is_better(metric) else d  # > 0: the scenario does better on the path
     rows = []
+    # Each period's span inside the horizon, as `forecast run` gives it (a first or last
+    # period may be partial: 28 days of a quarter); the total spans the whole horizon.
+    starts, ends = [*per.start, per.start[0]], [*per.end, per.end[-1]]
+    days = [*(per.last_day - per.first_day + 1).tolist(), int(per.last_day[-1] + 1)]
     for j, label in enumerate([*per.labels, "total"]):
-        row = {"period": label, "metric": metric}
+        row = {"period": label, "start": starts[j].isoformat(), "end": ends[j].isoformat(),
+               "days": int(days[j]), "metric": metric}
         for name, x in (("baseline", b[:, j]), ("scenario", s[:, j]), ("delta", d[:, j])):
             row[f"{name}_mean"] = x.mean()
             for q, v in zip(quantiles, np.quantile(x, quantiles), strict=True):

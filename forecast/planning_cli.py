@@ -60,6 +60,17 @@ def _under_way(w, as_of: dt.date) -> list[str]:
             "already made in it"]
 
 
+def _span(w) -> str:
+    """The period with the days it counts: ``2027Q1 (2027-01-01 to 2027-03-31, 90 days)``."""
+    return f"{w.label} ({w.start} to {w.end}, {w.days} days)"
+
+
+def _span_meta(w) -> dict:
+    """The period's span for the CSV/JSON metadata (the days counted, as in the table)."""
+    return {"period": w.label, "start": w.start.isoformat(), "end": w.end.isoformat(),
+            "days": w.days}
+
+
 def _setting(inp, horizon: int, paths: int, seed: int, occupancy_days=None):
     from forecast.outlook import check_walk
     from forecast.planning import Setting
@@ -275,14 +286,17 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
                       + ("; ".join(c.describe() for c in sc.changes) or "no change"))
         rows = []
         for _, r in f.iterrows():
-            rows.append([r["period"]] + [cell(r, n) for n in ("baseline", "scenario", "delta")]
+            rows.append([r["period"], str(r["days"])]
+                        + [cell(r, n) for n in ("baseline", "scenario", "delta")]
                         + [_show(r["delta_mean"], metric, inp.model.currency),
                            f"{r['p_better']:.0%}"])
-        blocks.append(_render(rows, ["period", first, "scenario", "difference",
+        blocks.append(_render(rows, ["period", "days", first, "scenario", "difference",
                                      "mean difference", "P(better)"]))
     blocks.append("")
     better = frame["better"].iloc[0]
-    blocks.append(f"{metric} per period; difference = scenario - baseline on the same path "
+    blocks.append(f"{metric} per period; days = the period's days inside the horizon (a first "
+                  "or last period may be partial); difference = scenario - baseline on the same "
+                  "path "
                   "(common random numbers); P(better) = share of paths where the scenario "
                   f"is strictly {better}: for {metric}, {better} is better.")
     _emit_frame(frame, fmt, "\n".join(blocks), meta)
@@ -397,7 +411,7 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
              f"{r['won_deals_mean']:.1f}"]
             + ([f"{r['p_target']:.0%}"] if target is not None else [])
             for _, r in frame.iterrows()]
-    table = "\n".join([*_header(inp, f"Sweep of {what} over bookings in {w.label}", horizon,
+    table = "\n".join([*_header(inp, f"Sweep of {what} over bookings in {_span(w)}", horizon,
                                 paths, seed), *_under_way(w, inp.as_of), "",
                        _render(rows, [what, *(q.upper() for q in labels), "mean",
                                       "won deals"] + ([f"P(>= {money(target, cur)})"]
@@ -406,7 +420,7 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
         _sweep_chart(chart_path, frame, what, op, labels, w.label, cur, target)
         note(f"wrote {chart_path}")
     _emit_frame(frame, fmt, table, {"lever": lever, "op": op, "stage": stage,
-                                    "segment": segment, "period": w.label,
+                                    "segment": segment, **_span_meta(w),
                                     "as_of": inp.as_of.isoformat(), "paths": paths,
                                     "seed": seed}, currency=cur)
 
@@ -543,7 +557,7 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
         if spend is not None:
             row += [_cac(r["cac_helpful"], cur), f"{r['ltv_cac_helpful']:.2f}"]
         rows.append(row)
-    lines = _header(inp, f"Sensitivity of bookings in {w.label}, each lever moved {pct}",
+    lines = _header(inp, f"Sensitivity of bookings in {_span(w)}, each lever moved {pct}",
                     horizon, paths, seed) + _under_way(w, inp.as_of)
     if len(frame):
         base = frame.iloc[0]
@@ -563,7 +577,7 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
     if chart_path is not None:
         _tornado(chart_path, frame, pct, w.label, cur)
         note(f"wrote {chart_path}")
-    _emit_frame(frame, fmt, "\n".join(lines), {"period": w.label, "change": change,
+    _emit_frame(frame, fmt, "\n".join(lines), {**_span_meta(w), "change": change,
                                                "as_of": inp.as_of.isoformat(),
                                                "paths": paths, "seed": seed,
                                                "skipped": skipped}, currency=cur)
@@ -645,7 +659,7 @@ def plan_cmd(target, period_label, confidence, fmt, model_name, history, as_of_t
         monthly.append(row)
     booked = planning.in_window(res.bookings, w)
     summary = {
-        "target": target, "currency": cur, "period": w.label, "confidence": confidence,
+        "target": target, "currency": cur, **_span_meta(w), "confidence": confidence,
         "as_of": inp.as_of.isoformat(), "paths": paths, "seed": seed,
         "arrivals_factor": p.factor, "probability": p.probability,
         "probability_at_current_arrivals": p.current_probability,
@@ -660,8 +674,8 @@ def plan_cmd(target, period_label, confidence, fmt, model_name, history, as_of_t
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2, default=float))
         return
-    lines = _header(inp, f"Plan: {money(target, cur)} of bookings in {w.label} ({w.start} to "
-                         f"{w.end}) with probability {confidence:.0%}", horizon, paths, seed)
+    lines = _header(inp, f"Plan: {money(target, cur)} of bookings in {_span(w)} with "
+                         f"probability {confidence:.0%}", horizon, paths, seed)
     lines += _under_way(w, inp.as_of)
     lines += [
         "",

@@ -565,3 +565,48 @@ def test_a_walk_and_a_scenario_s_dates_together_are_bounded(walking, b2b):
     with pytest.raises(ScenarioError, match=r"copies them 4 times: 30,000 sets, more than "
                                             r"25,000; use --paths 2,083 or fewer"):
         planning.run_scenarios(replace(walking, paths=2500), [Scenario("d", "", tuple(dates))])
+
+
+def test_scenario_periods_say_the_days_the_horizon_covers():
+    """A 120-day horizon covers all 92 days of 2026Q4 and 28 of 2027Q1: the table, CSV and
+    JSON say so for every row (total included), as `forecast run` does; "2027Q1 $998k" read
+    as a quarter's bookings."""
+    args = ["scenario", "scenarios/win_rate_plus_5_points.toml", "--by", "quarter",
+            "--horizon", 120, "--paths", 30, "--quiet"]
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    table = _table_rows(res.stdout, "period")
+    assert {p: r["days"] for p, r in table.items()} == {"2026Q4": "92", "2027Q1": "28",
+                                                       "total": "120"}
+    assert "days = the period's days inside the horizon" in res.stdout
+    csv = pd.read_csv(pd.io.common.StringIO(invoke(*args, "--format", "csv").stdout))
+    rows = json.loads(invoke(*args, "--format", "json").stdout)["rows"]
+    expect = [("2026Q4", "2026-10-01", "2026-12-31", 92), ("2027Q1", "2027-01-01",
+                                                           "2027-01-28", 28),
+              ("total", "2026-10-01", "2027-01-28", 120)]
+    assert list(csv[["period", "start", "end", "days"]].itertuples(index=False,
+                                                                  name=None)) == expect
+    assert [(r["period"], r["start"], r["end"], r["days"]) for r in rows] == expect
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml", "--by", "week",
+                 "--horizon", 20, "--paths", 20, "--quiet", "--format", "json")
+    days = {r["period"]: r["days"] for r in json.loads(res.stdout)["rows"]}
+    assert days == {"week of 2026-09-28": 4, "week of 2026-10-05": 7,
+                    "week of 2026-10-12": 7, "week of 2026-10-19": 2, "total": 20}
+
+
+@pytest.mark.parametrize("command", [
+    ("sweep", "--lever", "win_rate", "--from", 0, "--to", 0.05, "--steps", 2),
+    ("plan", "--target", 1e5),
+])
+def test_one_period_commands_state_the_days_they_count(command):
+    """sweep, sensitivity and plan state their period's span in the header and the JSON;
+    a period under way at the as-of date counts only its days after it."""
+    for period, span, days in (("2026-11", "2026-11-01 to 2026-11-30, 30 days", 30),
+                               ("2026", "2026-10-01 to 2026-12-31, 92 days", 92)):
+        res = invoke(*command, "--period", period, "--paths", 5, "--quiet")
+        assert res.exit_code == 0, res.output
+        assert f"in {period} ({span})" in res.stdout.splitlines()[0]
+        out = json.loads(invoke(*command, "--period", period, "--paths", 5, "--quiet",
+                                "--format", "json").stdout)
+        assert (out["period"], out["days"]) == (period, days)
+        assert f"{out['start']} to {out['end']}" == span.split(",")[0]
