@@ -130,6 +130,16 @@ def _show(x: float, metric: str, currency: str) -> str:
     return "0.0" if text == "-0.0" else text  # a difference that rounds to nothing
 
 
+def _show_se(x: float, metric: str, currency: str) -> str:
+    """A standard error (none with a single path)."""
+    return _show(x, metric, currency) if math.isfinite(x) else "n/a"
+
+
+def _with_se(x: float, se: float, currency: str) -> str:
+    """A change of mean bookings with its standard error: ``$341k ± $6.1k``."""
+    return money(x, currency) + (f" ± {money(se, currency)}" if math.isfinite(se) else "")
+
+
 def _cac(x: float, currency: str) -> str:
     """The cost of acquiring a customer; with no customer won in the window, it has none."""
     return money(x, currency) if math.isfinite(x) else "no wins"
@@ -289,16 +299,19 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
             rows.append([r["period"], str(r["days"])]
                         + [cell(r, n) for n in ("baseline", "scenario", "delta")]
                         + [_show(r["delta_mean"], metric, inp.model.currency),
+                           _show_se(r["delta_mean_se"], metric, inp.model.currency),
                            f"{r['p_better']:.0%}"])
         blocks.append(_render(rows, ["period", "days", first, "scenario", "difference",
-                                     "mean difference", "P(better)"]))
+                                     "mean difference", "s.e.", "P(better)"]))
     blocks.append("")
     better = frame["better"].iloc[0]
     blocks.append(f"{metric} per period; days = the period's days inside the horizon (a first "
                   "or last period may be partial); difference = scenario - baseline on the same "
                   "path "
-                  "(common random numbers); P(better) = share of paths where the scenario "
-                  f"is strictly {better}: for {metric}, {better} is better.")
+                  "(common random numbers); s.e. = Monte Carlo standard error of the mean "
+                  "difference (sd of the per-path differences / sqrt(paths)); P(better) = share "
+                  f"of paths where the scenario is strictly {better}: for {metric}, {better} is "
+                  "better.")
     _emit_frame(frame, fmt, "\n".join(blocks), meta)
 
 
@@ -549,8 +562,10 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
         head += ["CAC helpful", "LTV:CAC helpful"]
     rows = []
     for _, r in frame.iterrows():
-        row = [r["lever"], ("+" if r["helpful_factor"] > 1 else "-") + pct,
-               money(r["delta_mean_helpful"], cur), money(r["delta_mean_harmful"], cur),
+        row = [r["lever"], ("+" if r["helpful_factor"] > 1 else "-") + pct
+               + (" (noise)" if r["lost_in_noise"] else ""),
+               _with_se(r["delta_mean_helpful"], r["delta_mean_se_helpful"], cur),
+               _with_se(r["delta_mean_harmful"], r["delta_mean_se_harmful"], cur),
                money(r["p50_helpful"], cur), money(r["p50_harmful"], cur)]
         if target is not None:
             row += [f"{r['p_target_helpful']:.0%}", f"{r['delta_p_target_helpful']:+.1%}"]
@@ -571,8 +586,11 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
               f"helpful: each lever moved {pct} the way that raises mean bookings "
               "(probabilities, recapture, arrivals and deal size up; days in stage and going "
               f"cold down: the \"helpful way\" column); harmful: {pct} the other way. Changes "
-              "against the baseline on the same paths (common random numbers); ranked by the "
-              "change of mean bookings the helpful way."]
+              "against the baseline on the same paths (common random numbers), ± their Monte "
+              "Carlo standard error (sd of the per-path differences / sqrt(paths)); ranked by "
+              "the change of mean bookings the helpful way. (noise): both changes within "
+              f"{planning.NOISE_SE:g} standard errors of zero: the runs cannot tell which way "
+              "helps (the way shown is the one they happened to favour; more --paths may)."]
     lines += [f"skipped {text}" for text in skipped]
     if chart_path is not None:
         _tornado(chart_path, frame, pct, w.label, cur)

@@ -343,11 +343,14 @@ def test_sensitivity_columns_mean_what_they_say_for_a_lever_helpful_down(
 
     table = _table_rows(small_sensitivity["table"], "lever")
     cells = table[name]
-    assert cells["helpful way"] == ("-10%" if good == 0.9 else "+10%")
+    assert cells["helpful way"] == ("-10%" if good == 0.9 else "+10%") + (
+        " (noise)" if row["lost_in_noise"] else "")
     assert cells["P50 helpful"] == money(sweep[good])
     assert cells["P50 harmful"] == money(sweep[bad])
-    assert cells["change of mean helpful"] == money(mean[good] - mean[1.0])
-    assert cells["change of mean harmful"] == money(mean[bad] - mean[1.0])
+    assert cells["change of mean helpful"] == (f"{money(mean[good] - mean[1.0])} ± "
+                                               f"{money(row['delta_mean_se_helpful'])}")
+    assert cells["change of mean harmful"] == (f"{money(mean[bad] - mean[1.0])} ± "
+                                               f"{money(row['delta_mean_se_harmful'])}")
     assert table["win rate"]["helpful way"] == "+10%"
 
 
@@ -610,3 +613,75 @@ def test_one_period_commands_state_the_days_they_count(command):
                                 "--format", "json").stdout)
         assert (out["period"], out["days"]) == (period, days)
         assert f"{out['start']} to {out['end']}" == span.split(",")[0]
+
+
+def test_scenario_and_sensitivity_standard_errors_are_those_of_the_per_path_differences(small,
+                                                                                      b2b):
+    """The standard error of a mean difference is sd(per-path differences) / sqrt(paths):
+    small for a change of rates, nearly that of independent runs for a change of timing."""
+    from dataclasses import replace
+
+    from forecast.summarize import periods
+
+    setting = replace(small, paths=300)
+    rate = parse_change({"lever": "win_rate", "add": 0.05}, b2b, "t")
+    slow = parse_change({"lever": "velocity", "stage": "mql", "multiply": 0.9}, b2b, "t")
+    base, win, fast = planning.run_scenarios(setting, [Scenario("w", "", (rate,)),
+                                                       Scenario("v", "", (slow,))])
+    per = periods(AS_OF, setting.horizon, "month")
+    for res in (win, fast):
+        frame = planning.compare(base, res, per, "bookings", (0.5,))
+        diff = res.bookings.sum(1) - base.bookings.sum(1)
+        total = frame[frame["period"] == "total"].iloc[0]
+        assert total["delta_mean_se"] == pytest.approx(diff.std(ddof=1) / np.sqrt(300))
+    w = planning.window("2024-05", dt.date(2024, 5, 1), dt.date(2024, 5, 31), AS_OF)
+    frame = planning.sensitivity(replace(small, paths=200, horizon=w.last + 1), 0.1, w, None)
+    row = frame.set_index("lever").loc["win rate"]
+    up = planning.run_scenarios(replace(small, paths=200, horizon=w.last + 1), [Scenario(
+        "u", "", (planning.levers(b2b)[0].make(0.1),))])
+    diff = planning.in_window(up[1].bookings, w) - planning.in_window(up[0].bookings, w)
+    assert row["delta_mean_helpful"] == pytest.approx(diff.mean())
+    assert row["delta_mean_se_helpful"] == pytest.approx(diff.std(ddof=1) / np.sqrt(200))
+    noisy = ((frame["delta_mean_helpful"].abs() <= 2 * frame["delta_mean_se_helpful"])
+             & (frame["delta_mean_harmful"].abs() <= 2 * frame["delta_mean_se_harmful"]))
+    assert (frame["lost_in_noise"] == noisy).all()
+
+
+def test_scenario_table_shows_the_standard_error(tmp_path):
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml", "--paths", 50,
+                 "--horizon", 30, "--quiet", "--format", "json")
+    rows = json.loads(res.stdout)["rows"]
+    assert all(r["delta_mean_se"] > 0 for r in rows)
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml", "--paths", 50,
+                 "--horizon", 30, "--quiet")
+    from forecast.outputs import money
+
+    total = _table_rows(res.stdout, "period")["total"]
+    assert total["s.e."] == money(rows[-1]["delta_mean_se"])
+    assert "s.e. = Monte Carlo standard error of the mean difference" in res.stdout
+
+
+def test_sensitivity_marks_a_lever_lost_in_the_noise():
+    """Days in mql, 10% either way, over 2027Q1 on 300 paths: both changes raise mean bookings
+    ($92k and $80k), each within 1.5 standard errors ($63k) of zero: a timing lever moves
+    every exit day, so the paired differences are nearly as noisy as independent runs. The
+    row says so; win rate (standard error $16k) is far outside the noise."""
+    res = invoke("sensitivity", "--period", "2027Q1", "--paths", 300, "--quiet", "--format",
+                 "json")
+    assert res.exit_code == 0, res.output
+    rows = pd.DataFrame(json.loads(res.stdout)["rows"]).set_index("lever")
+    mql = rows.loc["days in mql"]
+    assert mql["delta_mean_helpful"] > 0 and mql["delta_mean_harmful"] > 0
+    assert mql["delta_mean_helpful"] < 2 * mql["delta_mean_se_helpful"]
+    assert mql["delta_mean_se_helpful"] * np.sqrt(300) > 800_000  # sd of the differences
+    assert bool(mql["lost_in_noise"]) and not bool(rows.loc["win rate", "lost_in_noise"])
+    assert rows.loc["win rate", "delta_mean_se_helpful"] < 0.25 * mql["delta_mean_se_helpful"]
+
+
+def test_small_sensitivity_table_marks_noise_as_the_json_does(small_sensitivity):
+    rows = {r["lever"]: r for r in json.loads(small_sensitivity["json"])["rows"]}
+    table = _table_rows(small_sensitivity["table"], "lever")
+    assert any(r["lost_in_noise"] for r in rows.values())
+    for name, r in rows.items():
+        assert table[name]["helpful way"].endswith(" (noise)") is bool(r["lost_in_noise"])
+    assert "(2026-10-01 to 2026-10-31, 31 days)" in small_sensitivity["table"].splitlines()[0]
