@@ -685,3 +685,35 @@ def test_small_sensitivity_table_marks_noise_as_the_json_does(small_sensitivity)
     for name, r in rows.items():
         assert table[name]["helpful way"].endswith(" (noise)") is bool(r["lost_in_noise"])
     assert "(2026-10-01 to 2026-10-31, 31 days)" in small_sensitivity["table"].splitlines()[0]
+
+
+def test_a_dated_scenario_s_family_says_its_baseline_is_run_s_law_not_its_draws():
+    """A scenario with a date inside the horizon makes every run of the family draw by
+    stretches cut at that date: the baseline is `forecast run`'s law, not its paths (with
+    the same seed its bands differ by Monte Carlo noise), and adding the dated file changed
+    the other scenarios' baseline without a word. Now a line under the table (and a JSON
+    field) says so; without dates inside the horizon the baseline is run's, path by path."""
+    common = ["--paths", 40, "--horizon", 120, "--by", "quarter", "--quiet"]
+    ran = json.loads(invoke("run", *common, "--format", "json").stdout)
+    ran = {b["period"]: b["mean"] for b in ran["bands"] if b["metric"] == "bookings"}
+
+    def baseline(*files):
+        res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml", *files, *common,
+                     "--format", "json")
+        out = json.loads(res.stdout)
+        return out, {r["period"]: r["baseline_mean"] for r in out["rows"]
+                     if r["scenario"] == "Win rate +5 points"}
+
+    out, base = baseline()
+    assert base == pytest.approx(ran, rel=1e-12) and out["baseline_same_draws_as_run"]
+    out, base = baseline("scenarios/paid_search_volume_minus_20.toml")  # from 2027-01-01
+    assert base != pytest.approx(ran, rel=1e-6) and not out["baseline_same_draws_as_run"]
+    note = ("The baseline is drawn as the dated scenario (Paid search volume -20%) needs, cut "
+            "at its dates: it matches `forecast run` in law, not path by path")
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml",
+                 "scenarios/paid_search_volume_minus_20.toml", *common)
+    assert note in res.stdout
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml",
+                 "scenarios/paid_search_volume_minus_20.toml", "--paths", 20, "--horizon", 60,
+                 "--quiet")  # the date is after the horizon: no cut, run's draws
+    assert res.exit_code == 0 and "The baseline is drawn" not in res.stdout
