@@ -28,6 +28,10 @@ Every lever acts on each parameter set (each posterior draw) separately, and on 
     would keep the days to close exactly, but can raise a rate only a little once some band has
     nearly all its exits won; posterior draws often have such a band past every closed deal of
     the history, where the prior speaks. On the CRM sample's posterior it refused +2 points.)
+    This is the opportunity -> won rate (about 55% for a fresh opportunity on
+    ``models/b2b.toml``), not the SQL -> won rate a "25% win rate" means: only about 45% of
+    SQLs reach opportunity, so ``add = 0.05`` (55% -> 60%) moves a fresh SQL's chance of
+    closing won from 25.1% to 27.3% on b2b (weighted by the segments' SQLs).
 ``conversion`` (add | multiply | set; ``stage``)
     The same for advancing out of ``stage``: the probability that a lead entering it leaves it
     forward (advance or skip, including to ``won``); the forward moves are tilted together,
