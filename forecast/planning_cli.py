@@ -399,8 +399,9 @@ def _record(ledger_mod, path, inp, scenarios, results, horizon, paths, seed, tim
                    "probability points; multiply for the others).")
 @click.option("--stage", default=None, help="The stage (conversion, velocity, expiry).")
 @click.option("--segment", default=None, help="Only this segment.")
-@click.option("--from", "start", type=float, required=True, help="First value.")
-@click.option("--to", "stop", type=float, required=True, help="Last value.")
+@click.option("--from", "start", type=float, required=True, callback=_finite,
+              help="First value.")
+@click.option("--to", "stop", type=float, required=True, callback=_finite, help="Last value.")
 @click.option("--steps", type=click.IntRange(2, 101), default=9, show_default=True)
 @_period_option
 @click.option("--target", type=click.FloatRange(0, None), default=None, metavar="AMOUNT",
@@ -425,11 +426,15 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
         fail(str(exc))
     if chart_path is not None:
         check_png(chart_path)
+    with np.errstate(all="ignore"):  # finite ends a step apart past the largest float
+        values = np.linspace(start, stop, steps)
+    if not np.isfinite(values).all():
+        raise click.UsageError(f"--from {start:g} --to {stop:g}: the values between them are "
+                               "not finite numbers")
     inp, note = _inputs(model_name, history, history_format, kwargs, as_of_text, posterior_path,
                         paths, threads, quiet)
     w, horizon = _window(period_label, inp.as_of, horizon)
     op = op or planning.DEFAULT_OPS[lever]
-    values = np.linspace(start, stop, steps)
     try:
         changes = [planning.lever_change(inp.model, lever, op, float(v), stage, segment)
                    for v in values]
