@@ -545,10 +545,11 @@ def neglect_pipeline(model: FunnelModel, pipeline: Pipeline, changes: Sequence[C
 
 def scenario_notes(model: FunnelModel, scenario: Scenario, pipeline: Pipeline,
                    as_of: dt.date, horizon: int) -> list[str]:
-    """What in ``scenario`` has less effect in this run than it reads: no change at all (an
+    """What in ``scenario`` has another effect in this run than it reads: no change at all (an
     empty file, or a table misnamed inside ``[[change]]``'s), a change dated after the horizon
-    (none), and a ``neglect`` count above the stage's open leads (only those)."""
-    last = as_of + dt.timedelta(days=horizon)
+    (none), one dated on or before the as-of date (from the horizon's first day, as if
+    undated), and a ``neglect`` count above the stage's open leads (only those)."""
+    first, last = as_of + dt.timedelta(days=1), as_of + dt.timedelta(days=horizon)
     out = []
     if not scenario.changes:
         out.append(f"{scenario.path or scenario.name}: no [[change]] table: scenario "
@@ -557,6 +558,9 @@ def scenario_notes(model: FunnelModel, scenario: Scenario, pipeline: Pipeline,
         if c.start is not None and c.start > last:
             out.append(f"{c.where}: from {c.start}, after the horizon's last day {last}: it "
                        "changes nothing in this run")
+        if c.start is not None and c.start < first:
+            out.append(f"{c.where}: from {c.start}, before the horizon's first day {first}: "
+                       "it applies from that day, as if undated")
         if c.lever == "neglect" and c.op == "count":
             idx = np.flatnonzero(pipeline.state == model.state_index(c.stage))
             n_open = int(_segments(model, c)[pipeline.segment[idx]].sum())

@@ -455,3 +455,33 @@ def test_the_win_rate_lever_is_opportunity_to_won_and_its_docs_say_what_sql_to_w
         root / "scenarios" / "win_rate_plus_5_points.toml").read_text()
     help_text = " ".join(CliRunner().invoke(main, ["sweep", "--help"]).output.split())
     assert "win_rate is the opportunity -> won rate" in help_text and "25.1% to 27.3%" in help_text
+
+
+def test_a_change_dated_on_or_before_the_as_of_date_is_noted(tmp_path, b2b, b2b_pipeline):
+    """A change from a date on or before the as-of date was applied from the first day without
+    a word (one after the horizon is noted): it is noted in the same style; one from the
+    horizon's first day is not."""
+    from click.testing import CliRunner
+
+    from forecast.cli import main
+    from forecast.scenario import scenario_notes
+
+    sc = Scenario(name="t", description="", changes=(
+        change(b2b, lever="arrivals", multiply=2, **{"from": "2026-09-30"}),
+        change(b2b, lever="arrivals", multiply=2, **{"from": "2026-10-01"}),
+        change(b2b, lever="win_rate", add=0.05, **{"from": "2025-01-01"}),
+    ))
+    assert scenario_notes(b2b, sc, b2b_pipeline, AS_OF, 90) == [
+        "test (arrivals): from 2026-09-30, before the horizon's first day 2026-10-01: it "
+        "applies from that day, as if undated",
+        "test (win_rate): from 2025-01-01, before the horizon's first day 2026-10-01: it "
+        "applies from that day, as if undated"]
+    path = tmp_path / "early.toml"
+    path.write_text('name = "early"\n[[change]]\nlever = "arrivals"\nmultiply = 0.8\n'
+                    "from = 2026-09-01\n")
+    res = CliRunner().invoke(main, ["scenario", str(path), "--paths", 5, "--horizon", 10,
+                                    "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (f"forecast: warning: {path}: change 1 (arrivals): from 2026-09-01, before the "
+            "horizon's first day 2026-10-01: it applies from that day, as if undated"
+            ) in res.stderr
