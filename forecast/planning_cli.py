@@ -713,6 +713,9 @@ def plan_cmd(target, period_label, confidence, fmt, model_name, history, as_of_t
         "bookings_p10_p50_p90": [float(v) for v in np.quantile(booked, [0.1, 0.5, 0.9])],
         "classic": classic, "probability_with_classic_leads": classic_p,
         "monthly": monthly, "evaluations": p.evaluations,
+        # the plan as a scenario file's change (arrivals' add and set are leads per day)
+        "scenario_change": {"lever": "arrivals", "multiply": p.factor},
+        "leads_per_day": float(need_per_week.sum() / 7),
     }
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2, default=float))
@@ -730,6 +733,9 @@ def plan_cmd(target, period_label, confidence, fmt, model_name, history, as_of_t
         f"  bookings in {w.label} with the plan: "
         + ", ".join(f"{n} {money(v, cur)}" for n, v in
                     zip(("P10", "P50", "P90"), summary["bookings_p10_p50_p90"], strict=True)),
+        f"  as a scenario change: lever = \"arrivals\", multiply = {p.factor:.4g} (all "
+        f"segments, mix kept; add and set take leads per day: {need_per_week.sum() / 7:,.1f} "
+        "a day)",
         "",
         "Implied flow per month (means over paths):",
     ]

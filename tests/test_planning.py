@@ -376,6 +376,15 @@ def test_plan_command():
     assert out["leads_per_week"] == pytest.approx(out["leads_per_week_now"]
                                                   * out["arrivals_factor"])
     assert [m["month"] for m in out["monthly"]] == ["2026-10", "2026-11"]
+    # The plan as a scenario change, so that typing it into a file cannot be off by 7x:
+    # arrivals' add and set take leads per day, the plan answers in leads per week.
+    assert out["scenario_change"] == {"lever": "arrivals", "multiply": out["arrivals_factor"]}
+    assert out["leads_per_day"] == pytest.approx(out["leads_per_week"] / 7)
+    res = invoke("plan", "--target", 1_000_000, "--period", "2026-11", "--confidence", 0.5,
+                 "--paths", 300, "--quiet")
+    assert (f'as a scenario change: lever = "arrivals", multiply = {out["arrivals_factor"]:.4g} '
+            "(all segments, mix kept; add and set take leads per day: "
+            f"{out['leads_per_day']:,.1f} a day)") in res.stdout
     assert out["classic"]["leads_per_week"] > 0
     res = invoke("plan", "--target", 1e12, "--period", "2026-10", "--paths", 50, "--quiet")
     assert res.exit_code == 1 and "even 1024 times" in res.output
