@@ -237,10 +237,35 @@ def lever_change(model: FunnelModel, lever: str, op: str, value: float,
     return parse_change(raw, model, where or f"--lever {lever} {op} {value:g}")
 
 
+def changed_sets(setting: Setting) -> Parameters:
+    """The parameter sets the runs of ``setting`` change: with a drift posterior, its walk's
+    (a change that fits the as-of rates may not fit a path's walked ones: a win rate pushed
+    past 1)."""
+    ahead = walk_ahead(setting.model, setting.params, setting.as_of, setting.horizon,
+                       setting.paths, setting.seed)
+    return setting.params if ahead is None else ahead.params
+
+
 def sweep(setting: Setting, changes: Sequence[Change], w: Window, quantiles: Sequence[float],
           target: float | None = None,
           progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Bookings (and won deals) in the window for each change, on common random numbers."""
+    """Bookings (and won deals) in the window for each change, on common random numbers.
+
+    A change the parameters cannot take (a win rate pushed past 1) is left out, before any
+    run, and listed with the reason in ``frame.attrs["skipped"]``; when none can be taken,
+    the first one's error is raised."""
+    sets, kept, skipped, errors = changed_sets(setting), [], [], []
+    for c in changes:
+        try:
+            apply_changes(setting.model, sets, [c])
+        except ScenarioError as exc:
+            errors.append(exc)
+            skipped.append(f"{exc}; left out")
+            continue
+        kept.append(c)
+    if not kept and errors:
+        raise errors[0]
+    changes = kept
     scenarios = [Scenario(name=c.describe(), description="", changes=(c,)) for c in changes]
     results = run_scenarios(setting, scenarios, progress, baseline=False)
     rows = []
@@ -253,7 +278,9 @@ def sweep(setting: Setting, changes: Sequence[Change], w: Window, quantiles: Seq
         if target is not None:
             row["p_target"] = float(np.mean(booked >= target))
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["skipped"] = skipped
+    return frame
 
 
 # ---- sensitivity ----------------------------------------------------------------------------
@@ -340,11 +367,7 @@ def sensitivity(setting: Setting, change: float, w: Window, target: float | None
     direction alone would be a half row the others cannot be ranked against."""
     all_levers = levers(setting.model)
     scenarios, skipped, factors = [], [], {}
-    # The sets the runs will change: with a drift posterior, its walk's (a lever that fits the
-    # as-of rates may not fit a path's walked ones: a win rate pushed past 1).
-    ahead = walk_ahead(setting.model, setting.params, setting.as_of, setting.horizon,
-                       setting.paths, setting.seed)
-    sets = setting.params if ahead is None else ahead.params
+    sets = changed_sets(setting)
     for lv in all_levers:
         try:
             up, down = lv.make(change), lv.make(-change)

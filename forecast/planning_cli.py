@@ -435,12 +435,23 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
                         paths, threads, quiet)
     w, horizon = _window(period_label, inp.as_of, horizon)
     op = op or planning.DEFAULT_OPS[lever]
+    changes, invalid = [], []  # a value the lever does not take is left out, as below
+    for v in values:
+        try:
+            changes.append(planning.lever_change(inp.model, lever, op, float(v), stage,
+                                                 segment))
+        except ScenarioError as exc:
+            invalid.append(exc)
+    if not changes:
+        fail(str(invalid[0]))
     try:
-        changes = [planning.lever_change(inp.model, lever, op, float(v), stage, segment)
-                   for v in values]
         frame = planning.sweep(_setting(inp, horizon, paths, seed), changes, w, qs, target)
     except ScenarioError as exc:
         fail(str(exc))
+    skipped = [f"{exc}; left out" for exc in invalid] + frame.attrs["skipped"]
+    if fmt != "table":  # the table lists them under it
+        for text in skipped:
+            note(f"skipped {text}")
     cur = inp.model.currency
     what = f"{lever}" + (f" {stage}" if stage else "") + (f" [{segment}]" if segment else "")
     labels = [summarize.quantile_label(q) for q in qs]  # a column each, as asked
@@ -453,14 +464,15 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
                                 paths, seed), *_under_way(w, inp.as_of), "",
                        _render(rows, [what, *(q.upper() for q in labels), "mean",
                                       "won deals"] + ([f"P(>= {money(target, cur)})"]
-                                                      if target is not None else []))])
+                                                      if target is not None else [])),
+                       *([""] + [f"skipped {text}" for text in skipped] if skipped else [])])
     if chart_path is not None:
         _sweep_chart(chart_path, frame, what, op, labels, w.label, cur, target)
         note(f"wrote {chart_path}")
     _emit_frame(frame, fmt, table, {"lever": lever, "op": op, "stage": stage,
                                     "segment": segment, **_span_meta(w),
                                     "as_of": inp.as_of.isoformat(), "paths": paths,
-                                    "seed": seed}, currency=cur)
+                                    "seed": seed, "skipped": skipped}, currency=cur)
 
 
 def _plt():

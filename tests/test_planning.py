@@ -726,3 +726,32 @@ def test_a_dated_scenario_s_family_says_its_baseline_is_run_s_law_not_its_draws(
                  "scenarios/paid_search_volume_minus_20.toml", "--paths", 20, "--horizon", 60,
                  "--quiet")  # the date is after the horizon: no cut, run's draws
     assert res.exit_code == 0 and "The baseline is drawn" not in res.stdout
+
+
+def test_sweep_leaves_out_a_value_the_lever_cannot_take():
+    """A win rate pushed past 1 (b2b's is 0.195 to 0.656) made the whole sweep fail; like
+    sensitivity, the sweep now leaves that value out and says why under the table (in the
+    JSON's ``skipped``, on stderr with CSV); only when every value fails is it an error."""
+    args = ["sweep", "--lever", "win_rate", "--from", 0, "--to", 0.6, "--steps", 3,
+            "--paths", 20, "--horizon", 20, "--quiet"]
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    assert list(_table_rows(res.stdout, "win_rate")) == ["add +0", "add +0.3"]
+    skipped = [line for line in res.stdout.splitlines() if line.startswith("skipped ")]
+    assert skipped == ["skipped --lever win_rate add 0.6 (win_rate): add 0.6 takes the "
+                       "probability out of [0, 1] (it is 0.195 to 0.656 now); left out"]
+    out = json.loads(invoke(*args, "--format", "json").stdout)
+    assert [r["value"] for r in out["rows"]] == pytest.approx([0, 0.3])
+    assert [s.split(":")[0] for s in out["skipped"]] == ["--lever win_rate add 0.6 (win_rate)"]
+    res = invoke(*args[:-1], "--format", "csv")  # noted on stderr (as sensitivity: not quiet)
+    assert res.exit_code == 0 and "skipped --lever win_rate add 0.6" in res.stderr
+    assert len(pd.read_csv(pd.io.common.StringIO(res.stdout))) == 2
+    # a value the lever never takes (a negative factor) is left out the same way
+    res = invoke("sweep", "--lever", "velocity", "--stage", "sql", "--from", -1, "--to", 1,
+                 "--steps", 3, "--paths", 20, "--horizon", 20, "--quiet", "--format", "json")
+    out = json.loads(res.stdout)
+    assert [r["value"] for r in out["rows"]] == [1.0] and len(out["skipped"]) == 2
+    res = invoke("sweep", "--lever", "win_rate", "--from", 0.5, "--to", 0.6, "--steps", 2,
+                 "--paths", 20, "--horizon", 20, "--quiet")
+    assert res.exit_code == 1 and res.stdout == "" and res.stderr.count("\n") == 1
+    assert "add 0.5 takes the probability out of [0, 1]" in res.stderr
