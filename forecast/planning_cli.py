@@ -30,8 +30,6 @@ from forecast.cli import (
 )
 from forecast.outputs import money, with_units
 
-_METRICS = ("bookings", "won_deals", "lost_to_expiry", "expired_all", "recaptured", "arrivals")
-
 
 def _finite(ctx, param, value):
     """A click callback: ``nan`` (and ``inf`` where there is no upper bound) pass click's
@@ -179,7 +177,10 @@ def _render(rows: list[list[str]], header: list[str]) -> str:
                 type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--by", type=click.Choice(["week", "month", "quarter"]), default="month",
               show_default=True, help="Period of the bands.")
-@click.option("--metric", type=click.Choice(_METRICS), default="bookings", show_default=True)
+@click.option("--metric", default="bookings", show_default=True,
+              help="A metric forecast run reports: bookings, won_deals, expired_<qualified "
+                   "stage> (expired_sql), lost_to_expiry, expired_all, recaptured, arrivals, "
+                   "or in_<state> (leads in a state at each period's end).")
 @click.option("--quantiles", default="0.1,0.5,0.9", show_default=True,
               help="Quantiles of the bands, comma-separated.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
@@ -212,6 +213,10 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
     ledger_path = ledger_or_fail(ledger_file) if ledger_file is not None else None
     inp, note = _inputs(model_name, history, history_format, kwargs, as_of_text, posterior_path,
                         paths, threads, quiet)
+    known = summarize.model_metric_names(inp.model)  # those `run` reports
+    if metric not in known:
+        raise click.BadParameter(f"{metric!r} is not one of {', '.join(known)}.",
+                                 param_hint="'--metric'")
     try:
         scenarios = [load_scenario(f, inp.model) for f in files]
     except ScenarioError as exc:
@@ -309,7 +314,8 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
                                      "mean difference", "s.e.", "P(better)"]))
     blocks.append("")
     better = frame["better"].iloc[0]
-    blocks.append(f"{metric} per period; days = the period's days inside the horizon (a first "
+    when = "at each period's end" if metric.startswith("in_") else "per period"
+    blocks.append(f"{metric} {when}; days = the period's days inside the horizon (a first "
                   "or last period may be partial); difference = scenario - baseline on the same "
                   "path "
                   "(common random numbers); s.e. = Monte Carlo standard error of the mean "

@@ -755,3 +755,28 @@ def test_sweep_leaves_out_a_value_the_lever_cannot_take():
                  "--paths", 20, "--horizon", 20, "--quiet")
     assert res.exit_code == 1 and res.stdout == "" and res.stderr.count("\n") == 1
     assert "add 0.5 takes the probability out of [0, 1]" in res.stderr
+
+
+def test_scenario_metric_takes_the_metrics_run_reports():
+    """`run` and `bands` report expired_sql (and leads in each state); scenario --metric
+    refused them. Its baseline is `run`'s, path by path (no dates), so the bands agree."""
+    common = ["--paths", 40, "--horizon", 60, "--quiet"]
+    ran = json.loads(invoke("run", *common, "--format", "json").stdout)["bands"]
+    for metric in ("expired_sql", "in_sql"):
+        res = invoke("scenario", "scenarios/sql_worked_within_48_hours.toml", "--metric",
+                     metric, *common, "--format", "json")
+        assert res.exit_code == 0, res.output
+        rows = json.loads(res.stdout)["rows"]
+        expect = {b["period"]: b["mean"] for b in ran if b["metric"] == metric}
+        assert {r["period"]: r["baseline_mean"] for r in rows} == pytest.approx(expect)
+        total = rows[-1]
+        assert total["unit"] == "count"
+        # worked SQLs stay SQLs instead of going cold
+        assert (total["delta_mean"] < 0) is (metric == "expired_sql")
+    res = invoke("scenario", "scenarios/sql_worked_within_48_hours.toml", "--metric",
+                 "in_sql", *common)
+    assert "in_sql at each period's end" in res.stdout
+    res = invoke("scenario", "scenarios/sql_worked_within_48_hours.toml", "--metric",
+                 "expired_opportunity", *common)
+    assert res.exit_code == 2 and "Invalid value for '--metric'" in res.stderr
+    assert "expired_sql" in res.stderr
