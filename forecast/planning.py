@@ -137,22 +137,40 @@ def lower_is_better(metric: str) -> bool:
         or metric.startswith("expired_")
 
 
+def mean_se(x: np.ndarray) -> float:
+    """The Monte Carlo standard error of the mean of ``x`` (one value per path):
+    ``sd(x) / sqrt(paths)`` (NaN with fewer than two paths). For a per-path difference on
+    common random numbers it is small for a change of rates (win rate: the paths that win
+    anyway still win) and nearly that of two independent runs for a change of timing (days in
+    stage, going cold: every exit day moves)."""
+    return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+
+
 def compare(base: SimulationResult, other: SimulationResult, per: Periods, metric: str,
             quantiles: Sequence[float]) -> pd.DataFrame:
-    """Per period (and ``total``): bands of the baseline, of the scenario and of their per-path
-    difference, and the probability that the scenario does better (or worse) than the
-    baseline on the same path: strictly higher, or strictly lower for a metric where lower is
-    better (:func:`lower_is_better`; the ``better`` column says which)."""
+    """Per period (and ``total``), with its span inside the horizon (``start``, ``end``,
+    ``days``): bands of the baseline, of the scenario and of their per-path difference, and
+    the probability that the scenario does better (or worse) than the baseline on the same
+    path: strictly higher, or strictly lower for a metric where lower is better
+    (:func:`lower_is_better`; the ``better`` column says which). ``delta_mean_se`` is the
+    Monte Carlo standard error of ``delta_mean`` (:func:`mean_se` of the per-path
+    differences)."""
     b, s = metric_values(base, per, metric), metric_values(other, per, metric)
     d = s - b
     gain = -d if lower_is_better(metric) else d  # > 0: the scenario does better on the path
     rows = []
+    # Each period's span inside the horizon, as `forecast run` gives it (a first or last
+    # period may be partial: 28 days of a quarter); the total spans the whole horizon.
+    starts, ends = [*per.start, per.start[0]], [*per.end, per.end[-1]]
+    days = [*(per.last_day - per.first_day + 1).tolist(), int(per.last_day[-1] + 1)]
     for j, label in enumerate([*per.labels, "total"]):
-        row = {"period": label, "metric": metric}
+        row = {"period": label, "start": starts[j].isoformat(), "end": ends[j].isoformat(),
+               "days": int(days[j]), "metric": metric}
         for name, x in (("baseline", b[:, j]), ("scenario", s[:, j]), ("delta", d[:, j])):
             row[f"{name}_mean"] = x.mean()
             for q, v in zip(quantiles, np.quantile(x, quantiles), strict=True):
                 row[f"{name}_{quantile_label(q)}"] = v
+        row["delta_mean_se"] = mean_se(d[:, j])
         row["better"] = "lower" if lower_is_better(metric) else "higher"
         row["p_better"] = float(np.mean(gain[:, j] > 0))
         row["p_worse"] = float(np.mean(gain[:, j] < 0))
@@ -219,10 +237,35 @@ def lever_change(model: FunnelModel, lever: str, op: str, value: float,
     return parse_change(raw, model, where or f"--lever {lever} {op} {value:g}")
 
 
+def changed_sets(setting: Setting) -> Parameters:
+    """The parameter sets the runs of ``setting`` change: with a drift posterior, its walk's
+    (a change that fits the as-of rates may not fit a path's walked ones: a win rate pushed
+    past 1)."""
+    ahead = walk_ahead(setting.model, setting.params, setting.as_of, setting.horizon,
+                       setting.paths, setting.seed)
+    return setting.params if ahead is None else ahead.params
+
+
 def sweep(setting: Setting, changes: Sequence[Change], w: Window, quantiles: Sequence[float],
           target: float | None = None,
           progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Bookings (and won deals) in the window for each change, on common random numbers."""
+    """Bookings (and won deals) in the window for each change, on common random numbers.
+
+    A change the parameters cannot take (a win rate pushed past 1) is left out, before any
+    run, and listed with the reason in ``frame.attrs["skipped"]``; when none can be taken,
+    the first one's error is raised."""
+    sets, kept, skipped, errors = changed_sets(setting), [], [], []
+    for c in changes:
+        try:
+            apply_changes(setting.model, sets, [c])
+        except ScenarioError as exc:
+            errors.append(exc)
+            skipped.append(f"{exc}; left out")
+            continue
+        kept.append(c)
+    if not kept and errors:
+        raise errors[0]
+    changes = kept
     scenarios = [Scenario(name=c.describe(), description="", changes=(c,)) for c in changes]
     results = run_scenarios(setting, scenarios, progress, baseline=False)
     rows = []
@@ -235,10 +278,16 @@ def sweep(setting: Setting, changes: Sequence[Change], w: Window, quantiles: Seq
         if target is not None:
             row["p_target"] = float(np.mean(booked >= target))
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["skipped"] = skipped
+    return frame
 
 
 # ---- sensitivity ----------------------------------------------------------------------------
+
+# A lever whose change of mean bookings is within this many standard errors of zero both ways
+# is lost in the Monte Carlo noise (sensitivity says so).
+NOISE_SE = 2.0
 
 @dataclass(frozen=True)
 class Lever:
@@ -305,6 +354,12 @@ def sensitivity(setting: Setting, change: float, w: Window, target: float | None
     far from closing). ``helpful_factor`` and
     ``harmful_factor`` are the multipliers applied to the lever (``days in sql`` helpful: 0.9,
     10% fewer days). So ``delta_mean_helpful >= delta_mean_harmful`` on every row.
+    ``delta_mean_se_*`` are their Monte Carlo standard errors (:func:`mean_se` of the per-path
+    differences), and ``lost_in_noise`` marks a lever whose two changes are both within
+    ``NOISE_SE`` standard errors of zero: its helpful way is the one the runs happened to
+    favour. Levers of timing (days in stage, going cold) are noisy even on common random
+    numbers: every exit day moves, so the per-path differences are nearly as spread as those
+    of independent runs.
 
     A lever that cannot be moved by ``change`` (a probability pushed past 1, or past what its
     age bands can reach) is left out, both ways, and listed in ``frame.attrs["skipped"]`` with
@@ -312,11 +367,7 @@ def sensitivity(setting: Setting, change: float, w: Window, target: float | None
     direction alone would be a half row the others cannot be ranked against."""
     all_levers = levers(setting.model)
     scenarios, skipped, factors = [], [], {}
-    # The sets the runs will change: with a drift posterior, its walk's (a lever that fits the
-    # as-of rates may not fit a path's walked ones: a win rate pushed past 1).
-    ahead = walk_ahead(setting.model, setting.params, setting.as_of, setting.horizon,
-                       setting.paths, setting.seed)
-    sets = setting.params if ahead is None else ahead.params
+    sets = changed_sets(setting)
     for lv in all_levers:
         try:
             up, down = lv.make(change), lv.make(-change)
@@ -350,21 +401,31 @@ def sensitivity(setting: Setting, change: float, w: Window, target: float | None
         return out
 
     b = stats(base, None, 0.0)
+    base_booked = in_window(base.bookings, w)
+
+    def se(res: SimulationResult) -> float:
+        """The standard error of the change of mean bookings against the baseline."""
+        return mean_se(in_window(res.bookings, w) - base_booked)
+
     rows = []
     named = {sc.name: res for sc, res in zip(scenarios, results[1:], strict=True)}
     for lv in all_levers:
         if lv.name not in factors:
             continue
-        good, bad = stats(named[f"{lv.name} up"], lv, 1.0), stats(named[f"{lv.name} down"],
-                                                                  lv, -1.0)
+        up, down = named[f"{lv.name} up"], named[f"{lv.name} down"]
+        good, bad = stats(up, lv, 1.0), stats(down, lv, -1.0)
+        good["se"], bad["se"] = se(up), se(down)
         helpful, harmful = factors[lv.name]
         if bad["mean"] > good["mean"]:  # the other way raises mean bookings here
             good, bad, helpful, harmful = bad, good, harmful, helpful
+        noise = all(abs(x["mean"] - b["mean"]) <= NOISE_SE * x["se"] for x in (good, bad))
         row = {"lever": lv.name, "helpful_factor": helpful, "harmful_factor": harmful,
                "mean_base": b["mean"], "mean_harmful": bad["mean"],
                "mean_helpful": good["mean"],
                "delta_mean_harmful": bad["mean"] - b["mean"],
                "delta_mean_helpful": good["mean"] - b["mean"],
+               "delta_mean_se_harmful": bad["se"], "delta_mean_se_helpful": good["se"],
+               "lost_in_noise": noise,
                "p50_base": b["p50"], "p50_harmful": bad["p50"], "p50_helpful": good["p50"],
                "delta_p50_harmful": bad["p50"] - b["p50"],
                "delta_p50_helpful": good["p50"] - b["p50"]}

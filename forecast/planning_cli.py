@@ -30,8 +30,6 @@ from forecast.cli import (
 )
 from forecast.outputs import money, with_units
 
-_METRICS = ("bookings", "won_deals", "lost_to_expiry", "expired_all", "recaptured", "arrivals")
-
 
 def _finite(ctx, param, value):
     """A click callback: ``nan`` (and ``inf`` where there is no upper bound) pass click's
@@ -58,6 +56,17 @@ def _under_way(w, as_of: dt.date) -> list[str]:
     return [f"{w.label} began on {w.period_start}, before the as-of date {as_of}: only its "
             f"bookings from {w.start} to {w.end} ({w.days} days) are counted, not those "
             "already made in it"]
+
+
+def _span(w) -> str:
+    """The period with the days it counts: ``2027Q1 (2027-01-01 to 2027-03-31, 90 days)``."""
+    return f"{w.label} ({w.start} to {w.end}, {w.days} days)"
+
+
+def _span_meta(w) -> dict:
+    """The period's span for the CSV/JSON metadata (the days counted, as in the table)."""
+    return {"period": w.label, "start": w.start.isoformat(), "end": w.end.isoformat(),
+            "days": w.days}
 
 
 def _setting(inp, horizon: int, paths: int, seed: int, occupancy_days=None):
@@ -119,6 +128,16 @@ def _show(x: float, metric: str, currency: str) -> str:
     return "0.0" if text == "-0.0" else text  # a difference that rounds to nothing
 
 
+def _show_se(x: float, metric: str, currency: str) -> str:
+    """A standard error (none with a single path)."""
+    return _show(x, metric, currency) if math.isfinite(x) else "n/a"
+
+
+def _with_se(x: float, se: float, currency: str) -> str:
+    """A change of mean bookings with its standard error: ``$341k ± $6.1k``."""
+    return money(x, currency) + (f" ± {money(se, currency)}" if math.isfinite(se) else "")
+
+
 def _cac(x: float, currency: str) -> str:
     """The cost of acquiring a customer; with no customer won in the window, it has none."""
     return money(x, currency) if math.isfinite(x) else "no wins"
@@ -158,7 +177,10 @@ def _render(rows: list[list[str]], header: list[str]) -> str:
                 type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--by", type=click.Choice(["week", "month", "quarter"]), default="month",
               show_default=True, help="Period of the bands.")
-@click.option("--metric", type=click.Choice(_METRICS), default="bookings", show_default=True)
+@click.option("--metric", default="bookings", show_default=True,
+              help="A metric forecast run reports: bookings, won_deals, expired_<qualified "
+                   "stage> (expired_sql), lost_to_expiry, expired_all, recaptured, arrivals, "
+                   "or in_<state> (leads in a state at each period's end).")
 @click.option("--quantiles", default="0.1,0.5,0.9", show_default=True,
               help="Quantiles of the bands, comma-separated.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
@@ -182,7 +204,7 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
     from forecast import ledger as ledger_mod
     from forecast import outputs, summarize
     from forecast.planning import compare, run_scenarios
-    from forecast.scenario import ScenarioError, load_scenario, scenario_notes
+    from forecast.scenario import ScenarioError, load_scenario, scenario_notes, switch_days
 
     try:
         qs = summarize.parse_quantiles(quantiles)
@@ -191,6 +213,10 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
     ledger_path = ledger_or_fail(ledger_file) if ledger_file is not None else None
     inp, note = _inputs(model_name, history, history_format, kwargs, as_of_text, posterior_path,
                         paths, threads, quiet)
+    known = summarize.model_metric_names(inp.model)  # those `run` reports
+    if metric not in known:
+        raise click.BadParameter(f"{metric!r} is not one of {', '.join(known)}.",
+                                 param_hint="'--metric'")
     try:
         scenarios = [load_scenario(f, inp.model) for f in files]
     except ScenarioError as exc:
@@ -221,10 +247,14 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
         f.insert(0, "scenario", sc.name)
         frames.append(f)
     frame = with_units(pd.concat(frames, ignore_index=True), inp.model.currency)
+    # A date inside the horizon cuts every run of the family into epochs, drawn by stretches
+    # of constant hazard (not run's exit tables): the baseline is then run's law, other draws.
+    dated = [sc.name for sc in scenarios if switch_days(sc, inp.as_of, horizon)]
     meta = {"model": inp.model.name, "currency": inp.model.currency,
             "as_of": inp.as_of.isoformat(), "horizon_days": horizon,
             "paths": paths, "seed": seed, "metric": metric, "history": str(inp.history_path),
             "parameters": inp.parameters_text,
+            "baseline_same_draws_as_run": not dated,
             "scenarios": [{"name": s.name, "file": s.path, "sha256": s.sha256,
                            "changes": [c.describe() for c in s.changes]} for s in scenarios]}
     if ledger_path is not None:  # first: a locked ledger leaves --out untouched (the runs
@@ -275,17 +305,37 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
                       + ("; ".join(c.describe() for c in sc.changes) or "no change"))
         rows = []
         for _, r in f.iterrows():
-            rows.append([r["period"]] + [cell(r, n) for n in ("baseline", "scenario", "delta")]
+            rows.append([r["period"], str(r["days"])]
+                        + [cell(r, n) for n in ("baseline", "scenario", "delta")]
                         + [_show(r["delta_mean"], metric, inp.model.currency),
+                           _show_se(r["delta_mean_se"], metric, inp.model.currency),
                            f"{r['p_better']:.0%}"])
-        blocks.append(_render(rows, ["period", first, "scenario", "difference",
-                                     "mean difference", "P(better)"]))
+        blocks.append(_render(rows, ["period", "days", first, "scenario", "difference",
+                                     "mean difference", "s.e.", "P(better)"]))
     blocks.append("")
     better = frame["better"].iloc[0]
-    blocks.append(f"{metric} per period; difference = scenario - baseline on the same path "
-                  "(common random numbers); P(better) = share of paths where the scenario "
-                  f"is strictly {better}: for {metric}, {better} is better.")
+    when = "at each period's end" if metric.startswith("in_") else "per period"
+    blocks.append(f"{metric} {when}; days = the period's days inside the horizon (a first "
+                  "or last period may be partial); difference = scenario - baseline on the same "
+                  "path "
+                  "(common random numbers); s.e. = Monte Carlo standard error of the mean "
+                  "difference (sd of the per-path differences / sqrt(paths)); P(better) = share "
+                  f"of paths where the scenario is strictly {better}: for {metric}, {better} is "
+                  "better.")
+    if dated:
+        blocks.append(_dated_note(dated))
     _emit_frame(frame, fmt, "\n".join(blocks), meta)
+
+
+def _dated_note(names: list[str]) -> str:
+    """The line under the table when a scenario has dates inside the horizon."""
+    many = len(names) > 1
+    return (f"The baseline is drawn as the dated scenario{'s' if many else ''} "
+            f"({', '.join(names)}) need{'' if many else 's'}, cut at "
+            f"{'their' if many else 'its'} dates: it matches "
+            "`forecast run` in law, not path by path (same seed, other draws: its bands differ "
+            "from run's by Monte Carlo noise, and change when a dated scenario is added or "
+            "removed).")
 
 
 def _check_names(scenarios, ledger: bool) -> None:
@@ -346,14 +396,18 @@ def _record(ledger_mod, path, inp, scenarios, results, horizon, paths, seed, tim
 @click.command("sweep")
 @click.option("--lever", required=True,
               type=click.Choice(["win_rate", "conversion", "velocity", "expiry", "recapture",
-                                 "arrivals", "deal_size"]))
+                                 "arrivals", "deal_size"]),
+              help="The lever (defined in the README). win_rate is the opportunity -> won rate "
+                   "(about 55% on b2b), not SQL -> won: +0.05 moves b2b's SQL -> won from "
+                   "25.1% to 27.3%. arrivals' add and set are new leads per day.")
 @click.option("--op", default=None, type=click.Choice(["add", "multiply", "set"]),
               help="How the values act (default: add for win_rate and conversion, in "
                    "probability points; multiply for the others).")
 @click.option("--stage", default=None, help="The stage (conversion, velocity, expiry).")
 @click.option("--segment", default=None, help="Only this segment.")
-@click.option("--from", "start", type=float, required=True, help="First value.")
-@click.option("--to", "stop", type=float, required=True, help="Last value.")
+@click.option("--from", "start", type=float, required=True, callback=_finite,
+              help="First value.")
+@click.option("--to", "stop", type=float, required=True, callback=_finite, help="Last value.")
 @click.option("--steps", type=click.IntRange(2, 101), default=9, show_default=True)
 @_period_option
 @click.option("--target", type=click.FloatRange(0, None), default=None, metavar="AMOUNT",
@@ -378,17 +432,32 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
         fail(str(exc))
     if chart_path is not None:
         check_png(chart_path)
+    with np.errstate(all="ignore"):  # finite ends a step apart past the largest float
+        values = np.linspace(start, stop, steps)
+    if not np.isfinite(values).all():
+        raise click.UsageError(f"--from {start:g} --to {stop:g}: the values between them are "
+                               "not finite numbers")
     inp, note = _inputs(model_name, history, history_format, kwargs, as_of_text, posterior_path,
                         paths, threads, quiet)
     w, horizon = _window(period_label, inp.as_of, horizon)
     op = op or planning.DEFAULT_OPS[lever]
-    values = np.linspace(start, stop, steps)
+    changes, invalid = [], []  # a value the lever does not take is left out, as below
+    for v in values:
+        try:
+            changes.append(planning.lever_change(inp.model, lever, op, float(v), stage,
+                                                 segment))
+        except ScenarioError as exc:
+            invalid.append(exc)
+    if not changes:
+        fail(str(invalid[0]))
     try:
-        changes = [planning.lever_change(inp.model, lever, op, float(v), stage, segment)
-                   for v in values]
         frame = planning.sweep(_setting(inp, horizon, paths, seed), changes, w, qs, target)
     except ScenarioError as exc:
         fail(str(exc))
+    skipped = [f"{exc}; left out" for exc in invalid] + frame.attrs["skipped"]
+    if fmt != "table":  # the table lists them under it
+        for text in skipped:
+            note(f"skipped {text}")
     cur = inp.model.currency
     what = f"{lever}" + (f" {stage}" if stage else "") + (f" [{segment}]" if segment else "")
     labels = [summarize.quantile_label(q) for q in qs]  # a column each, as asked
@@ -397,18 +466,19 @@ def sweep_cmd(lever, op, stage, segment, start, stop, steps, period_label, targe
              f"{r['won_deals_mean']:.1f}"]
             + ([f"{r['p_target']:.0%}"] if target is not None else [])
             for _, r in frame.iterrows()]
-    table = "\n".join([*_header(inp, f"Sweep of {what} over bookings in {w.label}", horizon,
+    table = "\n".join([*_header(inp, f"Sweep of {what} over bookings in {_span(w)}", horizon,
                                 paths, seed), *_under_way(w, inp.as_of), "",
                        _render(rows, [what, *(q.upper() for q in labels), "mean",
                                       "won deals"] + ([f"P(>= {money(target, cur)})"]
-                                                      if target is not None else []))])
+                                                      if target is not None else [])),
+                       *([""] + [f"skipped {text}" for text in skipped] if skipped else [])])
     if chart_path is not None:
         _sweep_chart(chart_path, frame, what, op, labels, w.label, cur, target)
         note(f"wrote {chart_path}")
     _emit_frame(frame, fmt, table, {"lever": lever, "op": op, "stage": stage,
-                                    "segment": segment, "period": w.label,
+                                    "segment": segment, **_span_meta(w),
                                     "as_of": inp.as_of.isoformat(), "paths": paths,
-                                    "seed": seed}, currency=cur)
+                                    "seed": seed, "skipped": skipped}, currency=cur)
 
 
 def _plt():
@@ -535,15 +605,17 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
         head += ["CAC helpful", "LTV:CAC helpful"]
     rows = []
     for _, r in frame.iterrows():
-        row = [r["lever"], ("+" if r["helpful_factor"] > 1 else "-") + pct,
-               money(r["delta_mean_helpful"], cur), money(r["delta_mean_harmful"], cur),
+        row = [r["lever"], ("+" if r["helpful_factor"] > 1 else "-") + pct
+               + (" (noise)" if r["lost_in_noise"] else ""),
+               _with_se(r["delta_mean_helpful"], r["delta_mean_se_helpful"], cur),
+               _with_se(r["delta_mean_harmful"], r["delta_mean_se_harmful"], cur),
                money(r["p50_helpful"], cur), money(r["p50_harmful"], cur)]
         if target is not None:
             row += [f"{r['p_target_helpful']:.0%}", f"{r['delta_p_target_helpful']:+.1%}"]
         if spend is not None:
             row += [_cac(r["cac_helpful"], cur), f"{r['ltv_cac_helpful']:.2f}"]
         rows.append(row)
-    lines = _header(inp, f"Sensitivity of bookings in {w.label}, each lever moved {pct}",
+    lines = _header(inp, f"Sensitivity of bookings in {_span(w)}, each lever moved {pct}",
                     horizon, paths, seed) + _under_way(w, inp.as_of)
     if len(frame):
         base = frame.iloc[0]
@@ -557,13 +629,16 @@ def sensitivity_cmd(change, target, period_label, spend_path, ltv_multiple, char
               f"helpful: each lever moved {pct} the way that raises mean bookings "
               "(probabilities, recapture, arrivals and deal size up; days in stage and going "
               f"cold down: the \"helpful way\" column); harmful: {pct} the other way. Changes "
-              "against the baseline on the same paths (common random numbers); ranked by the "
-              "change of mean bookings the helpful way."]
+              "against the baseline on the same paths (common random numbers), ± their Monte "
+              "Carlo standard error (sd of the per-path differences / sqrt(paths)); ranked by "
+              "the change of mean bookings the helpful way. (noise): both changes within "
+              f"{planning.NOISE_SE:g} standard errors of zero: the runs cannot tell which way "
+              "helps (the way shown is the one they happened to favour; more --paths may)."]
     lines += [f"skipped {text}" for text in skipped]
     if chart_path is not None:
         _tornado(chart_path, frame, pct, w.label, cur)
         note(f"wrote {chart_path}")
-    _emit_frame(frame, fmt, "\n".join(lines), {"period": w.label, "change": change,
+    _emit_frame(frame, fmt, "\n".join(lines), {**_span_meta(w), "change": change,
                                                "as_of": inp.as_of.isoformat(),
                                                "paths": paths, "seed": seed,
                                                "skipped": skipped}, currency=cur)
@@ -645,7 +720,7 @@ def plan_cmd(target, period_label, confidence, fmt, model_name, history, as_of_t
         monthly.append(row)
     booked = planning.in_window(res.bookings, w)
     summary = {
-        "target": target, "currency": cur, "period": w.label, "confidence": confidence,
+        "target": target, "currency": cur, **_span_meta(w), "confidence": confidence,
         "as_of": inp.as_of.isoformat(), "paths": paths, "seed": seed,
         "arrivals_factor": p.factor, "probability": p.probability,
         "probability_at_current_arrivals": p.current_probability,
@@ -656,12 +731,15 @@ def plan_cmd(target, period_label, confidence, fmt, model_name, history, as_of_t
         "bookings_p10_p50_p90": [float(v) for v in np.quantile(booked, [0.1, 0.5, 0.9])],
         "classic": classic, "probability_with_classic_leads": classic_p,
         "monthly": monthly, "evaluations": p.evaluations,
+        # the plan as a scenario file's change (arrivals' add and set are leads per day)
+        "scenario_change": {"lever": "arrivals", "multiply": p.factor},
+        "leads_per_day": float(need_per_week.sum() / 7),
     }
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2, default=float))
         return
-    lines = _header(inp, f"Plan: {money(target, cur)} of bookings in {w.label} ({w.start} to "
-                         f"{w.end}) with probability {confidence:.0%}", horizon, paths, seed)
+    lines = _header(inp, f"Plan: {money(target, cur)} of bookings in {_span(w)} with "
+                         f"probability {confidence:.0%}", horizon, paths, seed)
     lines += _under_way(w, inp.as_of)
     lines += [
         "",
@@ -673,6 +751,9 @@ def plan_cmd(target, period_label, confidence, fmt, model_name, history, as_of_t
         f"  bookings in {w.label} with the plan: "
         + ", ".join(f"{n} {money(v, cur)}" for n, v in
                     zip(("P10", "P50", "P90"), summary["bookings_p10_p50_p90"], strict=True)),
+        f"  as a scenario change: lever = \"arrivals\", multiply = {p.factor:.4g} (all "
+        f"segments, mix kept; add and set take leads per day: {need_per_week.sum() / 7:,.1f} "
+        "a day)",
         "",
         "Implied flow per month (means over paths):",
     ]

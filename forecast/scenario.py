@@ -28,6 +28,10 @@ Every lever acts on each parameter set (each posterior draw) separately, and on 
     would keep the days to close exactly, but can raise a rate only a little once some band has
     nearly all its exits won; posterior draws often have such a band past every closed deal of
     the history, where the prior speaks. On the CRM sample's posterior it refused +2 points.)
+    This is the opportunity -> won rate (about 55% for a fresh opportunity on
+    ``models/b2b.toml``), not the SQL -> won rate a "25% win rate" means: only about 45% of
+    SQLs reach opportunity, so ``add = 0.05`` (55% -> 60%) moves a fresh SQL's chance of
+    closing won from 25.1% to 27.3% on b2b (weighted by the segments' SQLs).
 ``conversion`` (add | multiply | set; ``stage``)
     The same for advancing out of ``stage``: the probability that a lead entering it leaves it
     forward (advance or skip, including to ``won``); the forward moves are tilted together,
@@ -541,10 +545,11 @@ def neglect_pipeline(model: FunnelModel, pipeline: Pipeline, changes: Sequence[C
 
 def scenario_notes(model: FunnelModel, scenario: Scenario, pipeline: Pipeline,
                    as_of: dt.date, horizon: int) -> list[str]:
-    """What in ``scenario`` has less effect in this run than it reads: no change at all (an
+    """What in ``scenario`` has another effect in this run than it reads: no change at all (an
     empty file, or a table misnamed inside ``[[change]]``'s), a change dated after the horizon
-    (none), and a ``neglect`` count above the stage's open leads (only those)."""
-    last = as_of + dt.timedelta(days=horizon)
+    (none), one dated on or before the as-of date (from the horizon's first day, as if
+    undated), and a ``neglect`` count above the stage's open leads (only those)."""
+    first, last = as_of + dt.timedelta(days=1), as_of + dt.timedelta(days=horizon)
     out = []
     if not scenario.changes:
         out.append(f"{scenario.path or scenario.name}: no [[change]] table: scenario "
@@ -553,6 +558,9 @@ def scenario_notes(model: FunnelModel, scenario: Scenario, pipeline: Pipeline,
         if c.start is not None and c.start > last:
             out.append(f"{c.where}: from {c.start}, after the horizon's last day {last}: it "
                        "changes nothing in this run")
+        if c.start is not None and c.start < first:
+            out.append(f"{c.where}: from {c.start}, before the horizon's first day {first}: "
+                       "it applies from that day, as if undated")
         if c.lever == "neglect" and c.op == "count":
             idx = np.flatnonzero(pipeline.state == model.state_index(c.stage))
             n_open = int(_segments(model, c)[pipeline.segment[idx]].sum())

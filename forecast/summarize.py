@@ -51,7 +51,11 @@ def periods(as_of: dt.date, horizon: int, by: str) -> Periods:
 
 def metric_names(result: SimulationResult) -> list[str]:
     """The metrics reported per period, in display order."""
-    model = result.model
+    return model_metric_names(result.model)
+
+
+def model_metric_names(model) -> list[str]:
+    """:func:`metric_names` of any run of ``model``."""
     names = ["bookings", "won_deals", f"expired_{model.qualified_stage}", "lost_to_expiry",
              "expired_all", "recaptured", "arrivals"]
     names += [f"in_{s}" for s in model.states]

@@ -135,10 +135,11 @@ def test_scenario_table_centre_is_the_median_or_else_the_mean(quantiles, first, 
     assert table.exit_code == 0, table.output
     rows = json.loads(invoke(*args, "--format", "json").stdout)["rows"]
     head, cells = _table(table.stdout, "period ")
-    assert head[1] == first
+    assert head[1:3] == ["days", first]
     assert [c[0] for c in cells] == [r["period"] for r in rows]
     for cell, row in zip(cells, rows, strict=True):
-        for i, name in enumerate(("baseline", "scenario", "delta"), start=1):
+        assert cell[1] == str(row["days"])
+        for i, name in enumerate(("baseline", "scenario", "delta"), start=2):
             want = re.sub(r"\{(\w+)\}", lambda m, r=row, n=name: money(r[f"{n}_{m[1]}"], "USD"),
                           shape)
             assert cell[i] == want, (name, row["period"])

@@ -81,6 +81,28 @@ def test_numbers_that_are_not_finite_or_negative_are_refused(args):
     assert f"Invalid value for '{option}'" in res.output
 
 
+@pytest.mark.parametrize(("ends", "message"), [
+    (("inf", 0.1), "Invalid value for '--from': inf is not a finite number."),
+    ((0, "nan"), "Invalid value for '--to': nan is not a finite number."),
+    (("-inf", "inf"), "Invalid value for '--from'"),
+    ((-1e308, 1e308), "--from -1e+308 --to 1e+308: the values between them are not finite"),
+])
+def test_sweep_ends_that_are_not_finite_are_refused_up_front(ends, message):
+    """``sweep --from inf`` printed numpy's RuntimeWarnings (invalid value in multiply, in add)
+    and then "add must be a number, got nan", exit 1: now a usage error before any input is
+    read, exit 2 as for ``--target nan``, and no warning."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = invoke("sweep", "--lever", "win_rate", "--from", ends[0], "--to", ends[1],
+                     "--steps", 3, *FAST)
+    assert res.exit_code == 2, res.output
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and message in errors[0] and "got nan" not in res.stderr
+
+
 def test_sweep_target_zero_is_still_a_target():
     res = invoke("sweep", "--lever", "win_rate", "--from", 0, "--to", 0.05, "--steps", 2,
                  "--target", 0, *FAST)

@@ -359,11 +359,14 @@ def test_sensitivity_columns_mean_what_they_say_for_a_lever_helpful_down(
 
     table = _table_rows(small_sensitivity["table"], "lever")
     cells = table[name]
-    assert cells["helpful way"] == ("-10%" if good == 0.9 else "+10%")
+    assert cells["helpful way"] == ("-10%" if good == 0.9 else "+10%") + (
+        " (noise)" if row["lost_in_noise"] else "")
     assert cells["P50 helpful"] == money(sweep[good])
     assert cells["P50 harmful"] == money(sweep[bad])
-    assert cells["change of mean helpful"] == money(mean[good] - mean[1.0])
-    assert cells["change of mean harmful"] == money(mean[bad] - mean[1.0])
+    assert cells["change of mean helpful"] == (f"{money(mean[good] - mean[1.0])} ± "
+                                               f"{money(row['delta_mean_se_helpful'])}")
+    assert cells["change of mean harmful"] == (f"{money(mean[bad] - mean[1.0])} ± "
+                                               f"{money(row['delta_mean_se_harmful'])}")
     assert table["win rate"]["helpful way"] == "+10%"
 
 
@@ -389,6 +392,15 @@ def test_plan_command():
     assert out["leads_per_week"] == pytest.approx(out["leads_per_week_now"]
                                                   * out["arrivals_factor"])
     assert [m["month"] for m in out["monthly"]] == ["2026-10", "2026-11"]
+    # The plan as a scenario change, so that typing it into a file cannot be off by 7x:
+    # arrivals' add and set take leads per day, the plan answers in leads per week.
+    assert out["scenario_change"] == {"lever": "arrivals", "multiply": out["arrivals_factor"]}
+    assert out["leads_per_day"] == pytest.approx(out["leads_per_week"] / 7)
+    res = invoke("plan", "--target", 1_000_000, "--period", "2026-11", "--confidence", 0.5,
+                 "--paths", 300, "--quiet")
+    assert (f'as a scenario change: lever = "arrivals", multiply = {out["arrivals_factor"]:.4g} '
+            "(all segments, mix kept; add and set take leads per day: "
+            f"{out['leads_per_day']:,.1f} a day)") in res.stdout
     assert out["classic"]["leads_per_week"] > 0
     res = invoke("plan", "--target", 1e12, "--period", "2026-10", "--paths", 50, "--quiet")
     assert res.exit_code == 1 and "even 1024 times" in res.output
@@ -581,3 +593,206 @@ def test_a_walk_and_a_scenario_s_dates_together_are_bounded(walking, b2b):
     with pytest.raises(ScenarioError, match=r"copies them 4 times: 30,000 sets, more than "
                                             r"25,000; use --paths 2,083 or fewer"):
         planning.run_scenarios(replace(walking, paths=2500), [Scenario("d", "", tuple(dates))])
+
+
+def test_scenario_periods_say_the_days_the_horizon_covers():
+    """A 120-day horizon covers all 92 days of 2026Q4 and 28 of 2027Q1: the table, CSV and
+    JSON say so for every row (total included), as `forecast run` does; "2027Q1 $998k" read
+    as a quarter's bookings."""
+    args = ["scenario", "scenarios/win_rate_plus_5_points.toml", "--by", "quarter",
+            "--horizon", 120, "--paths", 30, "--quiet"]
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    table = _table_rows(res.stdout, "period")
+    assert {p: r["days"] for p, r in table.items()} == {"2026Q4": "92", "2027Q1": "28",
+                                                       "total": "120"}
+    assert "days = the period's days inside the horizon" in res.stdout
+    csv = pd.read_csv(pd.io.common.StringIO(invoke(*args, "--format", "csv").stdout))
+    rows = json.loads(invoke(*args, "--format", "json").stdout)["rows"]
+    expect = [("2026Q4", "2026-10-01", "2026-12-31", 92), ("2027Q1", "2027-01-01",
+                                                           "2027-01-28", 28),
+              ("total", "2026-10-01", "2027-01-28", 120)]
+    assert list(csv[["period", "start", "end", "days"]].itertuples(index=False,
+                                                                  name=None)) == expect
+    assert [(r["period"], r["start"], r["end"], r["days"]) for r in rows] == expect
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml", "--by", "week",
+                 "--horizon", 20, "--paths", 20, "--quiet", "--format", "json")
+    days = {r["period"]: r["days"] for r in json.loads(res.stdout)["rows"]}
+    assert days == {"week of 2026-09-28": 4, "week of 2026-10-05": 7,
+                    "week of 2026-10-12": 7, "week of 2026-10-19": 2, "total": 20}
+
+
+@pytest.mark.parametrize("command", [
+    ("sweep", "--lever", "win_rate", "--from", 0, "--to", 0.05, "--steps", 2),
+    ("plan", "--target", 1e5),
+])
+def test_one_period_commands_state_the_days_they_count(command):
+    """sweep, sensitivity and plan state their period's span in the header and the JSON;
+    a period under way at the as-of date counts only its days after it."""
+    for period, span, days in (("2026-11", "2026-11-01 to 2026-11-30, 30 days", 30),
+                               ("2026", "2026-10-01 to 2026-12-31, 92 days", 92)):
+        res = invoke(*command, "--period", period, "--paths", 5, "--quiet")
+        assert res.exit_code == 0, res.output
+        assert f"in {period} ({span})" in res.stdout.splitlines()[0]
+        out = json.loads(invoke(*command, "--period", period, "--paths", 5, "--quiet",
+                                "--format", "json").stdout)
+        assert (out["period"], out["days"]) == (period, days)
+        assert f"{out['start']} to {out['end']}" == span.split(",")[0]
+
+
+def test_scenario_and_sensitivity_standard_errors_are_those_of_the_per_path_differences(small,
+                                                                                      b2b):
+    """The standard error of a mean difference is sd(per-path differences) / sqrt(paths):
+    small for a change of rates, nearly that of independent runs for a change of timing."""
+    from dataclasses import replace
+
+    from forecast.summarize import periods
+
+    setting = replace(small, paths=300)
+    rate = parse_change({"lever": "win_rate", "add": 0.05}, b2b, "t")
+    slow = parse_change({"lever": "velocity", "stage": "mql", "multiply": 0.9}, b2b, "t")
+    base, win, fast = planning.run_scenarios(setting, [Scenario("w", "", (rate,)),
+                                                       Scenario("v", "", (slow,))])
+    per = periods(AS_OF, setting.horizon, "month")
+    for res in (win, fast):
+        frame = planning.compare(base, res, per, "bookings", (0.5,))
+        diff = res.bookings.sum(1) - base.bookings.sum(1)
+        total = frame[frame["period"] == "total"].iloc[0]
+        assert total["delta_mean_se"] == pytest.approx(diff.std(ddof=1) / np.sqrt(300))
+    w = planning.window("2024-05", dt.date(2024, 5, 1), dt.date(2024, 5, 31), AS_OF)
+    frame = planning.sensitivity(replace(small, paths=200, horizon=w.last + 1), 0.1, w, None)
+    row = frame.set_index("lever").loc["win rate"]
+    up = planning.run_scenarios(replace(small, paths=200, horizon=w.last + 1), [Scenario(
+        "u", "", (planning.levers(b2b)[0].make(0.1),))])
+    diff = planning.in_window(up[1].bookings, w) - planning.in_window(up[0].bookings, w)
+    assert row["delta_mean_helpful"] == pytest.approx(diff.mean())
+    assert row["delta_mean_se_helpful"] == pytest.approx(diff.std(ddof=1) / np.sqrt(200))
+    noisy = ((frame["delta_mean_helpful"].abs() <= 2 * frame["delta_mean_se_helpful"])
+             & (frame["delta_mean_harmful"].abs() <= 2 * frame["delta_mean_se_harmful"]))
+    assert (frame["lost_in_noise"] == noisy).all()
+
+
+def test_scenario_table_shows_the_standard_error(tmp_path):
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml", "--paths", 50,
+                 "--horizon", 30, "--quiet", "--format", "json")
+    rows = json.loads(res.stdout)["rows"]
+    assert all(r["delta_mean_se"] > 0 for r in rows)
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml", "--paths", 50,
+                 "--horizon", 30, "--quiet")
+    from forecast.outputs import money
+
+    total = _table_rows(res.stdout, "period")["total"]
+    assert total["s.e."] == money(rows[-1]["delta_mean_se"])
+    assert "s.e. = Monte Carlo standard error of the mean difference" in res.stdout
+
+
+def test_sensitivity_marks_a_lever_lost_in_the_noise():
+    """Days in mql, 10% either way, over 2027Q1 on 300 paths: both changes raise mean bookings
+    ($92k and $80k), each within 1.5 standard errors ($63k) of zero: a timing lever moves
+    every exit day, so the paired differences are nearly as noisy as independent runs. The
+    row says so; win rate (standard error $16k) is far outside the noise."""
+    res = invoke("sensitivity", "--period", "2027Q1", "--paths", 300, "--quiet", "--format",
+                 "json")
+    assert res.exit_code == 0, res.output
+    rows = pd.DataFrame(json.loads(res.stdout)["rows"]).set_index("lever")
+    mql = rows.loc["days in mql"]
+    assert mql["delta_mean_helpful"] > 0 and mql["delta_mean_harmful"] > 0
+    assert mql["delta_mean_helpful"] < 2 * mql["delta_mean_se_helpful"]
+    assert mql["delta_mean_se_helpful"] * np.sqrt(300) > 800_000  # sd of the differences
+    assert bool(mql["lost_in_noise"]) and not bool(rows.loc["win rate", "lost_in_noise"])
+    assert rows.loc["win rate", "delta_mean_se_helpful"] < 0.25 * mql["delta_mean_se_helpful"]
+
+
+def test_small_sensitivity_table_marks_noise_as_the_json_does(small_sensitivity):
+    rows = {r["lever"]: r for r in json.loads(small_sensitivity["json"])["rows"]}
+    table = _table_rows(small_sensitivity["table"], "lever")
+    assert any(r["lost_in_noise"] for r in rows.values())
+    for name, r in rows.items():
+        assert table[name]["helpful way"].endswith(" (noise)") is bool(r["lost_in_noise"])
+    assert "(2026-10-01 to 2026-10-31, 31 days)" in small_sensitivity["table"].splitlines()[0]
+
+
+def test_a_dated_scenario_s_family_says_its_baseline_is_run_s_law_not_its_draws():
+    """A scenario with a date inside the horizon makes every run of the family draw by
+    stretches cut at that date: the baseline is `forecast run`'s law, not its paths (with
+    the same seed its bands differ by Monte Carlo noise), and adding the dated file changed
+    the other scenarios' baseline without a word. Now a line under the table (and a JSON
+    field) says so; without dates inside the horizon the baseline is run's, path by path."""
+    common = ["--paths", 40, "--horizon", 120, "--by", "quarter", "--quiet"]
+    ran = json.loads(invoke("run", *common, "--format", "json").stdout)
+    ran = {b["period"]: b["mean"] for b in ran["bands"] if b["metric"] == "bookings"}
+
+    def baseline(*files):
+        res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml", *files, *common,
+                     "--format", "json")
+        out = json.loads(res.stdout)
+        return out, {r["period"]: r["baseline_mean"] for r in out["rows"]
+                     if r["scenario"] == "Win rate +5 points"}
+
+    out, base = baseline()
+    assert base == pytest.approx(ran, rel=1e-12) and out["baseline_same_draws_as_run"]
+    out, base = baseline("scenarios/paid_search_volume_minus_20.toml")  # from 2027-01-01
+    assert base != pytest.approx(ran, rel=1e-6) and not out["baseline_same_draws_as_run"]
+    note = ("The baseline is drawn as the dated scenario (Paid search volume -20%) needs, cut "
+            "at its dates: it matches `forecast run` in law, not path by path")
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml",
+                 "scenarios/paid_search_volume_minus_20.toml", *common)
+    assert note in res.stdout
+    res = invoke("scenario", "scenarios/win_rate_plus_5_points.toml",
+                 "scenarios/paid_search_volume_minus_20.toml", "--paths", 20, "--horizon", 60,
+                 "--quiet")  # the date is after the horizon: no cut, run's draws
+    assert res.exit_code == 0 and "The baseline is drawn" not in res.stdout
+
+
+def test_sweep_leaves_out_a_value_the_lever_cannot_take():
+    """A win rate pushed past 1 (b2b's is 0.195 to 0.656) made the whole sweep fail; like
+    sensitivity, the sweep now leaves that value out and says why under the table (in the
+    JSON's ``skipped``, on stderr with CSV); only when every value fails is it an error."""
+    args = ["sweep", "--lever", "win_rate", "--from", 0, "--to", 0.6, "--steps", 3,
+            "--paths", 20, "--horizon", 20, "--quiet"]
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    assert list(_table_rows(res.stdout, "win_rate")) == ["add +0", "add +0.3"]
+    skipped = [line for line in res.stdout.splitlines() if line.startswith("skipped ")]
+    assert skipped == ["skipped --lever win_rate add 0.6 (win_rate): add 0.6 takes the "
+                       "probability out of [0, 1] (it is 0.195 to 0.656 now); left out"]
+    out = json.loads(invoke(*args, "--format", "json").stdout)
+    assert [r["value"] for r in out["rows"]] == pytest.approx([0, 0.3])
+    assert [s.split(":")[0] for s in out["skipped"]] == ["--lever win_rate add 0.6 (win_rate)"]
+    res = invoke(*args[:-1], "--format", "csv")  # noted on stderr (as sensitivity: not quiet)
+    assert res.exit_code == 0 and "skipped --lever win_rate add 0.6" in res.stderr
+    assert len(pd.read_csv(pd.io.common.StringIO(res.stdout))) == 2
+    # a value the lever never takes (a negative factor) is left out the same way
+    res = invoke("sweep", "--lever", "velocity", "--stage", "sql", "--from", -1, "--to", 1,
+                 "--steps", 3, "--paths", 20, "--horizon", 20, "--quiet", "--format", "json")
+    out = json.loads(res.stdout)
+    assert [r["value"] for r in out["rows"]] == [1.0] and len(out["skipped"]) == 2
+    res = invoke("sweep", "--lever", "win_rate", "--from", 0.5, "--to", 0.6, "--steps", 2,
+                 "--paths", 20, "--horizon", 20, "--quiet")
+    assert res.exit_code == 1 and res.stdout == "" and res.stderr.count("\n") == 1
+    assert "add 0.5 takes the probability out of [0, 1]" in res.stderr
+
+
+def test_scenario_metric_takes_the_metrics_run_reports():
+    """`run` and `bands` report expired_sql (and leads in each state); scenario --metric
+    refused them. Its baseline is `run`'s, path by path (no dates), so the bands agree."""
+    common = ["--paths", 40, "--horizon", 60, "--quiet"]
+    ran = json.loads(invoke("run", *common, "--format", "json").stdout)["bands"]
+    for metric in ("expired_sql", "in_sql"):
+        res = invoke("scenario", "scenarios/sql_worked_within_48_hours.toml", "--metric",
+                     metric, *common, "--format", "json")
+        assert res.exit_code == 0, res.output
+        rows = json.loads(res.stdout)["rows"]
+        expect = {b["period"]: b["mean"] for b in ran if b["metric"] == metric}
+        assert {r["period"]: r["baseline_mean"] for r in rows} == pytest.approx(expect)
+        total = rows[-1]
+        assert total["unit"] == "count"
+        # worked SQLs stay SQLs instead of going cold
+        assert (total["delta_mean"] < 0) is (metric == "expired_sql")
+    res = invoke("scenario", "scenarios/sql_worked_within_48_hours.toml", "--metric",
+                 "in_sql", *common)
+    assert "in_sql at each period's end" in res.stdout
+    res = invoke("scenario", "scenarios/sql_worked_within_48_hours.toml", "--metric",
+                 "expired_opportunity", *common)
+    assert res.exit_code == 2 and "Invalid value for '--metric'" in res.stderr
+    assert "expired_sql" in res.stderr

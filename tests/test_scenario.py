@@ -420,3 +420,68 @@ def test_a_scenario_without_changes_is_noted_as_the_baseline(tmp_path, b2b, b2b_
     assert sc.changes == ()
     assert scenario_notes(b2b, sc, b2b_pipeline, AS_OF, 90) == [
         f"{path}: no [[change]] table: scenario {name!r} is the baseline itself"]
+
+
+def test_the_win_rate_lever_is_opportunity_to_won_and_its_docs_say_what_sql_to_won_does(
+        b2b, b2b_params):
+    """``win_rate`` acts on opportunity -> won (55% for a fresh b2b opportunity), while a "25%
+    win rate" means SQL -> won: +5 points on the lever move a fresh SQL's chance of closing won
+    from 25.1% to 27.3% (weighted by the segments' new leads reaching each stage). The README,
+    the lever's definition, sweep's help and the scenario file say so with these numbers."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    import forecast.scenario as scenario_mod
+    from forecast.cli import main
+    from forecast.hazards import reach_probability
+
+    def weighted_win(params, stage):
+        win = reach_probability(b2b, params.hazards, WON)[0]  # [g, state, r]
+        reach = reach_probability(b2b, params.hazards, stage)[0]
+        w = params.arrivals_mean[0] * reach[:, b2b.state_index(b2b.entry), 0]
+        return float((win[:, b2b.state_index(stage), 0] * w).sum() / w.sum())
+
+    plus = apply_changes(b2b, b2b_params, [change(b2b, lever="win_rate", add=0.05)])
+    assert round(weighted_win(b2b_params, "opportunity"), 2) == 0.55
+    assert round(weighted_win(plus, "opportunity"), 2) == 0.60
+    assert (round(weighted_win(b2b_params, "sql"), 3),
+            round(weighted_win(plus, "sql"), 3)) == (0.251, 0.273)
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert "SQL → won from 25.1% to 27.3%" in readme and "**opportunity → won**" in readme
+    assert "from 25.1% to 27.3%" in scenario_mod.__doc__
+    assert "SQL -> won from 25.1% to 27.3%" in (
+        root / "scenarios" / "win_rate_plus_5_points.toml").read_text()
+    help_text = " ".join(CliRunner().invoke(main, ["sweep", "--help"]).output.split())
+    assert "win_rate is the opportunity -> won rate" in help_text and "25.1% to 27.3%" in help_text
+
+
+def test_a_change_dated_on_or_before_the_as_of_date_is_noted(tmp_path, b2b, b2b_pipeline):
+    """A change from a date on or before the as-of date was applied from the first day without
+    a word (one after the horizon is noted): it is noted in the same style; one from the
+    horizon's first day is not."""
+    from click.testing import CliRunner
+
+    from forecast.cli import main
+    from forecast.scenario import scenario_notes
+
+    sc = Scenario(name="t", description="", changes=(
+        change(b2b, lever="arrivals", multiply=2, **{"from": "2026-09-30"}),
+        change(b2b, lever="arrivals", multiply=2, **{"from": "2026-10-01"}),
+        change(b2b, lever="win_rate", add=0.05, **{"from": "2025-01-01"}),
+    ))
+    assert scenario_notes(b2b, sc, b2b_pipeline, AS_OF, 90) == [
+        "test (arrivals): from 2026-09-30, before the horizon's first day 2026-10-01: it "
+        "applies from that day, as if undated",
+        "test (win_rate): from 2025-01-01, before the horizon's first day 2026-10-01: it "
+        "applies from that day, as if undated"]
+    path = tmp_path / "early.toml"
+    path.write_text('name = "early"\n[[change]]\nlever = "arrivals"\nmultiply = 0.8\n'
+                    "from = 2026-09-01\n")
+    res = CliRunner().invoke(main, ["scenario", str(path), "--paths", 5, "--horizon", 10,
+                                    "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (f"forecast: warning: {path}: change 1 (arrivals): from 2026-09-01, before the "
+            "horizon's first day 2026-10-01: it applies from that day, as if undated"
+            ) in res.stderr
