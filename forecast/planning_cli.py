@@ -204,7 +204,7 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
     from forecast import ledger as ledger_mod
     from forecast import outputs, summarize
     from forecast.planning import compare, run_scenarios
-    from forecast.scenario import ScenarioError, load_scenario, scenario_notes, switch_days
+    from forecast.scenario import ScenarioError, load_scenario, scenario_notes
 
     try:
         qs = summarize.parse_quantiles(quantiles)
@@ -247,14 +247,10 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
         f.insert(0, "scenario", sc.name)
         frames.append(f)
     frame = with_units(pd.concat(frames, ignore_index=True), inp.model.currency)
-    # A date inside the horizon cuts every run of the family into epochs, drawn by stretches
-    # of constant hazard (not run's exit tables): the baseline is then run's law, other draws.
-    dated = [sc.name for sc in scenarios if switch_days(sc, inp.as_of, horizon)]
     meta = {"model": inp.model.name, "currency": inp.model.currency,
             "as_of": inp.as_of.isoformat(), "horizon_days": horizon,
             "paths": paths, "seed": seed, "metric": metric, "history": str(inp.history_path),
             "parameters": inp.parameters_text,
-            "baseline_same_draws_as_run": not dated,
             "scenarios": [{"name": s.name, "file": s.path, "sha256": s.sha256,
                            "changes": [c.describe() for c in s.changes]} for s in scenarios]}
     if ledger_path is not None:  # first: a locked ledger leaves --out untouched (the runs
@@ -322,20 +318,7 @@ def scenario_cmd(files, by, metric, quantiles, fmt, out_dir, no_arrivals, ledger
                   "difference (sd of the per-path differences / sqrt(paths)); P(better) = share "
                   f"of paths where the scenario is strictly {better}: for {metric}, {better} is "
                   "better.")
-    if dated:
-        blocks.append(_dated_note(dated))
     _emit_frame(frame, fmt, "\n".join(blocks), meta)
-
-
-def _dated_note(names: list[str]) -> str:
-    """The line under the table when a scenario has dates inside the horizon."""
-    many = len(names) > 1
-    return (f"The baseline is drawn as the dated scenario{'s' if many else ''} "
-            f"({', '.join(names)}) need{'' if many else 's'}, cut at "
-            f"{'their' if many else 'its'} dates: it matches "
-            "`forecast run` in law, not path by path (same seed, other draws: its bands differ "
-            "from run's by Monte Carlo noise, and change when a dated scenario is added or "
-            "removed).")
 
 
 def _check_names(scenarios, ledger: bool) -> None:
