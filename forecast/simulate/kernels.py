@@ -354,10 +354,11 @@ def run_alone(st, nq, q_key, q_lead, q_state, q_dest, q_day, q_age, q_seg, q_rec
 @njit(cache=True)
 def exit_tables(horizon, kinds, n_seg, n_rec, n_slots):
     """A thread's tables of where and when a lead entering a state at age 0 leaves it, for
-    :func:`simulate_path_cohorts`: one row per epoch slot and ``(state, segment, recycle
-    level)`` (row ``(slot * S + s) * G * R + g * R + r``; a run with scenario dates has a slot
-    per epoch), filled by :func:`exit_table_row` the first time a path of another parameter
-    set needs it (``tab_k``: the set each row holds, -1 none).
+    :func:`simulate_path_cohorts`: one row per slot and ``(state, segment, recycle level)``
+    (row ``(slot * S + s) * G * R + g * R + r``; a path has a slot per parameter set it uses,
+    more than one in a run with scenario dates, so ``n_slots`` is the run's epoch count),
+    filled by :func:`exit_table_row` the first time a path of another parameter set needs it
+    (``tab_k``: the set each row holds, -1 none).
 
     Row ``(s, g, r)`` has ``horizon * W`` cells, ``W`` a power of two at least the number of
     moves out of any state: cell ``j * W + i`` is "leaves on the ``j``-th day at risk for the
@@ -653,19 +654,21 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     of :func:`exit_tables` for the cohort's state, segment and recycle level, under the
     parameter set of its first day at risk, holds the probability of every (day,
     destination) cell, cumulated: each lead draws ``u`` uniform, a leaver when below
-    ``c_hi``, the cumulative probability at ``seg_end`` (the horizon, or the first day
-    another set takes over), and then the cell holding ``u`` is its day and destination. A
-    group of the open pipeline aged ``a`` uses the row from ``a`` on: ``u`` uniform in
-    ``[c_lo, 1)``, ``c_lo`` the row's cumulative probability at age ``a`` (the exit given that
-    the group lasted to ``a``); groups so old that ``1 - c_lo`` is below ``1e-6`` go by the
-    stretches, where rounding cannot show. A lead with ``u >= c_hi`` before the horizon is
-    still there on ``seg_end``: ``v = (u - c_hi) / (1 - c_hi)`` is uniform given that, and
-    ``-log(1 - v)`` finds its exit in the stretches from ``seg_end`` on, as an exponential
-    draw would; given the day, the position inside it through its distribution function
-    (``(1 - e^{-Λx}) / (1 - e^{-Λ})``, uniform and independent of the day) picks the
-    destination. One draw a lead either way: the days before ``seg_end`` are those of a run
-    without the date. Epochs in a row with the same set are merged first (``mks``, ``mst``),
-    so a run cut where nothing changes draws as the run without the cut.
+    ``c_hi``, the cumulative probability at the end of the segment (the horizon, or the
+    first day another set takes over), and then the cell holding ``u`` is its day and
+    destination. A group of the open pipeline aged ``a`` uses the row from ``a`` on: ``u``
+    uniform in ``[c_lo, 1)``, ``c_lo`` the row's cumulative probability at age ``a`` (the exit
+    given that the group lasted to ``a``); groups so old that ``1 - c_lo`` is below ``1e-6``
+    go by the stretches, where rounding cannot show. A lead with ``u >= c_hi`` is still there
+    when the next set takes over: ``v = (u - c_hi) / (1 - c_hi)`` is uniform given that, and
+    is read in that set's row from the age the lead has then (``c_lo' + v (1 - c_lo')``), and
+    so on; past a row too old to read precisely it becomes an exponential, ``-log(1 - v)``,
+    that finds the exit in the stretches, and given the day the position inside it, through
+    its distribution function (``(1 - e^{-Λx}) / (1 - e^{-Λ})``, uniform and independent of
+    the day), picks the destination (the same inverse distribution function as the rows').
+    One draw a lead either way: the days before a date are those of a run without it.
+    Epochs in a row with the same set are merged first (``mks``, ``mst``), so a run cut
+    where nothing changes draws as the run without the cut.
 
     Order: the open pipeline's leads with a known amount alone (``open_*``, substreams
     ``open_key``), the arrivals of every day into the entry stage's cohorts, the open
@@ -702,6 +705,14 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
             mks[nm], mst[nm] = ks[e], ep_start[e]
             nm += 1
     alone_plain = plain and nm == 1  # run_alone's fast path: one epoch
+    # the exit-table slot of each epoch: one per parameter set (the first epoch using it)
+    slot = np.empty(n_ep, dtype=np.int64)
+    for e in range(nm):
+        slot[e] = e
+        for f in range(e):
+            if mks[f] == mks[e]:
+                slot[e] = slot[f]
+                break
     n_nodes = n_trans * n_seg * n_rec  # rows of an exit-table slot
     occ_diff[:] = 0
     cohort[:] = 0
@@ -728,6 +739,11 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
     x_inv = np.empty(n_xmax)
     x_cum = np.empty(n_xmax)
     x_lam = np.empty(n_xmax)
+    # a cohort's segments of exit-table rows, one per parameter set it meets (see below)
+    sg_row = np.empty(n_ep, dtype=np.int64)
+    sg_off = np.empty(n_ep, dtype=np.int64)
+    sg_clo = np.empty(n_ep)
+    sg_chi = np.empty(n_ep)
     # What a cohort leaver's move from s to d does: go on alone, count an expiry (and raise
     # the recycle level), count a recapture.
     alone = np.zeros((n_trans, n_states), dtype=np.bool_)
@@ -807,39 +823,51 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
         # Without a calendar: the cohort's (or group's) exit table row for the parameter set
         # in force on its first day at risk, built the first time a path of this set needs
         # it, read from the group's age on, up to `seg_end` (the horizon, or the first day a
-        # scenario's date brings another set); `cum` is then the probability of leaving
-        # before `seg_end`. Otherwise, for groups too old for the table, and for what lies
-        # past `seg_end` (`tail`), the stretches of constant hazard ahead (age bands cut at
-        # epoch starts and at the horizon): their start day, length, epoch, row of
-        # destination shares, rate, inverse rate and the cumulative hazard at their start;
-        # `cum` (`cum_tail` past `seg_end`) is then the cumulative hazard to the horizon.
+        # scenario's date brings another set); then, for each later set, the row of that
+        # set read from the age the cohort has then (segments `1..n_sg-1`: row, cumulative
+        # probability at its start and end, day offset). Otherwise (groups too old for the
+        # table), and past the last segment a table could read precisely (`tail`), the
+        # stretches of constant hazard ahead (age bands cut at epoch starts and at the
+        # horizon): their start day, length, epoch, row of destination shares, rate,
+        # inverse rate and the cumulative hazard at their start, to the horizon: `cum`
+        # (`cum_tail` for a tail).
+        srow = (s * n_seg + g) * n_rec + r
         row = -1
+        n_sg = 0
         tail = False
-        seg_end = horizon
-        if plain:
-            e0 = epoch_of(t, mst) if t < horizon else 0
-            row = e0 * n_nodes + (s * n_seg + g) * n_rec + r
-            if tab_k[row] != mks[e0]:
-                exit_table_row(tab_c, tab_guide, tab_ginv, row, hazards, total, band_lo, dests,
-                               mks[e0], s, g, r)
-                tab_k[row] = mks[e0]
-            a_eff = min(age, band_lo[n_bands - 1])
-            c_lo = tab_c[row, a_eff * width - 1] if a_eff > 0 else 0.0
-            if 1.0 - c_lo >= 1e-6:
-                seg_end = min(horizon, mst[e0 + 1]) if t < horizon else horizon
-                c_hi = tab_c[row, (a_eff + seg_end - t) * width - 1] if t < horizon else c_lo
-                t_off = t - a_eff
-                tail = seg_end < horizon
-            else:
-                row = -1
-        use_tab = row >= 0
+        tj, aj = t, age
+        leaves = False
+        p_stay = 1.0
+        while plain:
+            ej = epoch_of(tj, mst) if tj < horizon else 0
+            rj = slot[ej] * n_nodes + srow
+            if tab_k[rj] != mks[ej]:
+                exit_table_row(tab_c, tab_guide, tab_ginv, rj, hazards, total, band_lo, dests,
+                               mks[ej], s, g, r)
+                tab_k[rj] = mks[ej]
+            a_eff = min(aj, band_lo[n_bands - 1])
+            clo = tab_c[rj, a_eff * width - 1] if a_eff > 0 else 0.0
+            if 1.0 - clo < 1e-6:
+                tail = n_sg > 0  # (a first segment this old: the stretches throughout)
+                break
+            end = min(horizon, mst[ej + 1]) if tj < horizon else horizon
+            chi = tab_c[rj, (a_eff + end - tj) * width - 1] if tj < horizon else clo
+            leaves |= chi > clo
+            p_stay *= (1.0 - chi) / (1.0 - clo)
+            if n_sg == 0:
+                row, c_lo, c_hi, t_off = rj, clo, chi, tj - a_eff
+            sg_row[n_sg], sg_clo[n_sg], sg_chi[n_sg], sg_off[n_sg] = rj, clo, chi, tj - a_eff
+            n_sg += 1
+            if end >= horizon:
+                break
+            aj += end - tj
+            tj = end
+        use_tab = n_sg > 0
         cum = cum_tail = 0.0
-        if use_tab:
-            cum = (c_hi - c_lo) / (1.0 - c_lo)
         n_x = 0
         if not use_tab or tail:
-            tt = seg_end if use_tab else t
-            aa = age + (seg_end - t) if use_tab else age
+            tt = tj if use_tab else t
+            aa = aj if use_tab else age
             b = _band_of(aa, band_lo)
             ep = epoch_of(tt, mst)
             xc = 0.0
@@ -865,12 +893,17 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
                     ep += 1
             if use_tab:
                 cum_tail = xc
+                leaves |= xc > 0.0
+                p_stay *= math.exp(-xc)
             else:
                 cum = xc
-        if cum <= 0.0 and cum_tail <= 0.0:
+                leaves = xc > 0.0
+        if not leaves:
             continue
+        # A draw from the first segment's row at or above `u_stay` stays to the horizon
+        # (with one segment, exactly the draws at or above `c_hi`).
+        u_stay = c_hi if n_sg == 1 and not tail else c_lo + (1.0 - c_lo) * (1.0 - p_stay)
         seed_substream(rs, st, KEY_COHORT + ident)
-        srow = (s * n_seg + g) * n_rec + r
         us, usrow = np.uint64(s), np.uint64(srow)
         # expiries are counted by active stage: nurture has no column (and no expiry)
         ue = np.uint64(min(s, n_active - 1))
@@ -884,35 +917,52 @@ def simulate_path_cohorts(st, ks, ep_start, weekday0, entry, qual, open_state, o
         for i in range(n):
             if use_tab:  # one uniform: below `c_hi`, a leaver, and its cell in the row
                 u = c_lo + uniform(rs) * (1.0 - c_lo)
+                if u >= u_stay:
+                    continue  # stays to the end of the horizon
                 if u < c_hi:
                     c = table_cell(tab_c, tab_guide, tab_ginv, row, u)
                     day_out = t_off + (c >> shift)
                     d = dests[us, np.uint64(c & (width - 1))]
-                elif not tail:
-                    continue  # stays to the end of the horizon
                 else:
-                    # Still there on `seg_end`, where another parameter set takes over: the
-                    # same draw, rescaled, is uniform given that, and its exponential
-                    # `-log(1 - v)` finds the stretch and the day as above; given the day,
-                    # the position inside it, through its own distribution function, is
-                    # uniform and independent of the day, and picks the destination. No
-                    # other number is drawn, so the next lead's draws do not move: the days
-                    # before `seg_end` are those of a run whose parameters do not change.
-                    v = (u - c_hi) / (1.0 - c_hi)
-                    e = -math.log1p(-v)
-                    if e >= cum_tail:
-                        continue  # stays to the end of the horizon
+                    # Still there at the end of a segment, where another parameter set takes
+                    # over: the same draw, rescaled, is uniform given that, and is read in the
+                    # next segment's row from the age the lead has then; past the last
+                    # segment (`tail`) its exponential `-log(1 - v)` finds the stretch and the
+                    # day as below, and given the day the position inside it, through its own
+                    # distribution function, is uniform and independent of the day, and picks
+                    # the destination. No other number is drawn, so the next lead's draws do
+                    # not move: the days before a date are those of a run without it.
                     j = 0
-                    for x in range(1, n_x):
-                        j += e >= x_cum[x]
-                    pos = (e - x_cum[j]) * x_inv[j]
-                    off = min(int(pos), x_span[j] - 1)
-                    day_out = x_start[j] + off
-                    w = min(math.expm1(-x_lam[j] * (pos - off)) / math.expm1(-x_lam[j]),
-                            ONE_BELOW)
-                    d = 0
-                    for x in range(x_dest[j], x_dest[j] + n_states):
-                        d += w >= dest_flat[x]
+                    v = 0.0
+                    in_rows = True
+                    while u >= sg_chi[j]:
+                        v = (u - sg_chi[j]) / (1.0 - sg_chi[j])
+                        if j + 1 == n_sg:
+                            in_rows = False
+                            break
+                        j += 1
+                        u = sg_clo[j] + v * (1.0 - sg_clo[j])
+                    if in_rows:
+                        c = table_cell(tab_c, tab_guide, tab_ginv, sg_row[j], u)
+                        day_out = sg_off[j] + (c >> shift)
+                        d = dests[us, np.uint64(c & (width - 1))]
+                    else:
+                        if not tail:
+                            continue  # stays to the end of the horizon (rounding)
+                        e = -math.log1p(-v)
+                        if e >= cum_tail:
+                            continue  # stays to the end of the horizon
+                        j = 0
+                        for x in range(1, n_x):
+                            j += e >= x_cum[x]
+                        pos = (e - x_cum[j]) * x_inv[j]
+                        off = min(int(pos), x_span[j] - 1)
+                        day_out = x_start[j] + off
+                        w = min(math.expm1(-x_lam[j] * (pos - off)) / math.expm1(-x_lam[j]),
+                                ONE_BELOW)
+                        d = 0
+                        for x in range(x_dest[j], x_dest[j] + n_states):
+                            d += w >= dest_flat[x]
             else:
                 e = exponential(rs)
                 u = uniform(rs)  # drawn by stayers too: the next lead's draws do not move
