@@ -182,6 +182,16 @@ def _run_both(model, params, pipeline, horizon, n_paths, occ_days, **epochs):
     return fast, ref
 
 
+def _swapped_on(model, params, pipeline, horizon, n_paths, occ_days, day):
+    """Half the paths go from set 0 to set 1 on ``day``, the other half from 1 to 0: the fast
+    kernel and the reference in the same law, set by set; the fast run."""
+    set_index = np.where(np.arange(n_paths)[:, None] % 2 == 0, [[0, 1]], [[1, 0]])
+    fast, ref = _run_both(model, params, pipeline, horizon, n_paths, occ_days,
+                          set_index=set_index, switch_days=[day])
+    assert_same_distribution(compare(fast, ref, model, by_set=True, pooled=False))
+    return fast
+
+
 TWO_STAGE_PATHS, TWO_STAGE_HORIZON = 2500, 60
 B2B_PATHS, B2B_HORIZON = 2000, 90
 
@@ -240,13 +250,8 @@ def test_two_stage_two_parameter_sets(two_stage, two_stage_params, two_stage_pip
 def test_parameters_switching_on_a_date(two_stage, two_stage_params, two_stage_pipeline):
     """A scenario's effective date: half the paths switch from set 0 to set 1 on day 17, the
     other half from 1 to 0; leads already in a stage switch hazards that day too."""
-    params = two_sets(two_stage, two_stage_params)
-    n_paths = 2400
-    set_index = np.where(np.arange(n_paths)[:, None] % 2 == 0, [[0, 1]], [[1, 0]])
-    fast, ref = _run_both(two_stage, params, two_stage_pipeline, 40, n_paths, [16, 39],
-                          set_index=set_index, switch_days=[17])
-    pvalues = compare(fast, ref, two_stage, by_set=True, pooled=False)
-    assert_same_distribution(pvalues)
+    fast = _swapped_on(two_stage, two_sets(two_stage, two_stage_params), two_stage_pipeline,
+                       40, 2400, [16, 39], 17)
     # The switch matters: set 1 books more, so the two halves trade places on day 17.
     up = fast.set_index[:, 0] == 0
     before, after = fast.bookings[:, :17].mean(1), fast.bookings[:, 23:].mean(1)
@@ -257,23 +262,19 @@ def test_parameters_switching_on_a_date(two_stage, two_stage_params, two_stage_p
 def test_a_drastic_change_on_a_date(b2b, b2b_params, b2b_pipeline):
     """From day 15 every move out of the SQL and opportunity stages runs 20 times faster on
     half the paths, 20 times slower on the other half. A cohort's leads still there on the
-    date go on from their own draw, rescaled: exit tables before it, stretches after it,
-    where the faster stage leaves almost nobody for a table's rounding to matter; the
-    position inside the day of leaving picks the destination. The law is the day-by-day
-    process's."""
+    date go on from their own draw, rescaled, in the new set's exit-table row from the age
+    they have then; where that row is too old to read precisely (under the faster set an
+    SQL's survival to an age of 15 days is below 1e-6) the draw becomes an exponential in the
+    stretches of constant hazard, and the position inside the day of leaving picks the
+    destination. The law is the day-by-day process's."""
     from dataclasses import replace
 
     p = b2b_params.with_arrivals_scaled(0.1)
     h = p.hazards.copy()
     for s in ("sql", "opportunity"):
         h[:, b2b.state_index(s)] *= 20.0
-    params = Parameters.concat([p, replace(p, hazards=h)])
-    n_paths = 2000
-    set_index = np.where(np.arange(n_paths)[:, None] % 2 == 0, [[0, 1]], [[1, 0]])
-    fast, ref = _run_both(b2b, params, b2b_pipeline, 40, n_paths, [14, 39],
-                          set_index=set_index, switch_days=[15])
-    pvalues = compare(fast, ref, b2b, by_set=True, pooled=False)
-    assert_same_distribution(pvalues)
+    fast = _swapped_on(b2b, Parameters.concat([p, replace(p, hazards=h)]), b2b_pipeline, 40,
+                       2000, [14, 39], 15)
     faster = fast.set_index[:, 1] == 1
     assert fast.won[faster, 15:].sum() > 2 * fast.won[~faster, 15:].sum()
 
@@ -307,15 +308,9 @@ def test_b2b_large_cohorts(b2b, b2b_params, b2b_pipeline):
                         pl.amount[rep])
     params = two_sets(b2b, b2b_params.with_arrivals_scaled(3.0))
     assert params.arrivals_mean.max() > 32 > params.arrivals_mean.min()
-    n_paths = 2000
-    set_index = np.where(np.arange(n_paths)[:, None] % 2 == 0, [[0, 1]], [[1, 0]])
-    fast, ref = _run_both(b2b, params, pipeline, 45, n_paths, [19, 44], set_index=set_index,
-                          switch_days=[20])
-    pvalues = compare(fast, ref, b2b, by_set=True, pooled=False)
-    assert_same_distribution(pvalues)
-    for res in (fast, ref):
-        assert res.won.sum() > 1000 and res.recaptured.sum() > 1000
-        assert np.all(res.expired.sum(axis=(0, 1)) > 1000)
+    fast = _swapped_on(b2b, params, pipeline, 45, 2000, [19, 44], 20)
+    assert fast.won.sum() > 1000 and fast.recaptured.sum() > 1000
+    assert np.all(fast.expired.sum(axis=(0, 1)) > 1000)
 
 
 def test_b2b_large_cohorts_one_epoch(b2b, b2b_params, b2b_pipeline):
