@@ -43,7 +43,7 @@ def _options(func):
                      help="Days forecast after each cutoff."),
         click.option("--paths", type=click.IntRange(10, 10_000_000), default=2000,
                      show_default=True, help="Monte Carlo paths per forecast."),
-        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
                      help="Seed of the fits, the simulations and the baselines."),
         click.option("--draws", type=click.IntRange(10, 100_000), default=1000,
                      show_default=True, help="Posterior draws per chain of each fit."),

@@ -888,7 +888,7 @@ def _fit_history_options(func):
 @click.option("--tune", type=click.IntRange(10, 100_000), default=1000, show_default=True,
               help="Tuning steps per chain (discarded).")
 @click.option("--chains", type=click.IntRange(1, 64), default=2, show_default=True)
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Sampler seed; the same seed gives the same posterior.")
 @click.option("--sampler", type=click.Choice(["pymc", "nutpie"]), default="pymc",
               show_default=True,

@@ -196,3 +196,17 @@ def test_a_drift_fit_walks_on_over_the_forecast(history, two_stage):
     held = simulate(two_stage, params, pipe, as_of, days, n, seed=0).won.sum(1)
     spread = [np.quantile(x, 0.9) - np.quantile(x, 0.1) for x in (walked, held)]
     assert spread[0] > 1.1 * spread[1], spread
+
+
+@pytest.mark.parametrize("command", ["fit", "backtest"])
+def test_fit_and_backtest_take_the_seeds_run_takes(tmp_path, command):
+    """--seed up to 2**63 - 1 as `run`, `nightly` and the others (it stopped at 2**32 - 1):
+    the option is accepted, and the command goes on to its own work (here: a missing file)."""
+    missing = tmp_path / "missing.csv"
+    extra = (["--cutoffs", "2024-01-31"] if command == "backtest"
+             else ["--out", str(tmp_path / "p.nc")])
+    res = invoke(command, str(missing), "--seed", str(2**63 - 1), *extra)
+    assert "--seed" not in res.output, res.output
+    assert res.exit_code == 1 and "missing.csv" in res.output
+    res = invoke(command, str(missing), "--seed", str(2**63), *extra)
+    assert res.exit_code == 2 and "--seed" in res.output
