@@ -644,7 +644,10 @@ def bands_cmd(ledger_file, run_ref, as_of_text, model_name, by, quantiles, metri
                    "./forecasts.duckdb.")
 @click.option("--as-of", "as_of_text", default=None, metavar="DATE",
               help="The export's date: a row dated after it is an error (a mistyped year "
-                   "would record future periods as closed with nothing). Default: today.")
+                   "would record future periods as closed with nothing), and the days after "
+                   "the last row up to it count as known, without a win (a month ending on a "
+                   "quiet weekend is complete). Default: today, and the history's last date "
+                   "ends what is known (an old export records no days it cannot know).")
 @click.option("--quiet", is_flag=True, help="No notes on stderr.")
 @_ledger_timeout_option
 @lambda f: history_options(f, flags=("--format", "--history-format"))
@@ -679,7 +682,8 @@ def actuals_cmd(history, model_name, ledger_file, as_of_text, quiet, ledger_time
     log = read_history_or_fail(history, model, history_format, options, as_of, flag="--format",
                                stale=False, note=note)
     try:
-        real = trend_mod.realized(log, model)
+        # an export dated by --as-of knows the days after its last row up to then: no win
+        real = trend_mod.realized(log, model, through=as_of if as_of_text else None)
     except InputError as exc:
         fail(str(exc))
     frame = trend_mod.actuals_frame(real)

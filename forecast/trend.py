@@ -89,7 +89,7 @@ class Realized:
         return self.days[-1].date()
 
 
-def realized(log: EventLog, model: FunnelModel) -> Realized:
+def realized(log: EventLog, model: FunnelModel, through: dt.date | None = None) -> Realized:
     """Won deals and bookings per day of an event log.
 
     Parameters
@@ -98,11 +98,15 @@ def realized(log: EventLog, model: FunnelModel) -> Realized:
         A validated log, read with ``model``.
     model : FunnelModel
         Names the states.
+    through : datetime.date, optional
+        The export's date, when known (``actuals --as-of``): the days after the log's last
+        date up to it are known too, without a win. Default: the log's last date.
 
     Returns
     -------
     Realized
-        Days from the log's first to its last date (days without wins hold 0).
+        Days from the log's first date to its last (or ``through``, if later); days without
+        wins hold 0.
 
     Raises
     ------
@@ -128,6 +132,8 @@ def realized(log: EventLog, model: FunnelModel) -> Realized:
     known = _last_where(~np.isnan(amount), start)[wins]
     value = np.where(known >= 0, amount[np.maximum(known, 0)], np.nan)
     d0, d1 = int(day.min()), int(day.max())
+    if through is not None:
+        d1 = max(d1, int((np.datetime64(through, "D") - epoch).astype(np.int64)))
     n = d1 - d0 + 1
     offset = day[wins] - d0
     bookings = np.bincount(offset, weights=np.nan_to_num(value, nan=0.0), minlength=n)

@@ -387,3 +387,25 @@ def test_a_short_last_period_is_labelled_or_left_out_of_the_fan():
     assert full.tolist() == [31, 30] and keep.tolist() == [True, True]
     full, keep = trend.partial_periods(pd.DataFrame({"end": ["2028-02-29"], "days": [3]}), "year")
     assert full.tolist() == [366] and keep.tolist() == [True]  # a lone period stays
+
+
+def test_actuals_as_of_the_export_s_date_know_the_quiet_days_up_to_it(tmp_path):
+    """An export dated 2026-03-31 whose last row is 2026-03-27 (a quiet weekend and two days
+    after it): with --as-of 2026-03-31 March and 2026Q1 are complete, the days after the last
+    row recorded as zeros; without it (as of today) the history's last date ends what is
+    known, and March stays incomplete."""
+    log = tmp_path / "quiet.csv"
+    log.write_text("lead_id,stage,entered_at,amount,segment\n"
+                   "A,lead,2026-01-01,,\nA,won,2026-01-20,100,\n"
+                   "B,lead,2026-03-01,,\nB,won,2026-03-27,50,\n")
+    dated, undated = tmp_path / "dated.duckdb", tmp_path / "undated.duckdb"
+    assert invoke("actuals", log, "--ledger", dated, "--as-of", "2026-03-31").exit_code == 0
+    assert invoke("actuals", log, "--ledger", undated).exit_code == 0
+    rows = actuals_rows(dated)
+    assert by_key(rows, "month", "bookings")["2026-03"] == (50.0, True)
+    assert by_key(rows, "quarter", "won_deals")["2026Q1"] == (2.0, True)
+    days = by_key(rows, "day", "bookings")
+    assert days["2026-03-31"] == (0.0, True) and "2026-04-01" not in days
+    rows = actuals_rows(undated)
+    assert by_key(rows, "month", "bookings")["2026-03"] == (50.0, False)
+    assert "2026-03-28" not in by_key(rows, "day", "bookings")
