@@ -208,6 +208,7 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
         _fail(str(exc))
     quarters = summarize.bands(sim, by="quarter", quantiles=(0.1, 0.5, 0.9))
     rows = quarters[(quarters["metric"] == "bookings") & (quarters["period"] != "total")]
+    import numpy as np
     import pandas as pd
 
     from forecast.outputs import money
@@ -220,7 +221,30 @@ def nightly(history, model_name, refit_every, posterior_path, ledger_file, as_of
         if i > 0 and r.days < (quarter.end_time - quarter.start_time).days + 1:
             continue  # a later quarter the horizon covers only in part
 
-        lines.append(f"  {r.period} bookings ({r.days} days): P10 {money(r.p10, model.currency)}"
-                     f"  P50 {money(r.p50, model.currency)}  P90 {money(r.p90, model.currency)}")
+        line = (f"  {r.period} bookings ({r.days} days): P10 {money(r.p10, model.currency)}"
+                f"  P50 {money(r.p50, model.currency)}  P90 {money(r.p90, model.currency)}")
+        start = quarter.start_time.date()
+        if i == 0 and start <= as_of:  # the current quarter: what it lands at, booked + ahead
+            booked, whole = landing(log, model, start, as_of, sim.bookings[:, :r.days])
+            p10, p50, p90 = np.quantile(whole, [0.1, 0.5, 0.9])
+            line += (f"; the whole quarter, with {money(booked, model.currency)} booked "
+                     f"{start} to {as_of}: P10 {money(p10, model.currency)}  "
+                     f"P50 {money(p50, model.currency)}  P90 {money(p90, model.currency)}")
+        lines.append(line)
     click.echo("\n".join(lines))
+
+
+def landing(log, model: FunnelModel, start: dt.date, as_of: dt.date, ahead):
+    """What a period under way lands at: the bookings of the history from ``start`` to
+    ``as_of`` (won deals on their won row's date, as ``forecast actuals`` counts them;
+    unknown amounts 0), and that plus each path's bookings ahead (``ahead``: per path and
+    day, the period's days after ``as_of``). Returns ``(booked, per-path totals)``."""
+    import numpy as np
+
+    from forecast.trend import realized
+
+    real = realized(log, model, through=as_of)
+    inside = (real.days.date >= start) & (real.days.date <= as_of)
+    booked = float(real.bookings[inside].sum())
+    return booked, booked + np.asarray(ahead).sum(axis=1)
 

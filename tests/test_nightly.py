@@ -212,3 +212,45 @@ def test_nightly_takes_the_seeds_run_takes(tmp_path, history, two_stage):
     assert provenance(load_posterior(tmp_path / "two_stage.posterior.nc"))["seed"] == seed
     with duckdb.connect(str(tmp_path / "l.duckdb"), read_only=True) as con:
         assert con.execute("SELECT seed FROM runs").fetchone()[0] == seed
+
+
+def test_nightly_says_what_the_current_quarter_lands_at(tmp_path, history, two_stage):
+    """As of 2024-07-18 the forecast covers 2024Q3's last 74 days; finance asks what the
+    quarter lands at: the history's bookings from 2024-07-01 to the as-of date (counted as
+    `forecast actuals` counts them) plus each path's 74 days. A constant shift: the whole
+    quarter's percentiles are the booked amount plus the remainder's, exactly."""
+    import numpy as np
+
+    from forecast.eventlog import read_event_log
+    from forecast.nightly import landing
+    from forecast.outputs import money
+    from forecast.trend import realized
+
+    out = invoke("nightly", history, "--model", two_stage.path, "--ledger",
+                 tmp_path / "l.duckdb", "--as-of", "2024-07-18", "--paths", 60, "--horizon",
+                 120, "--draws", 60)
+    assert out.exit_code == 0, out.output
+    log = read_event_log(history, two_stage)
+    real = realized(log, two_stage)
+    days = np.array([d.date() for d in real.days])
+    want = float(real.bookings[(days >= dt.date(2024, 7, 1))
+                               & (days <= dt.date(2024, 7, 18))].sum())
+    assert want > 0
+    line = next(s for s in out.stdout.splitlines() if s.startswith("  2024Q3 bookings"))
+    assert f"the whole quarter, with {money(want, 'USD')} booked 2024-07-01 to 2024-07-18" \
+        in line
+    ahead = np.arange(12.0).reshape(4, 3)  # 4 paths, 3 days ahead
+    booked, whole = landing(log, two_stage, dt.date(2024, 7, 1), dt.date(2024, 7, 18), ahead)
+    assert booked == want
+    np.testing.assert_array_equal(whole, want + ahead.sum(axis=1))
+    # a quarter that starts after the as-of date (as of its eve) has nothing booked to add
+    import pandas as pd
+
+    frame = pd.read_csv(history)
+    cut = tmp_path / "to_june.csv"
+    frame[frame["entered_at"].str[:10] <= "2024-06-30"].to_csv(cut, index=False)
+    eve = invoke("nightly", cut, "--model", two_stage.path, "--ledger",
+                 tmp_path / "l.duckdb", "--as-of", "2024-06-30", "--paths", 20, "--horizon",
+                 100, "--draws", 60)
+    assert eve.exit_code == 0, eve.output
+    assert "whole quarter" not in eve.stdout
